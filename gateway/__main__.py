@@ -1,0 +1,5 @@
+"""``python -m gateway`` is ``passerelle``."""
+
+from .cli import main
+
+main()
