@@ -1,0 +1,180 @@
+"""``passerelle run``: one child process per network, kept alive, stopped cleanly.
+
+One :class:`asyncio.TaskGroup` owns a watcher task per network. A watcher starts its child,
+forwards the child's output line by line with the network's name in front, and restarts it
+with :class:`~gateway.backoff.Backoff` when it exits without being asked. One crashing
+network never takes the others down. On SIGTERM or SIGINT every child gets SIGTERM (slidge
+then sends unavailable presences and exits 0) and, after ``stop_timeout`` seconds, SIGKILL.
+
+Children run in their own session, so a Ctrl-C in the terminal reaches only the supervisor,
+which then stops them in order; and each child asks the kernel to SIGTERM it if the
+supervisor dies (see :mod:`gateway.child`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .backoff import Backoff
+from .child import EXIT_CONFIG
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+_LINE_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """How to start one child process."""
+
+    name: str
+    argv: Sequence[str]
+    pidfile: Path | None = None
+    env: Mapping[str, str] | None = field(default=None, repr=False)
+
+
+def network_children(cfg: Config) -> list[ChildSpec]:
+    """One child per enabled network, running :mod:`gateway.child`."""
+    assert cfg.path is not None
+    run_dir = cfg.data_dir / "run"
+    return [
+        ChildSpec(
+            name=name,
+            argv=[sys.executable, "-m", "gateway.child", "-c", str(cfg.path), "--network", name],
+            pidfile=run_dir / f"{name}.pid",
+        )
+        for name in cfg.enabled_networks
+    ]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        children: Sequence[ChildSpec],
+        *,
+        backoff: Backoff = Backoff(),
+        stop_timeout: float = 10.0,
+        output: TextIO | None = None,
+    ) -> None:
+        self.children = children
+        self.backoff = backoff
+        self.stop_timeout = stop_timeout
+        self.output = output if output is not None else sys.stdout
+        self.stopping = asyncio.Event()
+        self.restarts: dict[str, int] = {c.name: 0 for c in children}
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Run every child until :meth:`stop`; returns once all have exited."""
+        async with asyncio.TaskGroup() as tg:
+            for child in self.children:
+                tg.create_task(self._watch(child), name=f"watch-{child.name}")
+
+    async def _watch(self, spec: ChildSpec) -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            started = loop.time()
+            rc = await self._run_once(spec)
+            if self.stopping.is_set():
+                return
+            if rc == EXIT_CONFIG:
+                log.error("%s: configuration error (see above); not restarting it", spec.name)
+                return
+            failures = self.backoff.failures_after(failures, loop.time() - started)
+            delay = self.backoff.delay(failures, random.random())  # noqa: S311  (jitter, not crypto)
+            log.warning(
+                "%s exited with code %s after %.1f s; restarting in %.1f s",
+                spec.name, rc, loop.time() - started, delay,
+            )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.stopping.wait()
+            self.restarts[spec.name] += 1
+
+    async def _run_once(self, spec: ChildSpec) -> int:
+        env = dict(os.environ if spec.env is None else spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            limit=_LINE_LIMIT,
+        )
+        log.info("%s started (pid %d)", spec.name, proc.pid)
+        if spec.pidfile is not None:
+            spec.pidfile.parent.mkdir(parents=True, exist_ok=True)
+            spec.pidfile.write_text(f"{proc.pid}\n")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                assert proc.stdout is not None
+                tg.create_task(self._forward(spec.name, proc.stdout))
+                exited = tg.create_task(proc.wait())
+                stop = tg.create_task(self.stopping.wait())
+                await asyncio.wait((exited, stop), return_when=asyncio.FIRST_COMPLETED)
+                if not exited.done():
+                    await self._terminate(spec.name, proc)
+                stop.cancel()
+        finally:
+            if proc.returncode is None:  # we are being cancelled: don't leave it behind
+                proc.kill()
+                await proc.wait()
+            if spec.pidfile is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    spec.pidfile.unlink()
+        assert proc.returncode is not None
+        return proc.returncode
+
+    async def _terminate(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        log.info("stopping %s (pid %d)", name, proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await proc.wait()
+        except TimeoutError:
+            log.warning("%s did not stop within %.0f s; killing it", name, self.stop_timeout)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        log.info("%s stopped (exit code %s)", name, proc.returncode)
+
+    async def _forward(self, name: str, stream: asyncio.StreamReader) -> None:
+        prefix = f"{name} | "
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # longer than the limit: pass it on in pieces
+                line = await stream.read(_LINE_LIMIT)
+            if not line:
+                return
+            self.output.write(prefix + line.decode("utf-8", "replace").rstrip("\n") + "\n")
+            self.output.flush()
+
+
+async def run_supervisor(supervisor: Supervisor) -> None:
+    """Run until SIGTERM or SIGINT, then stop every child."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.stop)
+    try:
+        await supervisor.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
