@@ -1,0 +1,1 @@
+"""IRC network plugin: sans-IO protocol, formatting, address mapping and flood control."""
