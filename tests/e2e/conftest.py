@@ -26,6 +26,8 @@ from tests.e2e.xmpp_client import Client
 
 ECHO_JID = "echo.localhost"
 ECHO_SECRET = "echo-secret-for-tests"
+IRC_JID = "irc.localhost"
+IRC_SECRET = "irc-secret-for-tests"
 DOMAIN = "localhost"
 PASSWORD = "correct horse battery staple"
 _users = itertools.count(1)
@@ -38,7 +40,7 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
     server = Prosody(
         tmp_path_factory.mktemp("prosody"),
         domain=DOMAIN,
-        components=[ComponentSpec(ECHO_JID, ECHO_SECRET)],
+        components=[ComponentSpec(ECHO_JID, ECHO_SECRET), ComponentSpec(IRC_JID, IRC_SECRET)],
     )
     with server:
         yield server
@@ -111,7 +113,11 @@ class PasserelleProcess:
         return self.proc.returncode
 
 
-def write_config(directory: Path, prosody: Prosody, extra: str = "", echo: str = "") -> Path:
+def write_config(
+    directory: Path, prosody: Prosody, extra: str = "", echo: str = "", networks: str = ""
+) -> Path:
+    """``extra``: top-level keys; ``echo``: more keys for [networks.echo]; ``networks``: more
+    sections (e.g. ``[networks.irc]`` with ``IRC_JID``/``IRC_SECRET``), appended last."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "gateway.toml"
     path.write_text(
@@ -128,6 +134,7 @@ port = {prosody.component_port}
 jid = "{ECHO_JID}"
 secret = "{ECHO_SECRET}"
 {echo}
+{networks}
 """,
         encoding="utf-8",
     )
@@ -140,8 +147,12 @@ def start_passerelle(
 ) -> Iterator[Callable[..., PasserelleProcess]]:
     started: list[PasserelleProcess] = []
 
-    def start(extra: str = "", echo: str = "", wait: bool = True) -> PasserelleProcess:
-        config = write_config(tmp_path / f"passerelle{len(started)}", prosody, extra, echo)
+    def start(
+        extra: str = "", echo: str = "", networks: str = "", wait: bool = True
+    ) -> PasserelleProcess:
+        config = write_config(
+            tmp_path / f"passerelle{len(started)}", prosody, extra, echo, networks
+        )
         process = PasserelleProcess(config)
         started.append(process)
         if wait:
