@@ -138,8 +138,9 @@ class Settings(BaseSettings):
     """Log level of the supervisor and, unless a network says otherwise, of every network."""
     xmpp: XmppServer = XmppServer()
     storage: Storage = Storage()
-    networks: dict[str, dict[str, Any]] = {}
-    """One section per network: ``[networks.irc]``, ``[networks.matrix]``, ``[networks.email]``
+    networks: dict[str, dict[str, Any]] = Field(default={}, repr=False)
+    """Raw sections, hidden from repr because they still hold plain secrets; the typed,
+    validated ones are :attr:`Config.networks`. One section per network: ``[networks.irc]``, ``[networks.matrix]``, ``[networks.email]``
     (and ``[networks.echo]``, the demo network)."""
 
     @field_validator("admins")

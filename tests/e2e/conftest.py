@@ -49,12 +49,12 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
 class PasserelleProcess:
     """``passerelle run`` as a subprocess, with its output collected for assertions."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, argv: list[str] | None = None) -> None:
         self.config = config
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(config)],
+            argv or [sys.executable, "-m", "gateway", "run", "-c", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
