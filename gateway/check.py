@@ -41,6 +41,29 @@ class CheckResult:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.what}: {self.detail}"
 
 
+class _StreamRefused(Exception):
+    """The server answered with a stream error, or closed the connection."""
+
+    def __init__(self, condition: str) -> None:
+        self.condition = condition
+
+
+_HANDSHAKE_OK_RE = re.compile(rb"<handshake\s*/>|<handshake>\s*</handshake>")
+
+
+async def _read_until(reader: asyncio.StreamReader, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
+    """Read until ``pattern`` matches what arrived; a stream error or EOF raises."""
+    buf = b""
+    while (match := pattern.search(buf)) is None:
+        if err := _STREAM_ERROR_RE.search(buf):
+            raise _StreamRefused(err.group(1).decode())
+        chunk = await reader.read(4096)
+        if not chunk:
+            raise _StreamRefused("connection-closed")
+        buf += chunk
+    return match
+
+
 async def component_handshake(
     host: str, port: int, jid: str, secret: str, timeout: float = 10.0
 ) -> str | None:
@@ -53,29 +76,16 @@ async def component_handshake(
                 f"to='{jid}'>".encode()
             )
             await writer.drain()
-            buf = b""
-            while (m := _STREAM_ID_RE.search(buf)) is None:
-                if err := _STREAM_ERROR_RE.search(buf):
-                    return err.group(1).decode()
-                chunk = await reader.read(4096)
-                if not chunk:
-                    return "connection-closed"
-                buf += chunk
-            digest = hashlib.sha1(m.group(1) + secret.encode()).hexdigest()  # noqa: S324  (XEP-0114)
+            stream_id = (await _read_until(reader, _STREAM_ID_RE)).group(1)
+            digest = hashlib.sha1(stream_id + secret.encode()).hexdigest()  # noqa: S324  (XEP-0114)
             writer.write(f"<handshake>{digest}</handshake>".encode())
             await writer.drain()
-            buf = b""
-            while True:
-                if re.search(rb"<handshake\s*/>|<handshake>\s*</handshake>", buf):
-                    writer.write(b"</stream:stream>")
-                    await writer.drain()
-                    return None
-                if err := _STREAM_ERROR_RE.search(buf):
-                    return err.group(1).decode()
-                chunk = await reader.read(4096)
-                if not chunk:
-                    return "connection-closed"
-                buf += chunk
+            await _read_until(reader, _HANDSHAKE_OK_RE)
+            writer.write(b"</stream:stream>")
+            await writer.drain()
+            return None
+        except _StreamRefused as refused:
+            return refused.condition
         finally:
             writer.close()
             with contextlib.suppress(OSError):

@@ -58,6 +58,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir, network=args.network)
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=Path("gateway.toml"),
+        help="configuration file (default: ./gateway.toml)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="passerelle",
@@ -73,13 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every network enabled in the configuration file, one process each, "
         "restarting any that fails, until SIGTERM or SIGINT; then stop them cleanly.",
     )
-    run.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=Path("gateway.toml"),
-        help="configuration file (default: ./gateway.toml)",
-    )
+    _config_option(run)
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser(
@@ -88,13 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the configuration file and try each network's component "
         "connection to the XMPP server. One line per check; exit code 0 only if all pass.",
     )
-    check.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=Path("gateway.toml"),
-        help="configuration file (default: ./gateway.toml)",
-    )
+    _config_option(check)
     check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser(
