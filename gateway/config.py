@@ -139,9 +139,10 @@ class Settings(BaseSettings):
     xmpp: XmppServer = XmppServer()
     storage: Storage = Storage()
     networks: dict[str, dict[str, Any]] = Field(default={}, repr=False)
-    """Raw sections, hidden from repr because they still hold plain secrets; the typed,
-    validated ones are :attr:`Config.networks`. One section per network: ``[networks.irc]``, ``[networks.matrix]``, ``[networks.email]``
-    (and ``[networks.echo]``, the demo network)."""
+    """One section per network: ``[networks.irc]``, ``[networks.matrix]``,
+    ``[networks.email]`` (and ``[networks.echo]``, the demo network). Raw here, hidden from
+    repr because they still hold plain secrets; the validated ones are
+    :attr:`Config.networks`."""
 
     @field_validator("admins")
     @classmethod

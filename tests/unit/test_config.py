@@ -111,7 +111,7 @@ def test_mistakes_are_reported_with_key_and_fix(tmp_path: Path, text: str, expec
 
 
 def test_missing_file_says_where_to_start(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="copy examples/gateway.toml"):
+    with pytest.raises(ConfigError, match=r"copy examples/gateway\.toml"):
         load(tmp_path / "nope.toml")
 
 
