@@ -28,6 +28,10 @@ ECHO_JID = "echo.localhost"
 ECHO_SECRET = "echo-secret-for-tests"
 IRC_JID = "irc.localhost"
 IRC_SECRET = "irc-secret-for-tests"
+MATRIX_JID = "matrix.localhost"
+MATRIX_SECRET = "matrix-secret-for-tests"
+EMAIL_JID = "email.localhost"
+EMAIL_SECRET = "email-secret-for-tests"
 DOMAIN = "localhost"
 PASSWORD = "correct horse battery staple"
 _users = itertools.count(1)
@@ -40,7 +44,12 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
     server = Prosody(
         tmp_path_factory.mktemp("prosody"),
         domain=DOMAIN,
-        components=[ComponentSpec(ECHO_JID, ECHO_SECRET), ComponentSpec(IRC_JID, IRC_SECRET)],
+        components=[
+            ComponentSpec(ECHO_JID, ECHO_SECRET),
+            ComponentSpec(IRC_JID, IRC_SECRET),
+            ComponentSpec(MATRIX_JID, MATRIX_SECRET),
+            ComponentSpec(EMAIL_JID, EMAIL_SECRET),
+        ],
     )
     with server:
         yield server
