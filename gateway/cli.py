@@ -37,7 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(cfg.settings.log_level)
     children = network_children(cfg)
     log.info("Passerelle %s: starting %s", __version__, ", ".join(c.name for c in children))
-    asyncio.run(run_supervisor(Supervisor(children)))
+    supervisor = Supervisor(children)
+    asyncio.run(run_supervisor(supervisor))
+    if supervisor.gave_up:
+        log.error(
+            "stopped after configuration errors in: %s", ", ".join(sorted(supervisor.gave_up))
+        )
+        return 1
     log.info("all networks stopped")
     return 0
 

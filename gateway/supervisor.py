@@ -73,6 +73,8 @@ class Supervisor:
         self.output = output if output is not None else sys.stdout
         self.stopping = asyncio.Event()
         self.restarts: dict[str, int] = {c.name: 0 for c in children}
+        self.gave_up: set[str] = set()
+        """Children that exited with a configuration error and were not restarted."""
 
     def stop(self) -> None:
         self.stopping.set()
@@ -93,6 +95,7 @@ class Supervisor:
                 return
             if rc == EXIT_CONFIG:
                 log.error("%s: configuration error (see above); not restarting it", spec.name)
+                self.gave_up.add(spec.name)
                 return
             failures = self.backoff.failures_after(failures, loop.time() - started)
             delay = self.backoff.delay(failures, random.random())  # noqa: S311  (jitter, not crypto)

@@ -43,6 +43,14 @@ async def test_configuration_error_is_not_restarted() -> None:
     supervisor = Supervisor([py(f"raise SystemExit({EXIT_CONFIG})", "bad")], backoff=FAST)
     await run_for(supervisor, 0.5)
     assert supervisor.restarts["bad"] == 0
+    assert supervisor.gave_up == {"bad"}
+
+
+async def test_supervisor_returns_once_every_child_gave_up() -> None:
+    supervisor = Supervisor([py(f"raise SystemExit({EXIT_CONFIG})", "bad")], backoff=FAST)
+    async with asyncio.timeout(20):
+        await supervisor.run()  # no stop() needed
+    assert supervisor.gave_up == {"bad"}
 
 
 async def test_stop_sends_sigterm_and_waits() -> None:
