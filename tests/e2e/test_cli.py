@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 
 def check(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "gateway", "check", "-c", str(config)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -109,7 +109,7 @@ async def test_demo_lets_a_real_client_talk_to_the_echo_network(
 
 
 class DemoProcess(PasserelleProcess):
-    def __init__(self, directory: Path) -> None:  # noqa: D107
+    def __init__(self, directory: Path) -> None:
         super().__init__(
             directory / "gateway.toml",
             argv=[sys.executable, "-m", "gateway", "demo", "--dir", str(directory)],

@@ -27,7 +27,7 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, command: str) -> 
     config.write_text(
         "[networks.echo]\njid = 'echo.example.org'\nsecrett = 'x'\n", encoding="utf-8"
     )
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "gateway", command, "-c", str(config)],
         capture_output=True,
         text=True,
