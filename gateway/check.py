@@ -118,14 +118,22 @@ async def check_network(cfg: Config, name: str, net: NetworkConfig) -> CheckResu
 
 
 def check_data_dir(path: Path) -> CheckResult:
+    """Can Passerelle write there? Checked without creating anything."""
     what = f"data_dir {path}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return CheckResult(what, False, f"cannot create it ({e.strerror}) — fix its permissions")
-    if not os.access(path, os.W_OK):
-        return CheckResult(what, False, "not writable — fix its permissions")
-    return CheckResult(what, True, "writable")
+    if path.exists():
+        if not path.is_dir():
+            return CheckResult(what, False, "exists but is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            return CheckResult(what, False, "not writable by this user — fix its permissions")
+        return CheckResult(what, True, "writable")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return CheckResult(
+            what, False, f"missing, and {parent} is not writable by this user — create it"
+        )
+    return CheckResult(what, True, "will be created at start")
 
 
 async def run_checks(cfg: Config) -> list[CheckResult]:
