@@ -9,6 +9,13 @@ The secret reaches slidge through this process's environment, never through a co
 line that ``ps`` would show. slidge exits with its own codes: 0 after SIGTERM, 1 on an
 unhandled exception in a stanza handler, 3 after a crashed task, 10/15 when the XMPP
 connection is lost; the supervisor restarts it for any of them but 0 and :data:`EXIT_CONFIG`.
+
+With ``[storage] url``, the network's schema is prepared before slidge starts, and a
+database problem ends the process with one line on stderr: a refused login, an unknown
+database or role, a missing privilege or driver is the admin's to fix (:data:`EXIT_CONFIG`,
+not restarted); a server that cannot be reached may come back (:data:`EXIT_TEMPFAIL`,
+restarted with backoff). The database password, like the component secret, reaches
+slidge through the environment (``PGPASSWORD``), so no URL that slidge logs carries it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
 
 from . import config as config_mod
 from . import slidge_fixes
@@ -31,16 +42,36 @@ from .runtime import set_network_config
 
 EXIT_CONFIG = 78
 """Exit code for a configuration problem (sysexits' EX_CONFIG): restarting will not help."""
+EXIT_TEMPFAIL = 75
+"""Exit code when the database cannot be reached (sysexits' EX_TEMPFAIL): try again later."""
+
+# Messages from libpq and the server that restarting cannot fix. Connection failures carry
+# no SQLSTATE in psycopg2, so the text is all there is; anything else counts as transient.
+_PERMANENT_DB_ERRORS = (
+    "password authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "does not exist",  # role or database
+    "permission denied",
+    "invalid connection option",
+    "invalid dsn",
+    "invalid sslmode",
+    "not permitted to log in",
+    "does not support ssl",
+)
 
 _PR_SET_PDEATHSIG = 1
 
 
 class RedactSecrets(logging.Filter):
-    """Hide credentials in wire logs (DEBUG level logs every stanza).
+    """Hide credentials in logs, whichever logger writes them.
 
     Registration forms carry legacy passwords; component handshakes carry a hash of the
-    secret. Anything in a ``password`` element, a ``handshake`` element, or the value of a
-    data-form field whose name suggests a secret is replaced by ``[redacted]``.
+    secret; slidge logs each of its settings at DEBUG, the component secret included.
+    Anything in a ``password`` element, a ``handshake`` element, the value of a data-form
+    field whose name suggests a secret, and every occurrence of a known secret value is
+    replaced by ``[redacted]``. :meth:`install` applies it to every record created in the
+    process, so no logger (nor slidge's ``basicConfig(force=True)``) can bypass it.
     """
 
     _PATTERNS = (
@@ -53,21 +84,47 @@ class RedactSecrets(logging.Filter):
         ),
     )
 
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= logging.DEBUG and record.args:
-            record.args = tuple(
-                self.redact(a) if isinstance(a, str | bytes) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(self._scrub(a) for a in args)
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg, self.secrets)
         return True
 
+    def _scrub(self, value: object) -> object:
+        if isinstance(value, str | bytes):
+            return self.redact(value, self.secrets)
+        if self.secrets and isinstance(value, tuple | list | dict):
+            text = repr(value)
+            if any(secret in text for secret in self.secrets):
+                return self.redact(text, self.secrets)
+        return value
+
     @classmethod
-    def redact(cls, text: str | bytes) -> str:
+    def redact(cls, text: str | bytes, secrets: Iterable[str] = ()) -> str:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
+        for secret in secrets:
+            text = text.replace(secret, "[redacted]")
         for pattern in cls._PATTERNS:
             text = pattern.sub(r"\1[redacted]\3", text)
         return text
+
+    def install(self) -> None:
+        """Apply this filter to every log record created from now on in this process."""
+        make_record = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = make_record(*args, **kwargs)
+            self.filter(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
 
 
 def _die_with_parent() -> None:
@@ -83,8 +140,7 @@ def slidge_argv(cfg: config_mod.Config, name: str) -> list[str]:
     home = cfg.network_dir(name)
     db_url = cfg.network_db_url(name)
     if cfg.settings.storage.url is not None:
-        sep = "&" if "?" in db_url else "?"
-        db_url = f"{db_url}{sep}options=-csearch_path%3D{postgres_schema(name)}"
+        db_url, _password = postgres_url(db_url, postgres_schema(name))
     argv = [
         f"passerelle-{name}",
         "--jid", net.jid,
@@ -108,13 +164,105 @@ def slidge_argv(cfg: config_mod.Config, name: str) -> list[str]:
 
 
 def postgres_schema(name: str) -> str:
+    """The schema that holds network ``name``'s tables; one database serves every network."""
     return f"passerelle_{name}"
 
 
-def _configure_logging() -> None:
-    redact = RedactSecrets()
-    for logger in ("slixmpp.xmlstream.xmlstream", "slidge.core.gateway", "slixmpp"):
-        logging.getLogger(logger).addFilter(redact)
+def postgres_url(url: str, schema: str) -> tuple[str, str | None]:
+    """The URL slidge gets for ``[storage] url``, and the password taken out of it.
+
+    The driver is named (slidge fix 5), ``search_path`` is set to ``schema`` so every table,
+    and slidge's ``alembic_version``, lands there, and the password is left out: slidge
+    logs its settings at DEBUG, so the password travels in ``PGPASSWORD`` instead.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = slidge_fixes.postgres_driver(make_url(url))
+    options = parsed.query.get("options", "")
+    if not isinstance(options, str):
+        options = " ".join(options)
+    search_path = f"-csearch_path={schema}"
+    parsed = parsed.update_query_dict({"options": f"{options} {search_path}".strip()})
+    password = parsed.password
+    parsed = parsed._replace(password=None)
+    return parsed.render_as_string(hide_password=False), (
+        None if password is None else str(password)
+    )
+
+
+def describe_db_error(exc: BaseException, url: str) -> tuple[str, int]:
+    """A one-line message for a failure to prepare the database, and the exit code.
+
+    ``url`` is the URL without password; the message names its host, port, database and
+    user, never the password.
+    """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    where = (
+        f"PostgreSQL at {parsed.host or 'the local socket'}:{parsed.port or 5432} "
+        f"(database {parsed.database!r}, user {parsed.username!r})"
+    )
+    if isinstance(exc, sqlalchemy.exc.ArgumentError):
+        return f"[storage] url: not a usable database URL: {exc}", EXIT_CONFIG
+    if isinstance(exc, ModuleNotFoundError):
+        return (
+            f"[storage] url: the PostgreSQL driver is missing ({exc}) — install Passerelle "
+            "with its 'postgres' extra, e.g. pip install 'passerelle[postgres]'",
+            EXIT_CONFIG,
+        )
+    orig = getattr(exc, "orig", None) or exc
+    detail = " ".join(str(orig).split()) or type(orig).__name__
+    if any(marker in detail.lower() for marker in _PERMANENT_DB_ERRORS):
+        return (
+            f"[storage] url: {where} refused us: {detail} — fix the URL, the role's password "
+            "or its privileges (it needs CONNECT, and CREATE on the database unless the "
+            "schema exists); not restarting",
+            EXIT_CONFIG,
+        )
+    return (
+        f"[storage] url: cannot reach {where}: {detail} — retrying with backoff",
+        EXIT_TEMPFAIL,
+    )
+
+
+def _prepare_storage(cfg: config_mod.Config, name: str) -> None:
+    """Create the network's schema, or exit with a one-line reason (see module docstring)."""
+    import sqlalchemy.exc
+
+    if cfg.settings.storage.url is None:
+        return
+    try:
+        url, password = postgres_url(cfg.network_db_url(name), postgres_schema(name))
+    except sqlalchemy.exc.ArgumentError as e:
+        print(f"passerelle: [storage] url: not a valid database URL: {e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    if password is not None:
+        os.environ["PGPASSWORD"] = password
+    try:
+        slidge_fixes.postgres_prepare(url, postgres_schema(name))
+    except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError) as e:
+        message, code = describe_db_error(e, url)
+        print(f"passerelle: {message}", file=sys.stderr)
+        sys.exit(code)
+
+
+def _config_secrets(cfg: config_mod.Config, net: config_mod.NetworkConfig) -> list[str]:
+    """Every secret value in this process's configuration: the component secret, the
+    database password, and any ``SecretStr`` a plugin declares."""
+    found = [v.get_secret_value() for v in net.__dict__.values() if isinstance(v, SecretStr)]
+    if (url := cfg.settings.storage.url) is not None:
+        from sqlalchemy.engine import make_url
+
+        with contextlib.suppress(Exception):
+            if (password := make_url(url.get_secret_value()).password) is not None:
+                found.append(str(password))
+    return found
+
+
+def _configure_logging(secrets: Iterable[str]) -> None:
+    RedactSecrets(secrets).install()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,14 +282,11 @@ def main(argv: list[str] | None = None) -> None:
 
     set_network_config(net)
     cfg.network_dir(args.network).mkdir(parents=True, exist_ok=True)
-    if cfg.settings.storage.url is not None:
-        slidge_fixes.postgres_prepare(
-            cfg.settings.storage.url.get_secret_value(), postgres_schema(args.network)
-        )
+    _prepare_storage(cfg, args.network)
     os.environ["SLIDGE_SECRET"] = net.secret.get_secret_value()
     os.environ["SLIDGE_CONF_DIR"] = str(cfg.network_dir(args.network) / "no-slidge-conf.d")
     sys.argv = slidge_argv(cfg, args.network)
-    _configure_logging()
+    _configure_logging(_config_secrets(cfg, net))
     slidge_fixes.apply()
 
     import slidge.main

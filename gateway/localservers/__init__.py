@@ -1,6 +1,6 @@
 """Real servers on loopback, started and stopped by the end-to-end tests and `passerelle demo`.
 
-Each wrapper (`Prosody`, `NgIrcd`, `InspIRCd`) writes its own config under a work
+Each wrapper (`Prosody`, `NgIrcd`, `InspIRCd`, `PostgreSQL`) writes its own config under a work
 directory, picks free ports on 127.0.0.1, runs the server in the foreground as a child
 process and stops exactly that process. A server that dies or never listens raises
 `ServerStartError` with the end of its log.
@@ -10,6 +10,7 @@ from gateway.localservers.errors import LocalServerError, ServerCommandError, Se
 from gateway.localservers.inspircd import InspIRCd
 from gateway.localservers.ngircd import NgIrcd
 from gateway.localservers.ports import free_port, wait_for_port
+from gateway.localservers.postgres import PostgreSQL
 from gateway.localservers.prosody import ComponentSpec, Prosody, patch_mod_privilege
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "InspIRCd",
     "LocalServerError",
     "NgIrcd",
+    "PostgreSQL",
     "Prosody",
     "ServerCommandError",
     "ServerStartError",
