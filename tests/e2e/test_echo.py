@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.e2e.conftest import ECHO_JID, PasserelleProcess
+from tests.e2e.conftest import ECHO_JID, ECHO_SECRET, PasserelleProcess
 from tests.e2e.xmpp_client import Client
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +123,17 @@ async def test_sigterm_stops_cleanly_with_unavailable_presences(
     assert code == 0, passerelle.output()
     await grace.next_presence(ECHO_JID, ptype="unavailable")
     assert "echo stopped (exit code 0)" in passerelle.output()
+
+
+async def test_debug_logs_never_show_the_component_secret(
+    start_passerelle: Callable[..., PasserelleProcess], new_client: NewClient
+) -> None:
+    process = start_passerelle(extra='log_level = "DEBUG"')
+    henry = await new_client("henry")
+    await henry.register(ECHO_JID, nickname="Henry")
+    henry.send_chat(ECHO, "wire logs on")
+    assert (await henry.next_message(ECHO))["body"] == "wire logs on"
+    output = process.output()
+    assert "RECV: <message" in output  # the wire really is logged
+    assert "Setting 'SECRET' to '[redacted]'" in output
+    assert ECHO_SECRET not in output

@@ -36,3 +36,19 @@ def test_filter_rewrites_debug_record_arguments() -> None:
     )
     assert RedactSecrets().filter(record)
     assert "pw1" not in record.getMessage()
+
+
+def test_known_secret_values_are_redacted_from_any_logger(caplog: pytest.LogCaptureFixture) -> None:
+    original = logging.getLogRecordFactory()
+    try:
+        RedactSecrets(["component-s3cret", "db-pw"]).install()
+        with caplog.at_level(logging.DEBUG):
+            logging.getLogger("slidge.util.conf").debug(
+                "Setting '%s' to %r", "SECRET", "component-s3cret"
+            )
+            logging.getLogger("anything").warning("url postgresql://u:db-pw@h/x and %s", ("db-pw",))
+    finally:
+        logging.setLogRecordFactory(original)
+    assert "component-s3cret" not in caplog.text
+    assert "db-pw" not in caplog.text
+    assert "Setting 'SECRET' to '[redacted]'" in caplog.text
