@@ -1,1 +1,5 @@
-"""IRC network plugin: sans-IO protocol, formatting, address mapping and flood control."""
+"""The IRC network: every channel a MUC, every nick a contact, every server a contact.
+
+Biboumi-compatible addresses (`#chan%server@…`, `nick%server@…`, `server@…`); see
+README.md for registration, settings and the status of each feature.
+"""

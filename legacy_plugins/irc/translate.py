@@ -10,7 +10,9 @@ localparts, so the mapping is case-safe: names are folded with the IRC server's
 CASEMAPPING (IRC names are case-insensitive, so the folded name reaches the same
 channel or user), hosts are lower-cased, and a name that would still hold an upper-case
 letter after folding (non-ASCII on an rfc1459 or ascii server) is refused rather than
-silently mapped to another channel. No I/O, no globals: every rule is passed in.
+silently mapped to another channel. Message text is converted here too: mIRC codes to
+XEP-0393 and back (through the neutral styled text), CTCP ACTION to `/me`, and an XMPP
+correction to a short IRC line. No I/O, no globals: every rule is passed in.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.formatting import from_xep0393, to_xep0393
+
 from .events import Channel, ISupport, Nick, casefold
+from .formatting import parse_mirc, render_mirc
 
 __all__ = [
     "Address",
@@ -27,12 +32,18 @@ __all__ = [
     "AddressMapping",
     "Affiliation",
     "ChannelAddress",
+    "OutgoingText",
     "Role",
     "ServerAddress",
     "UserAddress",
+    "correction_text",
     "escape_localpart",
+    "irc_to_xmpp",
+    "irc_username",
     "muc_role_affiliation",
+    "nick_problem",
     "unescape_localpart",
+    "xmpp_to_irc",
 ]
 
 Role = Literal["moderator", "participant", "visitor", "none"]
@@ -191,3 +202,86 @@ class AddressMapping:
         if folded != folded.lower():
             raise AddressError(f"{name!r} has upper-case letters a JID cannot keep")
         return folded
+
+
+# --- message text --------------------------------------------------------------------
+
+ME = "/me "
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingText:
+    """What an XMPP message body becomes on IRC: mIRC-formatted text, maybe an ACTION."""
+
+    text: str
+    action: bool = False
+
+
+def irc_to_xmpp(text: str, action: bool = False) -> str:
+    """A PRIVMSG/NOTICE text (mIRC codes) as an XMPP body with XEP-0393 styling;
+    a CTCP ACTION becomes `/me ...`."""
+    body = to_xep0393(parse_mirc(text))
+    return ME + body if action else body
+
+
+def xmpp_to_irc(body: str) -> OutgoingText:
+    """An XMPP body as IRC text: `/me ...` becomes an ACTION, XEP-0393 styling becomes
+    mIRC codes. Line breaks stay (the splitter turns each line into its own message)."""
+    action = body.startswith(ME)
+    if action:
+        body = body[len(ME) :]
+    return OutgoingText(render_mirc(from_xep0393(body)), action)
+
+
+def correction_text(old: str, new: str) -> str:
+    """A short IRC line for an XMPP correction (XEP-0308): the changed words as
+    `s/old/new/`, or the new text with a `*` when it shares nothing with the old."""
+    old_words, new_words = old.split(), new.split()
+    start = 0
+    while start < min(len(old_words), len(new_words)) and old_words[start] == new_words[start]:
+        start += 1
+    end = 0
+    while (
+        end < min(len(old_words), len(new_words)) - start
+        and old_words[-1 - end] == new_words[-1 - end]
+    ):
+        end += 1
+    removed = old_words[start : len(old_words) - end]
+    added = new_words[start : len(new_words) - end]
+    if not removed and not added:
+        return new
+    if not removed:  # an insertion: anchor it on the word before it
+        anchor = old_words[start - 1 : start] or old_words[len(old_words) - end :][:1]
+        if start > 0:
+            removed, added = anchor, anchor + added
+        else:
+            removed, added = anchor, added + anchor
+    if (start == 0 and end == 0) or len(" ".join(added)) > max(len(new) * 0.8, 40):
+        return f"{new} *"
+    return f"s/{' '.join(removed)}/{' '.join(added)}/"
+
+
+_NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*")
+NICK_MAX = 30
+
+
+def nick_problem(nick: str) -> str | None:
+    """Why `nick` cannot be an IRC nick (RFC 2812 characters, at most 30), or None."""
+    if not nick:
+        return "the nick is empty"
+    if len(nick) > NICK_MAX:
+        return f"the nick is longer than {NICK_MAX} characters"
+    if not _NICK_RE.fullmatch(nick):
+        return (
+            "an IRC nick is made of letters, digits and []\\`_^{|}- and does not start "
+            "with a digit or '-'"
+        )
+    return None
+
+
+def irc_username(jid_localpart: str) -> str:
+    """The IRC user name (the `user` in `nick!user@host`) for an XMPP account: its local
+    part reduced to lower-case ASCII letters and digits, at most 10, or `xmpp`. Never
+    derived from the nick, which may hold characters servers refuse here."""
+    safe = "".join(c for c in jid_localpart.lower() if c.isascii() and c.isalnum())[:10]
+    return safe or "xmpp"

@@ -1,8 +1,8 @@
 """A real XMPP client for the end-to-end tests: slixmpp, logged in to the test Prosody.
 
 It does what a person does in Gajim or Conversations: registers with a gateway (XEP-0077
-or the ad-hoc command), watches its roster, sends and corrects messages, unregisters.
-Every wait is bounded.
+or the ad-hoc command), watches its roster, sends and corrects messages, unregisters,
+and joins, talks in and leaves group chats (XEP-0045). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -14,8 +14,24 @@ from typing import Any
 import slixmpp
 from slixmpp import JID
 from slixmpp.stanza import Message
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 WAIT = 20.0
+MUC_NS = "http://jabber.org/protocol/muc"
+MUC_USER_NS = "http://jabber.org/protocol/muc#user"
+
+
+def muc_status(pres: slixmpp.Presence) -> tuple[set[int], dict[str, str]]:
+    """The status codes and the item attributes (role, affiliation, nick...) of a MUC
+    presence; empty when it has no muc#user element."""
+    x = pres.xml.find(f"{{{MUC_USER_NS}}}x")
+    if x is None:
+        return set(), {}
+    codes = {int(s.get("code", "0")) for s in x.findall(f"{{{MUC_USER_NS}}}status")}
+    item = x.find(f"{{{MUC_USER_NS}}}item")
+    return codes, dict(item.attrib) if item is not None else {}
 
 
 class Client(slixmpp.ClientXMPP):
@@ -36,6 +52,15 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("presence", self.presences.put_nowait)
         self.add_event_handler("roster_update", self._on_roster_update)
         self.add_event_handler("session_start", self._on_start)
+        self.subjects: asyncio.Queue[Message] = asyncio.Queue()
+        self.occupants: dict[str, dict[str, slixmpp.Presence]] = {}
+        self.register_handler(
+            Callback(
+                "test subjects",
+                MatchXPath("{jabber:client}message/{jabber:client}subject"),
+                self.subjects.put_nowait,
+            )
+        )
         self._started: asyncio.Future[None] = asyncio.get_event_loop().create_future()
 
     def _on_roster_update(self, iq: slixmpp.Iq) -> None:
@@ -136,3 +161,159 @@ class Client(slixmpp.ClientXMPP):
                 pres = await self.presences.get()
                 if pres["from"].bare == sender and pres["type"] == ptype:
                     return pres
+
+    # --- group chats (XEP-0045) -----------------------------------------------------
+
+    async def join_muc(
+        self, room: str, nick: str, timeout: float = WAIT, history: int = 0
+    ) -> slixmpp.Presence:
+        """Join `room` as `nick` asking for `history` archived messages; return our
+        self-presence (status 110), or the error
+        presence if the room refused us. The occupants announced before it are kept in
+        ``self.occupants[room]`` (nick -> presence)."""
+        pres = self.make_presence(pto=f"{room}/{nick}")
+        x = ET.Element(f"{{{MUC_NS}}}x")
+        ET.SubElement(x, f"{{{MUC_NS}}}history", {"maxstanzas": str(history)})
+        pres.append(x)
+        pres.send()
+        occupants = self.occupants.setdefault(room, {})
+        async with asyncio.timeout(timeout):
+            while True:
+                got = await self.presences.get()
+                if got["from"].bare != room:
+                    continue
+                if got["type"] == "error" or 110 in muc_status(got)[0]:
+                    return got
+                occupants[got["from"].resource] = got
+
+    def change_muc_nick(self, room: str, nick: str) -> None:
+        """Ask for another nick in a joined room (XEP-0045 7.6: presence to the new JID)."""
+        self.make_presence(pto=f"{room}/{nick}").send()
+
+    def leave_muc(self, room: str, nick: str) -> None:
+        self.make_presence(pto=f"{room}/{nick}", ptype="unavailable").send()
+
+    def send_groupchat(self, room: str, body: str, **extra: Any) -> Message:
+        msg = self.make_message(mto=room, mbody=body, mtype="groupchat")
+        msg["id"] = self.new_id()
+        if replace := extra.get("replace"):
+            msg["replace"]["id"] = replace
+        msg.send()
+        return msg
+
+    def set_subject(self, room: str, subject: str) -> None:
+        msg = self.make_message(mto=room, mtype="groupchat")
+        msg["subject"] = subject
+        msg.send()
+
+    async def next_groupchat(
+        self, room: str, nick: str | None = None, timeout: float = WAIT
+    ) -> Message:
+        """The next groupchat message (or error) in `room`, from occupant `nick` if given."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.messages.get()
+                if msg["from"].bare != room or msg["type"] not in ("groupchat", "error"):
+                    continue
+                if nick is None or msg["from"].resource == nick or msg["type"] == "error":
+                    return msg
+
+    async def next_subject(self, room: str, timeout: float = WAIT) -> Message:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.subjects.get()
+                if msg["from"].bare == room:
+                    return msg
+
+    async def next_occupant(
+        self, room: str, nick: str, ptype: str = "available", timeout: float = WAIT
+    ) -> slixmpp.Presence:
+        """The next presence of occupant `nick` in `room` (type "available" or
+        "unavailable")."""
+        async with asyncio.timeout(timeout):
+            while True:
+                pres = await self.presences.get()
+                if pres["from"] == JID(f"{room}/{nick}") and pres["type"] == ptype:
+                    return pres
+
+    async def kick(self, room: str, nick: str, reason: str = "") -> slixmpp.Iq:
+        """Kick occupant `nick` as a moderator does (XEP-0045 role "none")."""
+        iq = self.make_iq_set(ito=room)
+        query = ET.SubElement(iq.xml, f"{{{MUC_NS}#admin}}query")
+        item = ET.SubElement(query, f"{{{MUC_NS}#admin}}item", {"nick": nick, "role": "none"})
+        if reason:
+            ET.SubElement(item, f"{{{MUC_NS}#admin}}reason").text = reason
+        return await iq.send(timeout=WAIT)  # type: ignore[no-any-return]
+
+    # --- replies, reactions, retractions, chat states, markers (Matrix stories) ------
+    # Added for tests/e2e/test_matrix*.py; the methods above are shared and unchanged.
+
+    async def next_groupchat_text(
+        self, room: str, body: str | None = None, timeout: float = WAIT
+    ) -> Message:
+        """The next groupchat message from `room` that has a body (equal to `body`, if
+        given); subjects, chat states and markers are skipped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.messages.get()
+                if msg["from"].bare != room or msg["type"] != "groupchat":
+                    continue
+                if msg["body"] and (body is None or msg["body"] == body):
+                    return msg
+
+    def send_reply(
+        self, to: str, body: str, reply_to_id: str, reply_to_jid: str, mtype: str = "chat"
+    ) -> Message:
+        """A XEP-0461 reply, without fallback text."""
+        msg = self.make_message(mto=to, mbody=body, mtype=mtype)
+        msg["id"] = self.new_id()
+        ET.SubElement(msg.xml, "{urn:xmpp:reply:0}reply", {"id": reply_to_id, "to": reply_to_jid})
+        msg.send()
+        return msg
+
+    def send_reactions(self, to: str, msg_id: str, emojis: list[str], mtype: str = "chat") -> None:
+        """XEP-0444: the full set of our reactions to `msg_id`."""
+        msg = self.make_message(mto=to, mtype=mtype)
+        reactions = ET.SubElement(msg.xml, "{urn:xmpp:reactions:0}reactions", {"id": msg_id})
+        for emoji in emojis:
+            ET.SubElement(reactions, "{urn:xmpp:reactions:0}reaction").text = emoji
+        msg.send()
+
+    def send_retraction(self, to: str, msg_id: str, mtype: str = "chat") -> None:
+        """XEP-0424: retract our message `msg_id`."""
+        msg = self.make_message(mto=to, mtype=mtype, mbody="/me retracted a message")
+        ET.SubElement(msg.xml, "{urn:xmpp:message-retract:1}retract", {"id": msg_id})
+        ET.SubElement(
+            msg.xml, "{urn:xmpp:fallback:0}fallback", {"for": "urn:xmpp:message-retract:1"}
+        )
+        msg.send()
+
+    def send_chat_state(self, to: str, state: str) -> None:
+        """A standalone XEP-0085 notification (composing, paused, active…)."""
+        msg = self.make_message(mto=to, mtype="chat")
+        ET.SubElement(msg.xml, f"{{http://jabber.org/protocol/chatstates}}{state}")
+        msg.send()
+
+    def send_displayed(self, to: str, msg_id: str) -> None:
+        """A XEP-0333 displayed marker for `msg_id`."""
+        msg = self.make_message(mto=to, mtype="chat")
+        ET.SubElement(msg.xml, "{urn:xmpp:chat-markers:0}displayed", {"id": msg_id})
+        msg.send()
+
+    def queue_bodyless_messages(self) -> None:
+        """Also put messages without a body (reactions, chat states, markers,
+        retractions) into ``self.messages``: slixmpp's "message" event skips them."""
+
+        def queue(msg: Message) -> None:
+            if not msg["body"] and msg["type"] != "error":
+                self.messages.put_nowait(msg)
+
+        self.register_handler(Callback("bodyless", MatchXPath("{jabber:client}message"), queue))
+
+    async def next_matching(self, match: Any, timeout: float = WAIT) -> Message:
+        """The next message, from anyone, for which `match(msg)` is true."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.messages.get()
+                if match(msg):
+                    return msg

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from legacy_plugins.irc import events as ev
+from legacy_plugins.irc.connection import IrcConnectionState, nick_candidate
 from legacy_plugins.irc.events import Channel, ISupport, Member, ModeChange, Nick, Prefix, casefold
-from legacy_plugins.irc.protocol import IrcConnectionState, Message, nick_candidate, parse_line
+from legacy_plugins.irc.protocol import Message, parse_line
 
 
 def feed(state: IrcConnectionState, *lines: str) -> list[ev.Event]:

@@ -10,6 +10,7 @@ from legacy_plugins.irc.protocol import (
     IrcProtocolError,
     LocalProtocolError,
     Message,
+    loggable,
     parse_line,
     serialize,
     split_message,
@@ -256,3 +257,25 @@ def test_split_rejoins_to_the_original_words(words: list[str]) -> None:
     text = " ".join(words)
     chunks = split_message("#chan", text, prefix_len=PREFIX)
     assert [word for chunk in chunks for word in chunk.split(" ")] == words
+
+
+@pytest.mark.parametrize(
+    ("line", "logged"),
+    [
+        (b"PASS hunter2\r\n", "PASS [redacted]"),
+        (b"AUTHENTICATE PLAIN\r\n", "AUTHENTICATE PLAIN"),
+        (b"AUTHENTICATE Zm9vAGZvbwBiYXI=\r\n", "AUTHENTICATE [redacted]"),
+        (b":srv AUTHENTICATE +\r\n", ":srv AUTHENTICATE +"),
+        (b"@a=b :x!y@z pass secret", "@a=b :x!y@z pass [redacted]"),
+        (b"PRIVMSG NickServ :IDENTIFY alice hunter2\r\n", "PRIVMSG NickServ :[redacted]"),
+        (b"PRIVMSG #chan :hello\r\n", "PRIVMSG #chan :hello"),
+        (b"", ""),
+    ],
+)
+def test_loggable_redacts_secrets(line: bytes, logged: str) -> None:
+    assert loggable(line) == logged
+
+
+@given(st.binary(max_size=600))
+def test_loggable_never_raises(line: bytes) -> None:
+    assert isinstance(loggable(line), str)

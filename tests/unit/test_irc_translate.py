@@ -1,4 +1,4 @@
-"""IRC <-> XMPP value mappings: MUC roles and Biboumi-compatible JID localparts."""
+"""IRC <-> XMPP value mappings: MUC roles, Biboumi-compatible JID localparts, text."""
 
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ from legacy_plugins.irc.translate import (
     AddressError,
     AddressMapping,
     ChannelAddress,
+    OutgoingText,
     ServerAddress,
     UserAddress,
+    correction_text,
     escape_localpart,
+    irc_to_xmpp,
+    irc_username,
     muc_role_affiliation,
+    nick_problem,
     unescape_localpart,
+    xmpp_to_irc,
 )
 
 
@@ -215,3 +221,85 @@ def test_render_then_parse_round_trips_and_is_case_safe(
     localpart = mapping.render(address)
     assert mapping.parse(localpart) == address
     assert localpart == localpart.lower()  # survives the XMPP server's case folding
+
+
+# --- message text --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "action", "body"),
+    [
+        ("hello", False, "hello"),
+        ("waves", True, "/me waves"),
+        ("\x02bold\x02 and \x1ditalic\x1d", False, "*bold* and _italic_"),
+        ("\x0304red\x03 plain", False, "red plain"),
+        ("\x1fline\x1f", False, "line"),
+    ],
+)
+def test_irc_to_xmpp(text: str, action: bool, body: str) -> None:
+    assert irc_to_xmpp(text, action) == body
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("hello", OutgoingText("hello")),
+        ("/me waves", OutgoingText("waves", action=True)),
+        ("/mean", OutgoingText("/mean")),
+        ("really *bold*", OutgoingText("really \x02bold")),
+        ("two\nlines", OutgoingText("two\nlines")),
+    ],
+)
+def test_xmpp_to_irc(body: str, expected: OutgoingText) -> None:
+    assert xmpp_to_irc(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        ("hello wrld", "hello world", "s/wrld/world/"),
+        ("I like cats a lot", "I like dogs a lot", "s/cats/dogs/"),
+        ("a b c", "a b c d", "s/c/c d/"),
+        ("a b c", "x a b c", "s/a/x a/"),
+        ("abc", "totally different text", "totally different text *"),
+        ("same", "same", "same"),
+    ],
+)
+def test_correction_text(old: str, new: str, line: str) -> None:
+    assert correction_text(old, new) == line
+
+
+@given(st.text(), st.text())
+def test_correction_text_never_raises(old: str, new: str) -> None:
+    assert isinstance(correction_text(old, new), str)
+
+
+@pytest.mark.parametrize(
+    ("nick", "ok"),
+    [
+        ("alice", True),
+        ("[away]`_^{|}-9", True),
+        ("", False),
+        ("9lives", False),
+        ("-dash", False),
+        ("has space", False),
+        ("née", False),
+        ("a" * 31, False),
+    ],
+)
+def test_nick_problem(nick: str, ok: bool) -> None:
+    assert (nick_problem(nick) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("localpart", "username"),
+    [
+        ("alice", "alice"),
+        ("Alice.B+x", "alicebx"),
+        ("ünï", "n"),
+        ("...", "xmpp"),
+        ("a" * 20, "a" * 10),
+    ],
+)
+def test_irc_username(localpart: str, username: str) -> None:
+    assert irc_username(localpart) == username

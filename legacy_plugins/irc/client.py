@@ -1,0 +1,525 @@
+"""One XMPP user's connection to one IRC server: the only module that touches a socket.
+
+`IrcClient.run()` connects, registers, reads lines and feeds them to the sans-IO
+`IrcConnectionState`, and hands every event to a listener (the slidge session), in order.
+It reconnects with capped exponential backoff after the server drops the connection,
+then rejoins every channel the user is in. Lines the user sends while it is away wait in
+a bounded queue and go out after the rejoin; when that queue is full the send fails with
+`QueueFull` and the user is told — nothing is dropped silently. All outgoing lines pass
+through one token bucket per connection and one writer task, so flood control keeps
+their order. Before connecting to a server the admin did not define, the host is
+resolved once and refused if any usable address is not public (SSRF); the connection
+then goes to exactly the addresses that were checked. Errors::
+
+    IrcClientError
+    ├── ConnectionFailed   the server could not be reached or refused us (text says why)
+    ├── JoinRefused        the server refused to let us into a channel (numeric + text)
+    └── QueueFull          the connection is down and the outgoing queue is full
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from gateway.backoff import Backoff
+
+from . import events as ev
+from .channels import ChannelState, ChannelTracker
+from .config import ServerTarget, check_addresses
+from .connection import IrcConnectionState
+from .events import Channel, Nick
+from .flood import TokenBucket
+from .protocol import (
+    IrcProtocolError,
+    LocalProtocolError,
+    Message,
+    loggable,
+    parse_line,
+    serialize,
+    split_message,
+)
+
+__all__ = [
+    "ConnectionFailed",
+    "Identity",
+    "IrcClient",
+    "IrcClientError",
+    "JoinRefused",
+    "Listener",
+    "QueueFull",
+    "Status",
+]
+
+log = logging.getLogger(__name__)
+
+READ_LIMIT = 16 * 1024  # tags (8191) + line (512), with room to spare
+IDLE_PING_AFTER = 120.0  # seconds of silence before we PING the server
+IDLE_DEAD_AFTER = 60.0  # seconds after that PING before the connection counts as dead
+HOST_MAX = 63  # bytes we assume for our host in `nick!user@host` when splitting
+JOIN_ERRORS = frozenset(
+    {"403", "405", "437", "471", "473", "474", "475", "476", "477", "479", "489", "520"}
+)
+
+Status = Literal["connecting", "connected", "disconnected"]
+
+
+class IrcClientError(Exception):
+    """Base of what `IrcClient` raises to its users; the text is for the XMPP user."""
+
+
+class ConnectionFailed(IrcClientError):
+    pass
+
+
+class JoinRefused(IrcClientError):
+    def __init__(self, channel: str, code: str, text: str) -> None:
+        super().__init__(f"IRC server refused to join {channel}: {text} ({code})")
+        self.code = code
+
+
+class QueueFull(IrcClientError):
+    pass
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who we are on the server, and what to do once connected."""
+
+    nick: str
+    username: str
+    realname: str
+    account_password: str | None = None
+    """SASL PLAIN (account = nick) if the server offers it, else NickServ IDENTIFY."""
+    after_connect: tuple[bytes, ...] = ()
+    """Validated raw lines sent after registration, before the channels are joined."""
+
+
+class Listener(Protocol):
+    """What the client reports to (the slidge session)."""
+
+    async def on_irc_event(
+        self, client: IrcClient, event: ev.Event, channels: tuple[Channel, ...]
+    ) -> None:
+        """One event, in wire order. `channels`: those it concerns (see ChannelTracker)."""
+
+    async def on_irc_status(self, client: IrcClient, status: Status, text: str) -> None:
+        """The connection went up or down; `text` says why, for the user."""
+
+
+class IrcClient:
+    """A connection to one IRC server for one XMPP user, shared by all their clients."""
+
+    def __init__(
+        self,
+        target: ServerTarget,
+        identity: Identity,
+        listener: Listener,
+        *,
+        flood_burst: int,
+        flood_rate: float,
+        queue_size: int,
+        connect_timeout: float,
+        backoff: Backoff,
+        allow_private: bool,
+    ) -> None:
+        self.target = target
+        self.identity = identity
+        self.log = log.getChild(target.name.replace(".", "_"))
+        self._listener = listener
+        self._flood = (flood_burst, flood_rate)
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._queue_size = queue_size
+        self._connect_timeout = connect_timeout
+        self._backoff = backoff
+        self._allow_private = allow_private
+        self.state = self._new_state()
+        self.channels = ChannelTracker(lambda: self.state.isupport)
+        self.wanted: dict[str, Channel] = {}
+        """Channels the user is in: joined again after a reconnection."""
+        self._out: asyncio.Queue[bytes] | None = None
+        self._ready_waiters: list[asyncio.Future[None]] = []
+        self._join_waiters: dict[str, asyncio.Future[ChannelState]] = {}
+        self.connected_once = False
+        self.last_error = ""
+
+    # --- what the session uses ----------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def nick(self) -> Nick:
+        return self.state.nick
+
+    @property
+    def ready(self) -> bool:
+        """Registered and able to send now."""
+        return self._out is not None and self.state.registered
+
+    def fold(self, name: str) -> str:
+        return self.state.casefold(name)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once registered; raise `ConnectionFailed` if the next attempt fails."""
+        if self.ready:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._ready_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"IRC server {self.name!r} did not answer within {timeout:g} s"
+                + (f" ({self.last_error})" if self.last_error else "")
+            ) from None
+        finally:
+            if waiter in self._ready_waiters:
+                self._ready_waiters.remove(waiter)
+
+    async def join(self, channel: Channel, timeout: float) -> ChannelState:
+        """Join `channel` (or return at once if already in it) once the server sent the
+        member list; raise `JoinRefused` or `ConnectionFailed`."""
+        key = self.fold(channel)
+        self.wanted[key] = channel
+        state = self.channels.get(channel)
+        if state is not None and state.names_received:
+            return state
+        waiter = self._join_waiters.get(key)
+        if waiter is None or waiter.done():
+            waiter = self._join_waiters[key] = asyncio.get_running_loop().create_future()
+            if self.ready:
+                self._send_now(Message.of("JOIN", channel))
+            # otherwise the JOIN goes out with the others after registration
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"IRC server {self.name!r} did not let us into {channel} within {timeout:g} s"
+            ) from None
+
+    def part(self, channel: Channel, reason: str = "") -> None:
+        """Leave `channel` now if connected; never rejoin it."""
+        self.wanted.pop(self.fold(channel), None)
+        if self.ready and channel in self.channels:
+            self._send_now(Message.of("PART", channel, *([reason] if reason else [])))
+
+    async def quit(self, reason: str, timeout: float = 2.0) -> None:
+        """Say goodbye to the server (QUIT), waiting a little for it to be written."""
+        out = self._out
+        if out is None or not self.state.registered:
+            return
+        self.wanted.clear()
+        self._send_now(Message.of("QUIT", reason))
+        try:
+            async with asyncio.timeout(timeout):
+                await out.join()
+        except TimeoutError:
+            self.log.info("QUIT to %r not written within %g s", self.name, timeout)
+
+    def send(self, command: str, *params: str) -> None:
+        """Send one command (queued while reconnecting). Raises `LocalProtocolError`
+        for a line that must not reach the wire, `QueueFull` when it cannot wait."""
+        self.send_lines([serialize(Message.of(command, *params))])
+
+    def send_text(
+        self, target: str, text: str, *, action: bool = False, notice: bool = False
+    ) -> int:
+        """PRIVMSG (or NOTICE, or CTCP ACTION) `text` to `target`, split to fit the line
+        limit; all of it is sent or none. Returns the number of lines."""
+        command = "NOTICE" if notice else "PRIVMSG"
+        nick = max(self.nick, self.identity.nick, key=len)
+        prefix_len = len(f"{nick}!~{self.identity.username}@".encode()) + HOST_MAX
+        chunks = split_message(target, text, command=command, prefix_len=prefix_len, action=action)
+        self.send_lines([serialize(Message.of(command, target, chunk)) for chunk in chunks])
+        return len(chunks)
+
+    def send_lines(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if self.ready and not self._pending:
+            for line in lines:
+                self._put(line)
+            return
+        if len(self._pending) + len(lines) > self._queue_size:
+            raise QueueFull(
+                f"not connected to IRC server {self.name!r} "
+                f"({self.last_error or 'connecting'}) and {len(self._pending)} lines are "
+                "already waiting; this message was not sent, please send it again later"
+            )
+        self._pending.extend(lines)
+
+    # --- the connection loop --------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and reconnect until cancelled, or until the policy refuses the server."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            await self._status("connecting", f"Connecting to {self.target.host}")
+            try:
+                reason = await self._connect_and_serve()
+            except PermissionError as exc:
+                self.last_error = str(exc)
+                self._fail_waiters(ConnectionFailed(str(exc)))
+                await self._status("disconnected", str(exc))
+                return
+            except (OSError, TimeoutError, _ConnectionLost, ssl.SSLError) as exc:
+                reason = _describe(exc)
+            finally:
+                self._out = None
+                self.channels.clear()
+            self.last_error = reason
+            self._fail_waiters(ConnectionFailed(f"IRC server {self.name!r}: {reason}"))
+            failures = self._backoff.failures_after(failures, loop.time() - started)
+            delay = self._backoff.delay(failures, random.random())  # noqa: S311 - jitter
+            self.log.warning("IRC server %r: %s; reconnecting in %.1f s", self.name, reason, delay)
+            await self._status(
+                "disconnected", f"Disconnected: {reason}; reconnecting in {delay:.0f} s"
+            )
+            await asyncio.sleep(delay)
+
+    async def _connect_and_serve(self) -> str:
+        reader, writer = await self._open()
+        self.state = self._new_state()
+        self.channels.clear()
+        out: asyncio.Queue[bytes] = asyncio.Queue()
+        self._out = out
+        writer_task = asyncio.create_task(self._write(writer, out), name=f"irc-writer-{self.name}")
+        try:
+            for line in self.state.initial_lines():
+                out.put_nowait(line)
+            return await self._read(reader)
+        finally:
+            self._out = None
+            writer_task.cancel()
+            try:
+                await writer_task
+            except asyncio.CancelledError:
+                # Our own cancellation of the writer; re-raise if we are cancelled too.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except (OSError, ssl.SSLError):
+                pass
+            writer.close()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        target, loop = self.target, asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout):
+            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+            allowed = check_addresses(target, addresses, self._allow_private)
+            context = _tls_context(target.verify_certificate) if target.tls else None
+            error: OSError | None = None
+            for address in allowed:
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        address,
+                        target.port,
+                        ssl=context,
+                        server_hostname=target.host if context else None,
+                        limit=READ_LIMIT,
+                    )
+                except OSError as exc:
+                    error = exc
+                    continue
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.log.info("connected to %s (%s) port %d", target.host, address, target.port)
+                return reader, writer
+        raise error or OSError(f"{target.host} has no address")
+
+    async def _read(self, reader: asyncio.StreamReader) -> str:
+        """Read until the connection ends; return why it ended."""
+        reason = "the server closed the connection"
+        async with asyncio.timeout(self._connect_timeout) as registration_deadline:
+            pinged = False
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_DEAD_AFTER if pinged else IDLE_PING_AFTER):
+                        raw = await read_line(reader)
+                except TimeoutError:
+                    if pinged:
+                        return "no answer from the server for 3 minutes"
+                    pinged = True
+                    self._send_now(Message.of("PING", "passerelle"))
+                    continue
+                pinged = False
+                if raw is None:
+                    return reason
+                self.log.debug("<< %s", loggable(raw))
+                try:
+                    msg = parse_line(raw, self.target.encoding)
+                except IrcProtocolError as exc:
+                    self.log.warning("ignoring a malformed line: %s", exc)
+                    continue
+                for event in self.state.receive(msg):
+                    if isinstance(event, ev.Registered):
+                        registration_deadline.reschedule(None)
+                    elif isinstance(event, ev.ServerError):
+                        reason = f"the server closed the connection: {event.message}"
+                    await self._handle(event)
+                for line in self.state.data_to_send():
+                    self._put(line)
+
+    async def _write(self, writer: asyncio.StreamWriter, out: asyncio.Queue[bytes]) -> None:
+        bucket = TokenBucket(*self._flood)
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await out.get()
+            delay = bucket.take(loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.log.debug(">> %s", loggable(line))
+            writer.write(line)
+            await writer.drain()
+            out.task_done()
+
+    # --- events -----------------------------------------------------------------------
+
+    async def _handle(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Registered):
+            await self._on_registered()
+        touched = self.channels.apply(event)
+        try:
+            await self._listener.on_irc_event(self, event, touched)
+        except Exception:
+            # A bad event must not end the user's connection: log it and go on.
+            self.log.exception("could not deliver IRC event %r", event)
+        if isinstance(event, ev.ChannelMembers):
+            self._resolve_join(event.channel)
+        elif isinstance(event, ev.ServerReply) and event.code in JOIN_ERRORS and event.params:
+            self._refuse_join(event.params[0], event.code, event.text)
+        elif isinstance(event, ev.Kicked | ev.Parted) and event.own:
+            self.wanted.pop(self.fold(event.channel), None)
+
+    async def _on_registered(self) -> None:
+        self.connected_once = True
+        self.last_error = ""
+        password = self.identity.account_password
+        if password and "sasl" not in self.state.enabled_caps:
+            self._send_now(Message.of("PRIVMSG", "NickServ", f"IDENTIFY {password}"))
+        for line in self.identity.after_connect:
+            self._put(line)
+        for channel in self.wanted.values():
+            self._send_now(Message.of("JOIN", channel))
+        while self._pending:
+            self._put(self._pending.popleft())
+        for waiter in self._ready_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._ready_waiters.clear()
+        await self._status("connected", f"Connected to {self.name} as {self.state.nick}")
+
+    def _resolve_join(self, channel: str) -> None:
+        waiter = self._join_waiters.pop(self.fold(channel), None)
+        state = self.channels.get(channel)
+        if waiter is not None and not waiter.done() and state is not None:
+            waiter.set_result(state)
+
+    def _refuse_join(self, channel: str, code: str, text: str) -> None:
+        key = self.fold(channel)
+        waiter = self._join_waiters.pop(key, None)
+        self.wanted.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(JoinRefused(channel, code, text))
+
+    def _fail_waiters(self, error: IrcClientError) -> None:
+        waiters: list[asyncio.Future[Any]] = [*self._ready_waiters, *self._join_waiters.values()]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+                waiter.exception()  # retrieved: a waiter nobody awaits any more is fine
+        self._ready_waiters.clear()
+        self._join_waiters.clear()
+
+    async def _status(self, status: Status, text: str) -> None:
+        try:
+            await self._listener.on_irc_status(self, status, text)
+        except Exception:
+            self.log.exception("could not report IRC status %s", status)
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def _new_state(self) -> IrcConnectionState:
+        identity = self.identity
+        sasl = (identity.nick, identity.account_password) if identity.account_password else None
+        return IrcConnectionState(
+            identity.nick,
+            identity.username,
+            identity.realname,
+            password=self.target.password,
+            sasl_plain=sasl,
+            version="Passerelle (XMPP gateway)",
+        )
+
+    def _send_now(self, msg: Message) -> None:
+        """Protocol traffic of the current connection (JOIN on rejoin, PING); dropped
+        if there is no connection, since the next one redoes it."""
+        try:
+            self._put(serialize(msg))
+        except LocalProtocolError as exc:
+            self.log.warning("not sending an invalid line: %s", exc)
+
+    def _put(self, line: bytes) -> None:
+        if self._out is not None:
+            self._out.put_nowait(line)
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """One line, or None at the end of the stream. Overlong lines are skipped."""
+    while True:
+        try:
+            return await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial or None
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+            await _skip_to_newline(reader)
+            log.warning("skipped an IRC line longer than %d bytes", READ_LIMIT)
+
+
+async def _skip_to_newline(reader: asyncio.StreamReader) -> None:
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    text = str(exc) or type(exc).__name__
+    return text

@@ -1,0 +1,284 @@
+"""The ``[networks.irc]`` section: which IRC servers users may reach, and how.
+
+Admins name servers in ``[networks.irc.servers.NAME]`` (``host``, ``port``, ``tls``,
+optional ``password``); users then write ``#chan%NAME@irc.example.org``. A name that is
+not defined is taken as a host name on :data:`DEFAULT_PORT` with TLS, if the policy
+allows it: it must match ``allowed_servers`` and no ``denied_servers`` glob, and every
+address it resolves to must be public unless ``allow_private_addresses`` is set
+(admin-defined servers are always allowed: the admin chose them). With
+``fixed_server``, every JID is on that one server (``#chan@…``, ``nick@…``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from gateway.config import NetworkConfig
+
+from .flood import DEFAULT_BURST, DEFAULT_RATE_PER_S
+from .translate import AddressMapping
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Config",
+    "ServerConfig",
+    "ServerTarget",
+    "UserServerSettings",
+    "check_addresses",
+]
+
+DEFAULT_PORT = 6697
+"""The port of a server that is not defined by the admin: IRC over TLS."""
+
+_SERVER_NAME_RE = re.compile(r"[a-z0-9_.:\[\]-]+", re.ASCII)
+_ENCODING_CHECK = b"caf\xe9"
+
+
+def _check_server_name(name: str) -> str:
+    folded = name.lower()
+    if not _SERVER_NAME_RE.fullmatch(folded):
+        raise ValueError(
+            f"{name!r} cannot be an IRC server name in a JID; use letters, digits and "
+            "'.-_:[]' only, e.g. 'libera'"
+        )
+    return folded
+
+
+class ServerConfig(BaseModel):
+    """One admin-defined IRC server: ``[networks.irc.servers.NAME]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    """Host name or IP address to connect to."""
+    port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PORT
+    """TCP port; 6697 is IRC over TLS, 6667 plain text."""
+    tls: bool = True
+    """Connect with TLS. Certificates are verified against the system's CAs."""
+    verify_certificate: bool = True
+    """Check the server's TLS certificate; turn off only for a test server."""
+    password: SecretStr | None = None
+    """Server password (``PASS``), if the server wants one."""
+    encoding: str = "latin-1"
+    """How to decode lines that are not valid UTF-8."""
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        host = host.strip()
+        if not host or any(c.isspace() for c in host) or "/" in host:
+            raise ValueError(f"{host!r} is not a host name or IP address")
+        return host
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, encoding: str) -> str:
+        try:
+            _ENCODING_CHECK.decode(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}; try 'latin-1' or 'cp1252'") from None
+        return encoding
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTarget:
+    """Where a server name in a JID leads: resolved against the admin's servers."""
+
+    name: str
+    """The name as it appears in JIDs (lower case)."""
+    host: str
+    port: int
+    tls: bool
+    verify_certificate: bool
+    password: str | None
+    encoding: str
+    admin_defined: bool
+
+
+class Config(NetworkConfig):
+    """Configuration of the IRC network."""
+
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    """Admin-defined servers by short name: ``[networks.irc.servers.libera]``."""
+    fixed_server: str | None = None
+    """Serve only this server (a name from ``servers`` or a host name): JIDs drop the
+    ``%server`` part."""
+    allowed_servers: list[str] = Field(default_factory=lambda: ["*"])
+    """Globs of server names users may reach (admin-defined servers are always allowed)."""
+    denied_servers: list[str] = Field(default_factory=list)
+    """Globs of server names users may never reach; checked after ``allowed_servers``."""
+    allow_private_addresses: bool = False
+    """Let users reach servers that resolve to loopback, private or link-local addresses.
+    Off by default: the gateway must not be a way into the admin's own network."""
+    default_nick: str | None = None
+    """Nick used when a user registered without one (default: their JID's local part)."""
+    flood_burst: Annotated[int, Field(ge=1, le=1000)] = DEFAULT_BURST
+    """Lines sent at once to a server before flood control spaces them out."""
+    flood_rate: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_RATE_PER_S
+    """Lines per second sent to a server after the burst."""
+    reconnect_queue_size: Annotated[int, Field(ge=0, le=100_000)] = 100
+    """IRC lines kept while reconnecting, sent after rejoining; beyond this the user's
+    message is bounced with an error."""
+    history_on_join: Annotated[int, Field(ge=0, le=1000)] = 20
+    """At most this many messages from the room archive are replayed to a client that
+    joins (fewer if the client asks for fewer; the full archive stays available by MAM)."""
+    connect_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
+    """Seconds to wait for a server to accept and register a connection."""
+    reconnect_max_delay: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Upper bound of the delay between two reconnection attempts, in seconds."""
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, servers: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
+        return {_check_server_name(name): server for name, server in servers.items()}
+
+    @field_validator("fixed_server")
+    @classmethod
+    def _fixed(cls, name: str | None) -> str | None:
+        return None if name is None else _check_server_name(name)
+
+    @field_validator("allowed_servers", "denied_servers")
+    @classmethod
+    def _globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if not glob or any(c.isspace() for c in glob):
+                raise ValueError(f"{glob!r} is not a server name glob such as '*.libera.chat'")
+        return [glob.lower() for glob in globs]
+
+    @model_validator(mode="after")
+    def _fixed_is_reachable(self) -> Config:
+        name = self.fixed_server
+        if name is not None and name not in self.servers and not self.policy_allows(name):
+            raise ValueError(
+                f"fixed_server {name!r} is neither in [networks.irc.servers] nor allowed by "
+                "allowed_servers/denied_servers; define it as a server"
+            )
+        return self
+
+    def address_mapping(self) -> AddressMapping:
+        """The JID <-> IRC address rules of this gateway."""
+        return AddressMapping(fixed_server=self.fixed_server)
+
+    def policy_allows(self, name: str) -> bool:
+        """Whether users may reach server ``name`` by name (DNS is checked later)."""
+        name = name.lower()
+        if name in self.servers:
+            return True
+        allowed = any(fnmatch.fnmatchcase(name, glob) for glob in self.allowed_servers)
+        return allowed and not any(fnmatch.fnmatchcase(name, g) for g in self.denied_servers)
+
+    def target(self, name: str) -> ServerTarget:
+        """Resolve a server name from a JID: an admin-defined server, or a host name on
+        6697 with TLS. Raises ``PermissionError`` (with a sentence for the user) when the
+        policy refuses the name."""
+        name = name.lower()
+        server = self.servers.get(name)
+        if server is not None:
+            password = server.password.get_secret_value() if server.password else None
+            return ServerTarget(
+                name,
+                server.host,
+                server.port,
+                server.tls,
+                server.verify_certificate,
+                password,
+                server.encoding,
+                admin_defined=True,
+            )
+        if not self.policy_allows(name):
+            raise PermissionError(f"this gateway does not connect to IRC server {name!r}")
+        return ServerTarget(name, name, DEFAULT_PORT, True, True, None, "latin-1", False)
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def check_addresses(
+    target: ServerTarget, addresses: Sequence[str], allow_private: bool
+) -> list[str]:
+    """The addresses of ``target`` the gateway may connect to, in order. DNS answers are
+    checked here, once, and the caller connects to these very addresses (no second
+    lookup an attacker could answer differently). Raises ``PermissionError`` when none
+    is allowed: loopback, private, link-local and other non-public addresses are refused
+    for servers the admin did not define, unless ``allow_private``."""
+    if target.admin_defined or allow_private:
+        return list(addresses)
+    allowed = [a for a in addresses if _is_public(ipaddress.ip_address(a.split("%")[0]))]
+    if not allowed:
+        raise PermissionError(
+            f"IRC server {target.name!r} resolves to a private or local address "
+            f"({', '.join(addresses) or 'none'}); this gateway only connects to public servers"
+        )
+    return allowed
+
+
+@dataclass(frozen=True, slots=True)
+class UserServerSettings:
+    """What one user set for one server with the `configure` command on its JID.
+    Port and TLS apply only to servers the admin did not define."""
+
+    nick: str | None = None
+    port: int | None = None
+    tls: bool | None = None
+    password: str | None = None
+    """The server password (PASS)."""
+    account_password: str | None = None
+    """Password of the user's account (SASL PLAIN if offered, else NickServ IDENTIFY)."""
+    after_connect: tuple[str, ...] = ()
+    """Raw IRC lines sent once connected, before the channels are joined."""
+
+    @classmethod
+    def from_json(cls, data: object) -> UserServerSettings:
+        """Read what `to_json` stored; anything malformed is ignored, not fatal."""
+        if not isinstance(data, Mapping):
+            return cls()
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) and value else None
+
+        port = data.get("port")
+        tls = data.get("tls")
+        lines = data.get("after_connect")
+        return cls(
+            nick=text("nick"),
+            port=port if isinstance(port, int) and 0 < port < 65536 else None,
+            tls=tls if isinstance(tls, bool) else None,
+            password=text("password"),
+            account_password=text("account_password"),
+            after_connect=tuple(x for x in lines if isinstance(x, str))
+            if isinstance(lines, list)
+            else (),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nick": self.nick,
+            "port": self.port,
+            "tls": self.tls,
+            "password": self.password,
+            "account_password": self.account_password,
+            "after_connect": list(self.after_connect),
+        }
+
+    def apply(self, target: ServerTarget) -> ServerTarget:
+        """`target` with this user's changes."""
+        if not target.admin_defined:
+            target = replace(
+                target,
+                port=self.port or target.port,
+                tls=target.tls if self.tls is None else self.tls,
+            )
+        if self.password:
+            target = replace(target, password=self.password)
+        return target

@@ -1,0 +1,182 @@
+"""IRC users and servers as XMPP contacts: `nick%server@…` and `server@…`.
+
+A contact's legacy id is its canonical JID local part (folded, XEP-0106-escaped), so
+the mapping is one function each way and JIDs that differ only in case meet the same
+contact. Private messages to a nick are PRIVMSGs; messages to a server JID are raw IRC
+lines, one per line of the body (like Biboumi), each validated so that no CR, LF or NUL
+can smuggle a second command. The server JID also has the `configure` command (ad-hoc,
+or `contact SERVER configure` in a chat with the gateway): the user's nick, port, TLS,
+passwords and after-connect commands for that server. (slidge lists contact commands on
+every contact; on a nick it answers that settings live on the server's JID.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from slidge.command import ContactCommand, FormField
+from slidge.command.base import FormRecipient, FormValues
+from slidge.contact import LegacyContact, LegacyRoster
+from slidge.util.types import XMPPMessage
+from slixmpp.exceptions import XMPPError
+
+from gateway.runtime import network_config
+
+from .config import Config, UserServerSettings
+from .protocol import IrcProtocolError, LocalProtocolError, parse_line, serialize
+from .translate import (
+    AddressError,
+    ChannelAddress,
+    ServerAddress,
+    UserAddress,
+    nick_problem,
+    xmpp_to_irc,
+)
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class Roster(LegacyRoster["Contact"]):
+    async def jid_username_to_legacy_id(self, jid_username: str) -> str:
+        mapping = network_config(Config).address_mapping()
+        try:
+            address = mapping.parse(jid_username)
+            if isinstance(address, ChannelAddress):
+                raise AddressError(f"{address.channel} is a channel: join it as a group chat")
+            return mapping.render(address)
+        except AddressError as e:
+            raise XMPPError("item-not-found", str(e)) from e
+
+    async def legacy_id_to_jid_username(self, legacy_id: str) -> str:
+        return legacy_id
+
+
+class Contact(LegacyContact):
+    session: Session
+    CORRECTION = True
+    REACTION = False
+    RETRACTION = False
+    REPLIES = False
+    MARKS = False
+    RECEIPTS = False
+    CHAT_STATES = False
+    AVATAR = False
+
+    @property
+    def address(self) -> UserAddress | ServerAddress:
+        address = network_config(Config).address_mapping().parse(self.legacy_id)
+        assert isinstance(address, UserAddress | ServerAddress)
+        return address
+
+    async def update_info(self) -> None:
+        address = self.address
+        if isinstance(address, ServerAddress):
+            self.name = f"{address.server} (IRC server)"
+        else:
+            self.name = self.session.display_nick(address.server, address.nick)
+
+    async def on_message(self, message: XMPPMessage) -> str:
+        address = self.address
+        client = await self.session.client_for(address.server)
+        body = message.body or ""
+        urls = " ".join(a.url for a in message.attachments)
+        if urls:
+            body = f"{body} {urls}".strip()
+        if isinstance(address, ServerAddress):
+            lines = []
+            for line in body.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    lines.append(serialize(parse_line(line.encode())))
+                except (IrcProtocolError, LocalProtocolError) as e:
+                    raise XMPPError("bad-request", f"Not a valid IRC line: {e}") from e
+            self.session.send_lines(client, lines)
+            return str(uuid.uuid4())
+        legacy_id = str(uuid.uuid4())
+        text = self.session.outgoing_text(legacy_id, body, message.replace)
+        self.session.send_text(client, address.nick, xmpp_to_irc(text))
+        return legacy_id
+
+    async def on_sticker(self, sticker: object) -> str:
+        raise NotImplementedError
+
+
+class ConfigureServer(ContactCommand[Contact]):
+    NAME = "Configure this IRC server"
+    HELP = "Your nick, port, TLS, passwords and after-connect commands for this server"
+    NODE = "configure"
+    CHAT_COMMAND = "configure"
+
+    @staticmethod
+    async def run(contact: Contact, *args: str) -> FormRecipient[Contact]:
+        address = contact.address
+        if not isinstance(address, ServerAddress):
+            raise XMPPError("feature-not-implemented", "Settings live on the server's JID.")
+        current = contact.session.server_settings(address.server)
+        target = network_config(Config).target(address.server)
+        fields = [
+            FormField(
+                "nick",
+                "Nick on this server (empty: your registered nick)",
+                value=current.nick or "",
+            ),
+            FormField("account_password", "Account password (SASL or NickServ)", private=True),
+            FormField("password", "Server password", private=True),
+            FormField(
+                "after_connect",
+                "IRC commands sent after connecting, one per line",
+                type="text-multi",
+                value="\n".join(current.after_connect),
+            ),
+        ]
+        if not target.admin_defined:
+            port = current.port or target.port
+            tls = target.tls if current.tls is None else current.tls
+            fields[1:1] = [
+                FormField("port", "Port", value=str(port)),
+                FormField("tls", "Use TLS", type="boolean", value="true" if tls else "false"),
+            ]
+        return FormRecipient(
+            f"IRC server {address.server}",
+            "Changes apply at the next connection. Leave a password empty to keep it.",
+            fields,
+            ConfigureServer.save,
+        )
+
+    @staticmethod
+    async def save(contact: Contact, values: FormValues) -> str:
+        address = contact.address
+        assert isinstance(address, ServerAddress)
+        current = contact.session.server_settings(address.server)
+        nick = str(values.get("nick") or "").strip() or None
+        if nick is not None and (problem := nick_problem(nick)) is not None:
+            raise XMPPError("not-acceptable", f"Invalid IRC nick {nick!r}: {problem}.")
+        port = current.port
+        if values.get("port"):
+            try:
+                port = int(str(values["port"]))
+            except ValueError:
+                port = 0
+            if not 0 < port < 65536:
+                raise XMPPError("not-acceptable", "The port is a number from 1 to 65535.")
+        lines = values.get("after_connect") or []
+        after = tuple(str(x) for x in lines if str(x).strip()) if isinstance(lines, list) else ()
+        for line in after:
+            try:
+                serialize(parse_line(line.encode()))
+            except (IrcProtocolError, LocalProtocolError) as e:
+                raise XMPPError("not-acceptable", f"Not a valid IRC line: {line!r} ({e})") from e
+        tls = values.get("tls")
+        settings = UserServerSettings(
+            nick=nick,
+            port=port,
+            tls=tls if isinstance(tls, bool) else current.tls,
+            password=str(values.get("password") or "") or current.password,
+            account_password=str(values.get("account_password") or "") or current.account_password,
+            after_connect=after,
+        )
+        contact.session.save_server_settings(address.server, settings)
+        return f"Saved. The settings for {address.server} apply at the next connection."

@@ -1,0 +1,100 @@
+"""The IRC network's slidge gateway: the module slidge loads in the network's process.
+
+slidge 0.4.2 answers a MUC nick change with "Slidge does not let you change your
+nickname in groups". IRC has nick changes, so this gateway puts a small handler in front
+of slidge's presence handler: a nick change from a joined client becomes an IRC NICK, and
+the server's answer renames the user in every room (status 303), or explains the refusal.
+Every other presence goes on to slidge unchanged. (A candidate for gateway.slidge_fixes
+as a general hook, `LegacyMUC.on_user_nick_change`, once another network wants it.)
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from slidge import BaseGateway
+from slidge.command import FormField
+from slixmpp import JID, Presence
+from slixmpp.exceptions import XMPPError
+
+from . import contact, group  # noqa: F401  (slidge finds the classes by subclassing)
+from .session import Session
+from .translate import nick_problem
+
+log = logging.getLogger(__name__)
+
+
+class Gateway(BaseGateway[Session]):
+    COMPONENT_NAME = "IRC (Passerelle)"
+    COMPONENT_TYPE = "irc"
+    COMPONENT_AVATAR = None  # never fetched from the internet
+    GROUPS = True
+    REGISTRATION_INSTRUCTIONS = (
+        "Choose your IRC nick. Then join channels as #channel%server@ this gateway."
+    )
+    REGISTRATION_FIELDS: ClassVar[list[FormField]] = [
+        FormField(var="nick", label="IRC nick", required=True),
+        FormField(var="realname", label="Real name (optional)", required=False),
+    ]
+    WELCOME_MESSAGE = (
+        "Welcome to IRC through Passerelle. Join a channel as a group chat: "
+        "#channel%server@ this gateway; talk to someone privately at nick%server@…; "
+        "the server itself is server@… (its messages, and raw IRC commands you send it)."
+    )
+    ROSTER_GROUP = "IRC"
+
+    def __init__(self) -> None:
+        super().__init__()
+        dispatcher = getattr(self, "_BaseGateway__dispatcher", None)
+        original: Callable[[Presence], Awaitable[None]] | None = getattr(
+            dispatcher, "on_presence", None
+        )
+        if original is None:  # a slidge without that handler: leave presences alone
+            log.warning("MUC nick changes are not available with this version of slidge")
+            return
+        self.del_event_handler("presence", original)
+
+        async def on_presence(presence: Presence) -> None:
+            if not await self._nick_change(presence):
+                await original(presence)
+
+        self.add_event_handler("presence", on_presence)
+
+    async def _nick_change(self, presence: Presence) -> bool:
+        """Handle `presence` if it is a MUC nick change by a joined client."""
+        to, sender = presence.get_to(), presence.get_from()
+        if "muc_join" in presence or presence["type"] not in ("available", *_SHOWS):
+            return False
+        session: Any = self.get_session_from_jid(sender)
+        if session is None or not to.resource or to.bare == self.boundjid.bare:
+            return False
+        muc = session.bookmarks.by_jid_only_if_exists(JID(to.bare))
+        if muc is None or sender.resource not in muc.get_user_resources():
+            return False
+        if to.resource == muc.user_nick:
+            return False
+        problem = nick_problem(to.resource)
+        try:
+            if problem is not None:
+                raise XMPPError("not-acceptable", f"Invalid IRC nick {to.resource!r}: {problem}.")
+            client = await session.client_for(muc.address.server)
+            session.send(client, "NICK", to.resource)
+        except XMPPError as e:
+            await session.tell_about(muc.address.server, f"Cannot change nick: {e.text}")
+        return True
+
+    async def validate(self, user_jid: JID, registration_form: dict[str, str | None]) -> None:
+        nick = (registration_form.get("nick") or "").strip()
+        problem = nick_problem(nick)
+        if problem is not None:
+            raise XMPPError("not-acceptable", f"Invalid IRC nick {nick!r}: {problem}.")
+        realname = (registration_form.get("realname") or "").strip()
+        if len(realname) > 100 or not realname.isprintable():
+            raise XMPPError(
+                "not-acceptable", "The real name must be up to 100 printable characters."
+            )
+        registration_form["nick"] = nick
+        registration_form["realname"] = realname or None
+
+
+_SHOWS = ("away", "chat", "dnd", "xa")

@@ -1,0 +1,267 @@
+"""One registered XMPP user on IRC: their connections and what they send.
+
+The session opens one `IrcClient` per IRC server the user reaches (shared by all their
+XMPP clients) and owns its task; it turns XMPP-side actions into IRC lines (with the
+errors the user should see), finds the slidge objects for IRC names, and hands each IRC
+event to `incoming.dispatch`. The connection state is the server contact's presence,
+and the user hears once when a connection is lost and when it is back, not once per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from slidge import BaseSession
+from slixmpp.exceptions import XMPPError
+
+from gateway.backoff import Backoff
+from gateway.runtime import network_config
+from gateway.slidge_fixes import push_to_roster
+
+from . import events as ev
+from . import incoming
+from .client import ConnectionFailed, Identity, IrcClient, QueueFull, Status
+from .config import Config, UserServerSettings
+from .contact import Contact
+from .events import Channel, Nick
+from .group import MUC, Participant
+from .protocol import IrcProtocolError, LocalProtocolError, parse_line, serialize
+from .translate import (
+    AddressError,
+    ChannelAddress,
+    OutgoingText,
+    ServerAddress,
+    UserAddress,
+    correction_text,
+    irc_username,
+)
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_TEXTS = 500  # sent messages kept to turn corrections into short lines
+
+
+class Session(BaseSession[Contact]):
+    def __init__(self, user: Any) -> None:
+        super().__init__(user)
+        self.cfg = network_config(Config)
+        self.mapping = self.cfg.address_mapping()
+        self.clients: dict[str, IrcClient] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.motd: dict[str, list[str]] = {}
+        self._display: dict[str, str] = {}
+        self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._lost: set[str] = set()
+
+    # --- slidge hooks --------------------------------------------------------------
+
+    async def login(self) -> str:
+        nick = self.identity().nick
+        return f"Ready as {nick}: join #channel%server@{self.xmpp.boundjid.bare}"
+
+    async def logout(self) -> None:
+        clients = list(self.clients.values())
+        await asyncio.gather(*(c.quit("Passerelle is shutting down") for c in clients))
+        self.cancel_all_tasks()
+
+    # --- connections ---------------------------------------------------------------
+
+    def identity(self, server: str | None = None) -> Identity:
+        """Who the user is on `server`: the registered nick unless set per server."""
+        data = self.user.legacy_module_data
+        settings = self.server_settings(server) if server else UserServerSettings()
+        nick = str(settings.nick or data.get("nick") or self.cfg.default_nick or self.user_jid.node)
+        realname = str(data.get("realname") or nick)
+        lines = []
+        for line in settings.after_connect:
+            try:
+                lines.append(serialize(parse_line(line.encode())))
+            except (IrcProtocolError, LocalProtocolError):
+                log.warning("skipping an invalid after-connect line of %s", self.user_jid)
+        return Identity(
+            nick,
+            irc_username(self.user_jid.node),
+            realname,
+            account_password=settings.account_password,
+            after_connect=tuple(lines),
+        )
+
+    def server_settings(self, server: str) -> UserServerSettings:
+        servers = self.user.legacy_module_data.get("servers")
+        data = servers.get(server.lower()) if isinstance(servers, dict) else None
+        return UserServerSettings.from_json(data)
+
+    def save_server_settings(self, server: str, settings: UserServerSettings) -> None:
+        servers = self.user.legacy_module_data.get("servers")
+        servers = dict(servers) if isinstance(servers, dict) else {}
+        servers[server.lower()] = settings.to_json()
+        self.legacy_module_data_update({"servers": servers})
+
+    async def client_for(self, server: str) -> IrcClient:
+        """The user's connection to `server`, opened (and waited for) if needed. Raises
+        XMPPError for the user when the policy refuses the server or it cannot be
+        reached; once connected, a later disconnection only queues what is sent."""
+        name = server.lower()
+        client = self.clients.get(name)
+        if client is None:
+            try:
+                target = self.server_settings(name).apply(self.cfg.target(name))
+            except PermissionError as e:
+                raise XMPPError("not-allowed", str(e)) from e
+            cfg = self.cfg
+            client = IrcClient(
+                target,
+                self.identity(name),
+                self,
+                flood_burst=cfg.flood_burst,
+                flood_rate=cfg.flood_rate,
+                queue_size=cfg.reconnect_queue_size,
+                connect_timeout=cfg.connect_timeout,
+                backoff=Backoff(initial=1.0, cap=cfg.reconnect_max_delay, healthy_after=60.0),
+                allow_private=cfg.allow_private_addresses,
+            )
+            self.clients[name] = client
+            self._tasks[name] = self.create_task(self._run(client), name=f"irc-{name}")
+        if not client.connected_once:
+            try:
+                await client.wait_ready(self.cfg.connect_timeout + 5)
+            except ConnectionFailed as e:
+                # Never connected: give up on this server until the user tries again.
+                if self.clients.get(name) is client and not client.connected_once:
+                    del self.clients[name]
+                    self._tasks.pop(name).cancel()
+                if "private" in str(e):
+                    raise XMPPError("not-allowed", str(e)) from e
+                raise XMPPError("remote-server-timeout", str(e)) from e
+        return client
+
+    async def _run(self, client: IrcClient) -> None:
+        try:
+            await client.run()
+        finally:
+            if self.clients.get(client.name) is client:
+                del self.clients[client.name]
+                self._tasks.pop(client.name, None)
+
+    def send(self, client: IrcClient, command: str, *params: str) -> None:
+        try:
+            client.send(command, *params)
+        except LocalProtocolError as e:
+            raise XMPPError("bad-request", f"This cannot be sent to IRC: {e}") from e
+        except QueueFull as e:
+            raise XMPPError("resource-constraint", str(e)) from e
+
+    def send_lines(self, client: IrcClient, lines: list[bytes]) -> None:
+        try:
+            client.send_lines(lines)
+        except QueueFull as e:
+            raise XMPPError("resource-constraint", str(e)) from e
+
+    def send_text(self, client: IrcClient, target: str, out: OutgoingText) -> None:
+        try:
+            client.send_text(target, out.text, action=out.action)
+        except LocalProtocolError as e:
+            raise XMPPError("bad-request", f"This cannot be sent to IRC: {e}") from e
+        except QueueFull as e:
+            raise XMPPError("resource-constraint", str(e)) from e
+
+    def outgoing_text(self, legacy_id: str, body: str, replaces: str | None) -> str:
+        """What to send for a message: the body, or a short line for a correction."""
+        old = self._sent.pop(replaces, None) if replaces else None
+        key = replaces or legacy_id
+        self._sent[key] = body
+        while len(self._sent) > REMEMBERED_TEXTS:
+            self._sent.popitem(last=False)
+        return body if old is None else correction_text(old, body)
+
+    async def leave_room(self, muc: MUC) -> None:
+        """The user left the MUC from every client: part the channel, forget its occupants."""
+        client = self.clients.get(muc.address.server)
+        if client is not None:
+            client.part(muc.channel)
+        await self._forget_occupants(muc)
+
+    async def _forget_occupants(self, muc: MUC) -> None:
+        async for part in muc.get_participants():
+            if not part.is_user:
+                muc.remove_participant(part)
+
+    # --- addresses -----------------------------------------------------------------
+
+    def display_nick(self, server: str, folded: str) -> str:
+        return self._display.get(f"{folded}%{server}", folded)
+
+    async def contact(self, client: IrcClient, nick: str) -> Contact:
+        legacy_id = self.mapping.render(UserAddress(client.name, Nick(nick)))
+        self._display[f"{self.mapping.nick(nick)}%{client.name}"] = nick
+        contact: Contact = await self.contacts.by_legacy_id(legacy_id)
+        return contact
+
+    async def server_contact(self, client: IrcClient) -> Contact | None:
+        if self.cfg.fixed_server is not None:
+            return None
+        legacy_id = self.mapping.render(ServerAddress(client.name))
+        contact: Contact = await self.contacts.by_legacy_id(legacy_id)
+        return contact
+
+    async def room(self, client: IrcClient, channel: str) -> MUC:
+        legacy_id = self.mapping.render(ChannelAddress(client.name, Channel(channel)))
+        muc: MUC = await self.bookmarks.by_legacy_id(legacy_id)
+        return muc
+
+    async def participant(self, muc: MUC, client: IrcClient, nick: str) -> Participant:
+        """The occupant for `nick`, found by nickname first (it survives renames)."""
+        part = await muc.get_participant(nick, create=False)
+        if part is not None:
+            return part
+        try:
+            contact = await self.contact(client, nick)
+        except AddressError:
+            return await muc.get_participant(nick)
+        return await muc.get_participant_by_contact(contact)
+
+    async def tell_about(self, server: str, text: str) -> None:
+        """Like `tell`, for a server that may have no connection."""
+        client = self.clients.get(server.lower())
+        if client is None:
+            self.send_gateway_message(text)
+        else:
+            await self.tell(client, text)
+
+    async def tell(self, client: IrcClient, text: str) -> None:
+        """A message from the IRC server (its contact, or the gateway with a fixed one)."""
+        contact = await self.server_contact(client)
+        if contact is None:
+            self.send_gateway_message(text)
+        else:
+            contact.send_text(text)
+
+    # --- IRC → XMPP ------------------------------------------------------------------
+
+    async def on_irc_status(self, client: IrcClient, status: Status, text: str) -> None:
+        contact = await self.server_contact(client)
+        if status == "connected":
+            if contact is not None and not contact.is_friend:
+                await push_to_roster(contact)
+            if client.name in self._lost:
+                self._lost.discard(client.name)
+                await self.tell(client, f"Reconnected to {client.name} as {client.nick}.")
+        elif status == "disconnected" and client.connected_once and client.name not in self._lost:
+            self._lost.add(client.name)
+            await self.tell(client, f"Lost the connection to {client.name}: {text}")
+        if contact is None:
+            return
+        if status == "connected":
+            contact.online(text)
+        elif status == "connecting":
+            contact.busy(text)
+        else:
+            contact.offline(text)
+
+    async def on_irc_event(
+        self, client: IrcClient, event: ev.Event, channels: tuple[Channel, ...]
+    ) -> None:
+        await incoming.dispatch(self, client, event, channels)

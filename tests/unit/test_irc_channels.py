@@ -1,0 +1,115 @@
+"""The channel tracker: membership rebuilt from events, as a table of stories."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from legacy_plugins.irc import events as ev
+from legacy_plugins.irc.channels import ChannelTracker
+from legacy_plugins.irc.events import Channel, ISupport, Member, ModeChange, Nick, Prefix
+
+ISUPPORT = ISupport().updated(["PREFIX=(qaohv)~&@%+"])
+C, ME = Channel("#Chan"), Nick("me")
+
+
+def joined(nick: str, own: bool = False, channel: Channel = C) -> ev.Joined:
+    return ev.Joined(channel, Nick(nick), Prefix(nick, "u", "h"), own=own)
+
+
+def tracker_with(*nicks: str) -> ChannelTracker:
+    tracker = ChannelTracker(lambda: ISUPPORT)
+    tracker.apply(joined("me", own=True))
+    members = tuple(Member(Nick(n.lstrip("@+")), n[: len(n) - len(n.lstrip("@+"))]) for n in nicks)
+    tracker.apply(ev.ChannelMembers(C, (Member(ME), *members)))
+    return tracker
+
+
+def test_own_join_then_names() -> None:
+    tracker = tracker_with("@Bob", "+carol")
+    state = tracker.get("#chan")
+    assert state is not None and state.names_received and state.name == "#Chan"
+    assert tracker.member("#CHAN", "bob") == Member(Nick("Bob"), "@")
+    assert tracker.channels_of("CAROL") == (C,)
+
+
+def test_others_join_part_quit_and_kick() -> None:
+    tracker = tracker_with("bob")
+    assert tracker.apply(joined("dave")) == (C,)
+    assert tracker.apply(ev.Parted(C, Nick("dave"), "bye")) == (C,)
+    assert tracker.member(C, "dave") is None
+    assert tracker.apply(ev.Quit(Nick("bob"), "gone")) == (C,)
+    assert tracker.apply(ev.Quit(Nick("nobody"), "gone")) == ()
+    tracker.apply(joined("erin"))
+    tracker.apply(ev.Kicked(C, Nick("erin"), Nick("me"), "out"))
+    assert tracker.member(C, "erin") is None
+
+
+def test_a_join_to_a_channel_we_are_not_in_is_ignored() -> None:
+    tracker = tracker_with()
+    assert tracker.apply(joined("bob", channel=Channel("#other"))) == ()
+    assert "#other" not in tracker
+
+
+def test_nick_change_keeps_prefixes_and_reports_channels_before() -> None:
+    tracker = tracker_with("@bob")
+    assert tracker.apply(ev.NickChanged(Nick("bob"), Nick("robert"))) == (C,)
+    assert tracker.member(C, "robert") == Member(Nick("robert"), "@")
+    assert tracker.member(C, "bob") is None
+
+
+def test_member_modes_add_and_remove_prefixes_in_order() -> None:
+    tracker = tracker_with("bob")
+    changes = (
+        ModeChange(True, "v", "bob", "member"),
+        ModeChange(True, "o", "bob", "member"),
+        ModeChange(True, "k", "key", "param"),
+    )
+    tracker.apply(ev.ChannelModeChanged(C, "me", changes))
+    assert tracker.member(C, "bob") == Member(Nick("bob"), "@+")
+    tracker.apply(ev.ChannelModeChanged(C, "me", (ModeChange(False, "o", "bob", "member"),)))
+    assert tracker.member(C, "bob") == Member(Nick("bob"), "+")
+
+
+def test_own_part_or_kick_forgets_the_channel() -> None:
+    tracker = tracker_with("bob")
+    tracker.apply(ev.Parted(C, ME, "", own=True))
+    assert tracker.get(C) is None and tracker.channels_of("bob") == ()
+    tracker = tracker_with("bob")
+    tracker.apply(ev.Kicked(C, ME, Nick("bob"), "", own=True))
+    assert list(tracker) == []
+
+
+def test_topic_and_clear() -> None:
+    tracker = tracker_with()
+    tracker.apply(ev.Topic(C, "hello"))
+    state = tracker.get(C)
+    assert state is not None and state.topic == "hello"
+    tracker.clear()
+    assert tracker.get(C) is None
+
+
+_nicks = st.sampled_from(["me", "bob", "Bob", "carol", "dave"])
+_events = st.one_of(
+    st.builds(joined, _nicks, st.booleans()),
+    st.builds(ev.Parted, st.just(C), _nicks.map(Nick), st.text(), st.booleans()),
+    st.builds(ev.Quit, _nicks.map(Nick), st.text()),
+    st.builds(ev.NickChanged, _nicks.map(Nick), _nicks.map(Nick)),
+    st.builds(
+        ev.ChannelModeChanged,
+        st.just(C),
+        st.none(),
+        st.lists(
+            st.builds(ModeChange, st.booleans(), st.sampled_from("ovbk"), _nicks, st.just("member"))
+        ).map(tuple),
+    ),
+)
+
+
+@given(st.lists(_events, max_size=30))
+def test_never_raises_on_any_event_sequence(events: list[ev.Event]) -> None:
+    tracker = ChannelTracker(lambda: ISUPPORT)
+    for event in events:
+        tracker.apply(event)
+        for state in tracker:
+            assert all(tracker.fold(m.nick) == key for key, m in state.members.items())
