@@ -61,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.dir, network=args.network)
+    return run_demo(args.dir)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -110,12 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("demo"),
         help="where to keep its configs, data and logs (default: ./demo)",
-    )
-    demo.add_argument(
-        "--network",
-        choices=["echo"],
-        default="echo",
-        help="the network to demonstrate (default: echo)",
     )
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -1,10 +1,11 @@
 """``passerelle demo``: a whole working setup on loopback, for trying Passerelle in a minute.
 
 It starts a throw-away Prosody (with the components, privileges, MUC and upload service a
-real deployment has), registers a demo XMPP account, writes a ``gateway.toml`` and runs
-Passerelle's supervisor on it, all under one directory and on non-default ports of
-127.0.0.1. It prints how to log in; Ctrl-C stops what it started, and nothing else.
-The servers come from Debian packages; ``scripts/demo.sh`` installs them first.
+real deployment has) and an ngircd IRC server, registers a demo XMPP account, writes a
+``gateway.toml`` with the IRC and echo networks and runs Passerelle's supervisor on it,
+all under one directory and on non-default ports of 127.0.0.1. It prints how to log in;
+Ctrl-C stops what it started, and nothing else. The servers come from Debian packages;
+``scripts/demo.sh`` installs them first.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import load
-from .localservers import ComponentSpec, LocalServerError, Prosody
+from .localservers import ComponentSpec, LocalServerError, NgIrcd, Prosody
 from .supervisor import Supervisor, network_children, run_supervisor
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "localhost"
 DEMO_USER = "demo"
-PREFERRED_PORTS = {"c2s": 15222, "component": 15347, "http": 15280}
+PREFERRED_PORTS = {"c2s": 15222, "component": 15347, "http": 15280, "irc": 16667}
 """Fixed when free, so the login details stay the same between runs."""
 
 
@@ -40,6 +41,10 @@ class LoginDetails:
     host: str
     port: int
     gateway: str
+    """The echo network's component."""
+    irc_gateway: str
+    irc_port: int
+    """The demo IRC server's port on 127.0.0.1, for an IRC client such as irssi."""
 
 
 def _port_or_free(preferred: int) -> int:
@@ -52,10 +57,11 @@ def _port_or_free(preferred: int) -> int:
 
 
 def _missing_programs() -> list[str]:
-    return [p for p in ("prosody", "prosodyctl") if shutil.which(p) is None]
+    return [p for p in ("prosody", "prosodyctl", "ngircd") if shutil.which(p) is None]
 
 
 def banner(login: LoginDetails) -> str:
+    channel = f"#demo%127.0.0.1@{login.irc_gateway}"
     return f"""
 =====================================================================
  Passerelle demo is starting. Log in with any XMPP client:
@@ -68,54 +74,89 @@ def banner(login: LoginDetails) -> str:
       "Unencrypted connection".  profanity: /connect {login.jid} server {login.host} \
 port {login.port} tls disable
 
- Then:
-   1. Register with the gateway {login.gateway}: in Gajim, Discover services,
-      select it and "Register"; or run its "Register" ad-hoc command.
-   2. The contact echo@{login.gateway} appears in your roster: say hello.
-   3. Correct your message: echo corrects its answer.
+ IRC:
+   1. Register with the gateway {login.irc_gateway} (Gajim: Discover services, pick
+      it, "Register"; or its "Register" ad-hoc command) and choose an IRC nick.
+   2. Join the group chat {channel}
+   3. From an IRC client, join #demo on {login.host} port {login.irc_port}
+      (irssi -c {login.host} -p {login.irc_port}) and talk to yourself across.
+ Echo (a fake network that repeats you): register with {login.gateway}, then talk to
+   echo@{login.gateway}; correct your message and echo corrects its answer.
 
  Press Ctrl-C to stop everything the demo started.
 =====================================================================
 """
 
 
-def run_demo(directory: Path, network: str = "echo") -> int:
+def _write_config(path: Path, login: LoginDetails, prosody: Prosody, irc_port: int) -> None:
+    secrets_by_jid = {c.jid: c.secret for c in prosody.components}
+    path.write_text(
+        f"""# Written by `passerelle demo`; thrown away with this directory.
+data_dir = "./data"
+admins = ["{login.jid}"]
+
+[xmpp]
+host = "127.0.0.1"
+port = {prosody.component_port}
+
+[networks.echo]
+jid = "{login.gateway}"
+secret = "{secrets_by_jid[login.gateway]}"
+
+[networks.irc]
+jid = "{login.irc_gateway}"
+secret = "{secrets_by_jid[login.irc_gateway]}"
+
+# The demo's own IRC server; admin-defined servers may be on loopback.
+[networks.irc.servers."127.0.0.1"]
+host = "127.0.0.1"
+port = {irc_port}
+tls = false
+""",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+
+
+def run_demo(directory: Path) -> int:
     if missing := _missing_programs():
         print(
             f"passerelle demo: {', '.join(missing)} not found. Run scripts/demo.sh, which "
-            "installs the Debian packages it needs (prosody, prosody-modules).",
+            "installs the Debian packages it needs (prosody, prosody-modules, ngircd).",
             file=sys.stderr,
         )
         return 1
     logging.basicConfig(level="INFO", format="demo | %(levelname)s %(name)s: %(message)s")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    gateway_jid = f"{network}.{DOMAIN}"
-    secret = secrets.token_urlsafe(24)
+    echo_jid, irc_jid = f"echo.{DOMAIN}", f"irc.{DOMAIN}"
     prosody = Prosody(
         directory / "prosody",
         domain=DOMAIN,
-        components=[ComponentSpec(gateway_jid, secret)],
+        components=[
+            ComponentSpec(echo_jid, secrets.token_urlsafe(24)),
+            ComponentSpec(irc_jid, secrets.token_urlsafe(24)),
+        ],
         c2s_port=_port_or_free(PREFERRED_PORTS["c2s"]),
         component_port=_port_or_free(PREFERRED_PORTS["component"]),
         http_port=_port_or_free(PREFERRED_PORTS["http"]),
     )
+    ircd = NgIrcd(directory / "ngircd", port=_port_or_free(PREFERRED_PORTS["irc"]))
     try:
-        with prosody:
+        with prosody, ircd:
             password = secrets.token_urlsafe(9)
             prosody.register(DEMO_USER, password)
             login = LoginDetails(
-                f"{DEMO_USER}@{DOMAIN}", password, "127.0.0.1", prosody.c2s_port, gateway_jid
+                jid=f"{DEMO_USER}@{DOMAIN}",
+                password=password,
+                host="127.0.0.1",
+                port=prosody.c2s_port,
+                gateway=echo_jid,
+                irc_gateway=irc_jid,
+                irc_port=ircd.port,
             )
             config_path = directory / "gateway.toml"
-            config_path.write_text(
-                f"# Written by `passerelle demo`; thrown away with this directory.\n"
-                f'data_dir = "./data"\nadmins = ["{login.jid}"]\n\n'
-                f'[xmpp]\nhost = "127.0.0.1"\nport = {prosody.component_port}\n\n'
-                f'[networks.{network}]\njid = "{gateway_jid}"\nsecret = "{secret}"\n',
-                encoding="utf-8",
-            )
-            config_path.chmod(0o600)
+            _write_config(config_path, login, prosody, ircd.port)
             login_path = directory / "login.json"
             login_path.write_text(json.dumps(asdict(login)), encoding="utf-8")
             login_path.chmod(0o600)
@@ -125,5 +166,5 @@ def run_demo(directory: Path, network: str = "echo") -> int:
     except LocalServerError as e:
         print(f"passerelle demo: {e}", file=sys.stderr)
         return 1
-    print("demo stopped: Passerelle and Prosody are down.")
+    print("demo stopped: Passerelle, Prosody and ngircd are down.")
     return 0

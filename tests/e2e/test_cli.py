@@ -14,6 +14,7 @@ import pytest
 
 from gateway.localservers import Prosody
 from tests.e2e.conftest import ECHO_JID, ECHO_SECRET, PasserelleProcess, write_config
+from tests.e2e.irc_helpers import IrcPerson
 from tests.e2e.xmpp_client import Client
 
 pytestmark = pytest.mark.e2e
@@ -98,11 +99,31 @@ async def test_demo_lets_a_real_client_talk_to_the_echo_network(
             await client.next_roster_push(echo)
             client.send_chat(echo, "is this thing on?")
             assert (await client.next_message(echo))["body"] == "is this thing on?"
+
+            # The printed IRC steps: register a nick, join #demo, meet someone on IRC there.
+            await process.wait_for(r"^irc \| .*Slidge has successfully started", timeout=60)
+            await client.register(login["irc_gateway"], nick="demo")
+            channel = f"#demo%127.0.0.1@{login['irc_gateway']}"
+            assert f"Join the group chat {channel}" in process.output()
+            irc_user = await IrcPerson.connect(login["irc_port"], "visitor")
+            try:
+                await irc_user.join("#demo")
+                pres = await client.join_muc(channel, "demo")
+                assert pres["type"] != "error", pres
+                irc_user.say("#demo", "hello from IRC")
+                assert (await client.next_groupchat_text(channel, "hello from IRC"))[
+                    "from"
+                ].resource == "visitor"
+                client.send_groupchat(channel, "hello from XMPP")
+                assert await irc_user.heard("demo", "#demo") == "hello from XMPP"
+            finally:
+                await irc_user.close()
         finally:
             await client.stop()
-        # Ctrl-C stops what the demo started (its Prosody), and nothing else (ours).
+        # Ctrl-C stops what the demo started (its Prosody, its ngircd), and nothing else (ours).
         assert process.interrupt() == 0, process.output()
         assert not _port_open(login["port"])
+        assert not _port_open(login["irc_port"])
         assert _port_open(prosody.c2s_port)
     finally:
         process.stop()
