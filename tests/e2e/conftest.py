@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load
 from gateway.localservers.prosody import ComponentSpec, Prosody
 from tests.e2e.xmpp_client import Client
 
@@ -164,8 +165,9 @@ def start_passerelle(
         )
         process = PasserelleProcess(config)
         started.append(process)
-        if wait:
-            process.wait_for_line("Slidge has successfully started")
+        if wait:  # every enabled network, not just the first to come up
+            for name in load(config).enabled_networks:
+                process.wait_for_line(rf"^{name} \| .*Slidge has successfully started")
         return process
 
     yield start

@@ -88,7 +88,7 @@ async def test_demo_lets_a_real_client_talk_to_the_echo_network(
     demo_dir = tmp_path / "demo"
     process = DemoProcess(demo_dir)
     try:
-        await process.wait_for("Slidge has successfully started", timeout=90)
+        await process.wait_for(r"^echo \| .*Slidge has successfully started", timeout=90)
         login = json.loads((demo_dir / "login.json").read_text())
         assert f"password:  {login['password']}" in process.output()  # printed for the person
         client = Client(login["jid"], login["password"])
