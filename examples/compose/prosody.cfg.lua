@@ -58,11 +58,24 @@ VirtualHost "localhost"
         ["urn:xmpp:http:upload:0"] = "get";
       };
     };
+    ["irc.localhost"] = {
+      roster = "both";
+      message = "outgoing";
+      iq = {
+        ["http://jabber.org/protocol/pubsub"] = "both";
+        ["http://jabber.org/protocol/pubsub#owner"] = "set";
+        ["urn:xmpp:http:upload:0"] = "get";
+      };
+    };
   }
 
 -- Secrets must equal `secret` in examples/compose/gateway.toml. Change both.
 Component "echo.localhost"
   component_secret = "change-me-echo"
+  modules_enabled = { "privilege" }
+
+Component "irc.localhost"
+  component_secret = "change-me-irc"
   modules_enabled = { "privilege" }
 
 Component "conference.localhost" "muc"
