@@ -16,8 +16,10 @@ import fnmatch
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -115,6 +117,120 @@ class NetworkConfig(BaseModel):
 _N = TypeVar("_N", bound=NetworkConfig)
 
 
+class LinkComponentConfig(BaseModel):
+    """``[link]``: the component that links IRC channels to existing MUC rooms.
+
+    It is not a slidge network: it joins rooms on the XMPP server's MUC service as
+    puppets (one occupant per IRC user) and opens one IRC connection per XMPP occupant
+    who speaks. The links themselves are ``[[links]]`` entries and admin commands.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    jid: str
+    """The component's JID, e.g. ``link.example.org``; declare it on the XMPP server."""
+    secret: SecretStr
+    """The component secret (``component_secret``)."""
+    max_irc_connections: Annotated[int, Field(ge=0, le=10_000)] = 50
+    """IRC connections per IRC server for XMPP occupants; past it (or at 0), a single
+    relay bot writes ``<nick> text`` instead."""
+    idle_timeout: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds after an XMPP occupant's last message before their IRC connection closes."""
+    log_level: LogLevel | None = None
+
+    @field_validator("jid")
+    @classmethod
+    def _check_jid(cls, jid: str) -> str:
+        return _check_domain(jid)
+
+
+@dataclass(frozen=True, slots=True)
+class IrcChannelUrl:
+    """``ircs://host[:port]/#channel`` taken apart."""
+
+    host: str
+    port: int
+    tls: bool
+    channel: str
+
+
+def parse_irc_url(url: str) -> IrcChannelUrl:
+    """Parse ``irc://`` (plain, default port 6667) or ``ircs://`` (TLS, 6697) channel URLs.
+
+    The channel may be written ``/#chan`` (a URL fragment, as people write it), ``/%23chan``
+    or ``/chan`` (``#`` assumed).
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("irc", "ircs"):
+        raise ValueError(
+            f"{url!r} is not an irc:// or ircs:// URL, e.g. 'ircs://irc.libera.chat/#chan'"
+        )
+    tls = parts.scheme == "ircs"
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no IRC server host")
+    try:
+        port = parts.port or (6697 if tls else 6667)
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    path = unquote(parts.path.lstrip("/"))
+    channel = path or (f"#{parts.fragment}" if parts.fragment else "")
+    if channel and channel[0] not in "#&":
+        channel = f"#{channel}"
+    if len(channel) < 2 or any(c in channel for c in " ,\x07\r\n\0"):
+        raise ValueError(f"{url!r} names no valid channel; end it with /#channel")
+    return IrcChannelUrl(parts.hostname.lower(), port, tls, channel)
+
+
+class LinkConfig(BaseModel):
+    """One ``[[links]]`` entry: an existing MUC room and an IRC channel, one conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    muc: str
+    """The room's bare JID, e.g. ``lounge@conference.example.org``. It must exist already."""
+    irc: str
+    """The channel, e.g. ``ircs://irc.libera.chat:6697/#lounge`` (``irc://`` for plain)."""
+    irc_nick_template: str = "{nick}[x]"
+    """IRC nick of an XMPP occupant; ``{nick}`` is their MUC nick."""
+    xmpp_nick_template: str = "{nick}"
+    """MUC nick of an IRC user; ``{nick}`` is their IRC nick."""
+    relay_joins_parts: bool = False
+    """Show every IRC user present as an occupant (and their joins and parts), not only
+    those who speak."""
+    double_puppet: bool = True
+    """One IRC connection per XMPP occupant who speaks; false: one relay bot for all."""
+
+    @field_validator("muc")
+    @classmethod
+    def _check_muc(cls, muc: str) -> str:
+        muc = muc.strip().lower()
+        if not _BARE_JID_GLOB_RE.match(muc) or "*" in muc:
+            raise ValueError(f"{muc!r} is not a room JID like 'lounge@conference.example.org'")
+        return muc
+
+    @field_validator("irc")
+    @classmethod
+    def _check_irc(cls, irc: str) -> str:
+        parse_irc_url(irc)
+        return irc.strip()
+
+    @field_validator("irc_nick_template", "xmpp_nick_template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        if "{nick}" not in template:
+            raise ValueError(f"{template!r} must contain {{nick}}")
+        try:
+            template.format(nick="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"{template!r}: only {{nick}} may be used") from None
+        return template
+
+    @property
+    def channel(self) -> IrcChannelUrl:
+        return parse_irc_url(self.irc)
+
+
 class Settings(BaseSettings):
     """The whole ``gateway.toml``."""
 
@@ -138,6 +254,10 @@ class Settings(BaseSettings):
     """Log level of the supervisor and, unless a network says otherwise, of every network."""
     xmpp: XmppServer = XmppServer()
     storage: Storage = Storage()
+    link: LinkComponentConfig | None = None
+    """The channel ↔ room link component, if wanted."""
+    links: list[LinkConfig] = []
+    """Channel ↔ room links from the file; admins add more with commands."""
     networks: dict[str, dict[str, Any]] = Field(default={}, repr=False)
     """One section per network: ``[networks.irc]``, ``[networks.matrix]``,
     ``[networks.email]`` (and ``[networks.echo]``, the demo network). Raw here, hidden from
@@ -298,12 +418,49 @@ def _load_networks(settings: Settings, source: str) -> tuple[dict[str, NetworkCo
                 f"{jids[net.jid]} — give each network its own component JID"
             )
         jids[net.jid] = name
-    if not problems and not any(n.enabled for n in networks.values()):
+    problems += _link_problems(settings, {net.jid: name for name, net in networks.items()}, source)
+    wants_link = settings.link is not None and settings.link.enabled
+    if not problems and not wants_link and not any(n.enabled for n in networks.values()):
         problems.append(
             f"{source}: networks: no network is enabled — add a section such as "
             f"[networks.{next(iter(NETWORKS))}] with jid and secret"
         )
     return networks, problems
+
+
+def _link_problems(settings: Settings, jids: dict[str, str], source: str) -> list[str]:
+    """``[link]`` and ``[[links]]``: consistent with each other and with the networks."""
+    problems: list[str] = []
+    link = settings.link
+    if settings.links and link is None:
+        problems.append(
+            f"{source}: links: there are [[links]] but no [link] section — add [link] with "
+            "jid and secret for the link component"
+        )
+    if link is not None:
+        if link.jid in jids:
+            problems.append(
+                f"{source}: link.jid: {link.jid!r} is also the JID of networks."
+                f"{jids[link.jid]} — give the link component its own JID"
+            )
+        if not _has_link_component():
+            problems.append(
+                f"{source}: link: the link component is not implemented in this version of "
+                "Passerelle yet (see README status); remove [link] and [[links]]"
+            )
+    seen: set[tuple[str, str]] = set()
+    for i, spec in enumerate(settings.links):
+        key = (spec.muc, spec.irc)
+        if key in seen:
+            problems.append(f"{source}: links.{i}: {spec.muc} ↔ {spec.irc} is listed twice")
+        seen.add(key)
+    return problems
+
+
+def _has_link_component() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gateway.link") is not None
 
 
 def load_plugin_config(path: Path | None, name: str, model: type[_N]) -> _N:
@@ -313,4 +470,15 @@ def load_plugin_config(path: Path | None, name: str, model: type[_N]) -> _N:
     return net
 
 
-__all__ = ["Config", "NetworkConfig", "Settings", "Storage", "XmppServer", "load"]
+__all__ = [
+    "Config",
+    "IrcChannelUrl",
+    "LinkComponentConfig",
+    "LinkConfig",
+    "NetworkConfig",
+    "Settings",
+    "Storage",
+    "XmppServer",
+    "load",
+    "parse_irc_url",
+]

@@ -45,10 +45,11 @@ class ChildSpec:
 
 
 def network_children(cfg: Config) -> list[ChildSpec]:
-    """One child per enabled network, running :mod:`gateway.child`."""
+    """One child per enabled network, running :mod:`gateway.child`, and the link
+    component (:mod:`gateway.link`) when ``[link]`` is enabled."""
     assert cfg.path is not None
     run_dir = cfg.data_dir / "run"
-    return [
+    children = [
         ChildSpec(
             name=name,
             argv=[sys.executable, "-m", "gateway.child", "-c", str(cfg.path), "--network", name],
@@ -56,6 +57,15 @@ def network_children(cfg: Config) -> list[ChildSpec]:
         )
         for name in cfg.enabled_networks
     ]
+    if cfg.settings.link is not None and cfg.settings.link.enabled:
+        children.append(
+            ChildSpec(
+                name="link",
+                argv=[sys.executable, "-m", "gateway.link", "-c", str(cfg.path)],
+                pidfile=run_dir / "link.pid",
+            )
+        )
+    return children
 
 
 class Supervisor:
