@@ -3,7 +3,10 @@
 A `ChannelTracker` belongs to one IRC connection. `apply(event)` updates it and returns
 the channels the event touched, so that a QUIT or a NICK (which name no channel) can be
 shown in every room the nick was in. Names compare under the server's CASEMAPPING.
-Pure: no I/O, no clock.
+It also keeps what the rooms need beyond names: each channel's ban masks (MODE +b and
+the ban list, 367), the `nick!user@host` of the people we share a channel with (JOIN,
+userhost-in-names, WHO, their messages), so bans can be matched to occupants, and who
+is away (away-notify, WHO). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import events as ev
-from .events import Channel, ISupport, Member
+from .events import Channel, ISupport, Member, Prefix
+from .translate import Affiliation, Role, mask_matches, muc_role_affiliation
 
 __all__ = ["ChannelState", "ChannelTracker"]
 
@@ -26,6 +30,8 @@ class ChannelState:
     members: dict[str, Member] = field(default_factory=dict)
     topic: str = ""
     names_received: bool = False
+    bans: set[str] = field(default_factory=set)
+    """Ban masks (+b), as the server wrote them."""
 
 
 class ChannelTracker:
@@ -35,6 +41,8 @@ class ChannelTracker:
     def __init__(self, isupport: Callable[[], ISupport]) -> None:
         self._isupport = isupport
         self._channels: dict[str, ChannelState] = {}
+        self._masks: dict[str, Prefix] = {}
+        self._away: dict[str, str] = {}
 
     def fold(self, name: str) -> str:
         return self._isupport().casefold(name)
@@ -59,6 +67,48 @@ class ChannelTracker:
     def clear(self) -> None:
         """The connection is gone: it is in no channel any more."""
         self._channels.clear()
+        self._masks.clear()
+        self._away.clear()
+
+    def mask_of(self, nick: str) -> Prefix:
+        """`nick!user@host` if known, else just the nick."""
+        return self._masks.get(self.fold(nick)) or Prefix(nick)
+
+    def away_message(self, nick: str) -> str | None:
+        """The away message of `nick` if they are away ("" when it is not known)."""
+        return self._away.get(self.fold(nick))
+
+    def bans_on(self, channel: str, nick: str) -> list[str]:
+        """The ban masks of `channel` that match `nick` (as far as its mask is known)."""
+        state = self.get(channel)
+        if state is None:
+            return []
+        who, mapping = self.mask_of(nick), self._isupport().casemapping
+        return [mask for mask in sorted(state.bans) if mask_matches(mask, who, mapping)]
+
+    def banned(self, channel: str, nick: str) -> bool:
+        return bool(self.bans_on(channel, nick))
+
+    def standing(self, channel: str, nick: str) -> tuple[Role, Affiliation]:
+        """The MUC role and affiliation of `nick` in `channel`: from their channel modes
+        (`translate.muc_role_affiliation`), except that a ban matching someone without
+        a mode makes them an outcast visitor (IRC does not let banned people speak)."""
+        member = self.member(channel, nick)
+        role, affiliation = muc_role_affiliation(
+            member.prefixes if member else "", self._isupport()
+        )
+        if affiliation == "none" and self.banned(channel, nick):
+            return "visitor", "outcast"
+        return role, affiliation
+
+    def _learn(self, mask: Prefix) -> None:
+        if mask.user is not None and mask.host is not None and self.channels_of(mask.nick):
+            self._masks[self.fold(mask.nick)] = mask
+
+    def _forget_if_gone(self, nick: str) -> None:
+        if not self.channels_of(nick):
+            self._masks.pop(self.fold(nick), None)
+            self._away.pop(self.fold(nick), None)
 
     def apply(self, event: ev.Event) -> tuple[Channel, ...]:
         """Update from one event; return the channels it concerns (before the change,
@@ -73,6 +123,7 @@ class ChannelTracker:
                 return ()
             state = self._channels[self.fold(event.channel)] = ChannelState(event.channel)
         state.members[self.fold(event.nick)] = Member(event.nick)
+        self._learn(event.mask)
         return (state.name,)
 
     def _left(self, event: ev.Parted | ev.Kicked) -> tuple[Channel, ...]:
@@ -81,14 +132,18 @@ class ChannelTracker:
             return ()
         if event.own:
             del self._channels[self.fold(event.channel)]
+            for key in [k for k in self._masks if not self.channels_of(k)]:
+                self._forget_if_gone(key)
         else:
             state.members.pop(self.fold(event.nick), None)
+            self._forget_if_gone(event.nick)
         return (state.name,)
 
     def _quit(self, event: ev.Quit) -> tuple[Channel, ...]:
         touched = self.channels_of(event.nick)
         for channel in touched:
             self._channels[self.fold(channel)].members.pop(self.fold(event.nick), None)
+        self._forget_if_gone(event.nick)
         return touched
 
     def _nick(self, event: ev.NickChanged) -> tuple[Channel, ...]:
@@ -97,6 +152,11 @@ class ChannelTracker:
             members = self._channels[self.fold(channel)].members
             old = members.pop(self.fold(event.old))
             members[self.fold(event.new)] = Member(event.new, old.prefixes)
+        old_key, new_key = self.fold(event.old), self.fold(event.new)
+        if (mask := self._masks.pop(old_key, None)) is not None:
+            self._masks[new_key] = Prefix(event.new, mask.user, mask.host)
+        if (away := self._away.pop(old_key, None)) is not None:
+            self._away[new_key] = away
         return touched
 
     def _names(self, event: ev.ChannelMembers) -> tuple[Channel, ...]:
@@ -105,6 +165,8 @@ class ChannelTracker:
             return ()
         state.members = {self.fold(m.nick): m for m in event.members}
         state.names_received = True
+        for mask in event.masks:
+            self._learn(mask)
         return (state.name,)
 
     def _topic(self, event: ev.Topic) -> tuple[Channel, ...]:
@@ -121,6 +183,11 @@ class ChannelTracker:
         order = self._isupport().prefix
         symbols = dict(order)
         for change in event.changes:
+            if change.mode == "b" and change.kind == "list" and change.arg:
+                if change.adding:
+                    state.bans.add(change.arg)
+                else:
+                    state.bans.discard(change.arg)
             if change.kind != "member" or change.arg is None:
                 continue
             key = self.fold(change.arg)
@@ -135,6 +202,40 @@ class ChannelTracker:
             state.members[key] = Member(member.nick, prefixes)
         return (state.name,)
 
+    def _message(self, event: ev.MessageReceived) -> tuple[Channel, ...]:
+        self._learn(event.sender)
+        return () if event.channel is None else (event.channel,)
+
+    def _who(self, event: ev.WhoEntry) -> tuple[Channel, ...]:
+        self._learn(event.mask)
+        key = self.fold(event.mask.nick)
+        if not self.channels_of(key):
+            return ()
+        if event.away:
+            self._away.setdefault(key, "")
+        else:
+            self._away.pop(key, None)
+        state = self.get(event.channel)
+        return () if state is None else (state.name,)
+
+    def _away_changed(self, event: ev.AwayChanged) -> tuple[Channel, ...]:
+        touched = self.channels_of(event.nick)
+        if touched and event.message is not None:
+            self._away[self.fold(event.nick)] = event.message
+        else:
+            self._away.pop(self.fold(event.nick), None)
+        return touched
+
+    def _reply(self, event: ev.ServerReply) -> tuple[Channel, ...]:
+        # RPL_BANLIST: channel mask [setter [time]]
+        if event.code != "367" or len(event.params) < 2:
+            return ()
+        state = self.get(event.params[0])
+        if state is None:
+            return ()
+        state.bans.add(event.params[1])
+        return (state.name,)
+
 
 _HANDLERS: dict[type, Callable[[ChannelTracker, Any], tuple[Channel, ...]]] = {
     ev.Joined: ChannelTracker._joined,
@@ -145,4 +246,8 @@ _HANDLERS: dict[type, Callable[[ChannelTracker, Any], tuple[Channel, ...]]] = {
     ev.ChannelMembers: ChannelTracker._names,
     ev.Topic: ChannelTracker._topic,
     ev.ChannelModeChanged: ChannelTracker._modes,
+    ev.MessageReceived: ChannelTracker._message,
+    ev.WhoEntry: ChannelTracker._who,
+    ev.AwayChanged: ChannelTracker._away_changed,
+    ev.ServerReply: ChannelTracker._reply,
 }

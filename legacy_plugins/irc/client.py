@@ -1,4 +1,4 @@
-"""One XMPP user's connection to one IRC server: the only module that touches a socket.
+"""One XMPP user's connection to one IRC server, over the socket `transport` opens.
 
 `IrcClient.run()` connects, registers, reads lines and feeds them to the sans-IO
 `IrcConnectionState`, and hands every event to a listener (the slidge session), in order.
@@ -9,12 +9,20 @@ a bounded queue and go out after the rejoin; when that queue is full the send fa
 through one token bucket per connection and one writer task, so flood control keeps
 their order. Before connecting to a server the admin did not define, the host is
 resolved once and refused if any usable address is not public (SSRF); the connection
-then goes to exactly the addresses that were checked. Errors::
+then goes to exactly the addresses that were checked.
+
+A join completes when the server has sent the member list *and* answered a PING sent
+right after the JOIN: the server handles commands in order, so by then it has also
+sent what it plays back on join (InspIRCd's channel history), and the room archive has
+it before the XMPP client is let in. With IRCv3 `echo-message`, `deliver_text` waits
+until the server relays every line of a message (`delivery.Deliveries`) and returns the
+server's msgid, or raises `MessageRejected` with the server's refusal. Errors::
 
     IrcClientError
     ├── ConnectionFailed   the server could not be reached or refused us (text says why)
     ├── JoinRefused        the server refused to let us into a channel (numeric + text)
     └── QueueFull          the connection is down and the outgoing queue is full
+    delivery.MessageRejected   the server refused a message (404 cannot send, 401...)
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import asyncio
 import collections
 import logging
 import random
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -32,8 +39,9 @@ from gateway.backoff import Backoff
 
 from . import events as ev
 from .channels import ChannelState, ChannelTracker
-from .config import ServerTarget, check_addresses
+from .config import ServerTarget
 from .connection import IrcConnectionState
+from .delivery import Confirmations, MessageRejected
 from .events import Channel, Nick
 from .flood import TokenBucket
 from .protocol import (
@@ -45,27 +53,34 @@ from .protocol import (
     serialize,
     split_message,
 )
+from .transport import READ_LIMIT, describe, open_connection, read_line
 
 __all__ = [
+    "READ_LIMIT",
     "ConnectionFailed",
     "Identity",
     "IrcClient",
     "IrcClientError",
     "JoinRefused",
     "Listener",
+    "MessageRejected",
     "QueueFull",
     "Status",
+    "read_line",
 ]
 
 log = logging.getLogger(__name__)
 
-READ_LIMIT = 16 * 1024  # tags (8191) + line (512), with room to spare
 IDLE_PING_AFTER = 120.0  # seconds of silence before we PING the server
 IDLE_DEAD_AFTER = 60.0  # seconds after that PING before the connection counts as dead
 HOST_MAX = 63  # bytes we assume for our host in `nick!user@host` when splitting
 JOIN_ERRORS = frozenset(
     {"403", "405", "437", "471", "473", "474", "475", "476", "477", "479", "489", "520"}
 )
+ECHO_WAIT = 10.0  # seconds for the server to echo a line, on top of flood-control delays
+JOIN_PING = "passerelle-join "  # PING token prefix that marks the end of a join's output
+# End of the replies to what the client asks itself on join (482: the ban list is hidden).
+AUTO_END = {"315": "who", "368": "bans", "482": "bans"}
 
 Status = Literal["connecting", "connected", "disconnected"]
 
@@ -150,6 +165,11 @@ class IrcClient:
         self._out: asyncio.Queue[bytes] | None = None
         self._ready_waiters: list[asyncio.Future[None]] = []
         self._join_waiters: dict[str, asyncio.Future[ChannelState]] = {}
+        self._join_ponged: set[str] = set()
+        self._confirmations = Confirmations(self.fold)
+        self.auto_queries: set[tuple[str, str]] = set()
+        """("who" | "bans", folded channel): replies the client asked for itself, which
+        update the occupants quietly instead of being shown to the user."""
         self.connected_once = False
         self.last_error = ""
 
@@ -191,7 +211,8 @@ class IrcClient:
 
     async def join(self, channel: Channel, timeout: float) -> ChannelState:
         """Join `channel` (or return at once if already in it) once the server sent the
-        member list; raise `JoinRefused` or `ConnectionFailed`."""
+        member list and answered the PING that follows the JOIN (so whatever it plays
+        back on join has been handled); raise `JoinRefused` or `ConnectionFailed`."""
         key = self.fold(channel)
         self.wanted[key] = channel
         state = self.channels.get(channel)
@@ -201,7 +222,7 @@ class IrcClient:
         if waiter is None or waiter.done():
             waiter = self._join_waiters[key] = asyncio.get_running_loop().create_future()
             if self.ready:
-                self._send_now(Message.of("JOIN", channel))
+                self._send_join(channel)
             # otherwise the JOIN goes out with the others after registration
         try:
             async with asyncio.timeout(timeout):
@@ -247,6 +268,33 @@ class IrcClient:
         self.send_lines([serialize(Message.of(command, target, chunk)) for chunk in chunks])
         return len(chunks)
 
+    @property
+    def confirms_delivery(self) -> bool:
+        """Whether the server echoes our messages (IRCv3 echo-message)."""
+        return "echo-message" in self.state.enabled_caps
+
+    async def deliver_text(self, target: str, text: str, *, action: bool = False) -> str | None:
+        """Send like `send_text`; with echo-message, wait until the server relayed every
+        line and return the server's msgid for the message (None without echo-message,
+        without msgids, when the lines wait for a reconnection, or when the echo is late).
+        Raises `MessageRejected` when the server refuses it, `ConnectionFailed` when the
+        connection drops before the server answered."""
+        confirm = self.ready and not self._pending and self.confirms_delivery
+        nick = max(self.nick, self.identity.nick, key=len)
+        prefix_len = len(f"{nick}!~{self.identity.username}@".encode()) + HOST_MAX
+        chunks = split_message(target, text, prefix_len=prefix_len, action=action)
+        lines = [serialize(Message.of("PRIVMSG", target, chunk)) for chunk in chunks]
+        queued = self._out.qsize() if self._out is not None else 0
+        self.send_lines(lines)
+        if not confirm or not chunks:
+            return None
+        wait = ECHO_WAIT + (queued + len(lines)) / self._flood[1]
+        try:
+            return await self._confirmations.wait(target, chunks, wait)
+        except TimeoutError:
+            self.log.info("no echo from %r for a message to %s in %.0f s", self.name, target, wait)
+            return None
+
     def send_lines(self, lines: list[bytes]) -> None:
         if not lines:
             return
@@ -279,10 +327,13 @@ class IrcClient:
                 await self._status("disconnected", str(exc))
                 return
             except (OSError, TimeoutError, _ConnectionLost, ssl.SSLError) as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
             finally:
                 self._out = None
                 self.channels.clear()
+                self.auto_queries.clear()
+                self._join_ponged.clear()
+                self._fail_deliveries()
             self.last_error = reason
             self._fail_waiters(ConnectionFailed(f"IRC server {self.name!r}: {reason}"))
             failures = self._backoff.failures_after(failures, loop.time() - started)
@@ -294,7 +345,9 @@ class IrcClient:
             await asyncio.sleep(delay)
 
     async def _connect_and_serve(self) -> str:
-        reader, writer = await self._open()
+        reader, writer = await open_connection(
+            self.target, self._allow_private, self._connect_timeout, self.log
+        )
         self.state = self._new_state()
         self.channels.clear()
         out: asyncio.Queue[bytes] = asyncio.Queue()
@@ -317,33 +370,6 @@ class IrcClient:
             except (OSError, ssl.SSLError):
                 pass
             writer.close()
-
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        target, loop = self.target, asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
-            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-            allowed = check_addresses(target, addresses, self._allow_private)
-            context = _tls_context(target.verify_certificate) if target.tls else None
-            error: OSError | None = None
-            for address in allowed:
-                try:
-                    reader, writer = await asyncio.open_connection(
-                        address,
-                        target.port,
-                        ssl=context,
-                        server_hostname=target.host if context else None,
-                        limit=READ_LIMIT,
-                    )
-                except OSError as exc:
-                    error = exc
-                    continue
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.log.info("connected to %s (%s) port %d", target.host, address, target.port)
-                return reader, writer
-        raise error or OSError(f"{target.host} has no address")
 
     async def _read(self, reader: asyncio.StreamReader) -> str:
         """Read until the connection ends; return why it ended."""
@@ -396,6 +422,18 @@ class IrcClient:
     async def _handle(self, event: ev.Event) -> None:
         if isinstance(event, ev.Registered):
             await self._on_registered()
+        elif isinstance(event, ev.MessageReceived) and event.own and event.kind != "notice":
+            self._confirmations.echoed(event)
+        elif (
+            isinstance(event, ev.ServerReply)
+            and self.fold(event.params[0] if event.params else "") not in self._join_waiters
+            and self._confirmations.refused(event)  # not a JOIN refusal (403)
+        ):
+            return  # the sender hears it as an error on their message
+        elif isinstance(event, ev.PongReceived) and event.token.startswith(JOIN_PING):
+            self._join_ponged.add(event.token.removeprefix(JOIN_PING))
+            self._resolve_join(event.token.removeprefix(JOIN_PING))
+            return
         touched = self.channels.apply(event)
         try:
             await self._listener.on_irc_event(self, event, touched)
@@ -406,6 +444,8 @@ class IrcClient:
             self._resolve_join(event.channel)
         elif isinstance(event, ev.ServerReply) and event.code in JOIN_ERRORS and event.params:
             self._refuse_join(event.params[0], event.code, event.text)
+        elif isinstance(event, ev.ServerReply) and event.code in AUTO_END and event.params:
+            self.auto_queries.discard((AUTO_END[event.code], self.fold(event.params[0])))
         elif isinstance(event, ev.Kicked | ev.Parted) and event.own:
             self.wanted.pop(self.fold(event.channel), None)
 
@@ -418,7 +458,7 @@ class IrcClient:
         for line in self.identity.after_connect:
             self._put(line)
         for channel in self.wanted.values():
-            self._send_now(Message.of("JOIN", channel))
+            self._send_join(channel)
         while self._pending:
             self._put(self._pending.popleft())
         for waiter in self._ready_waiters:
@@ -427,10 +467,36 @@ class IrcClient:
         self._ready_waiters.clear()
         await self._status("connected", f"Connected to {self.name} as {self.state.nick}")
 
+    def _fail_deliveries(self) -> None:
+        self._confirmations.fail_all(
+            ConnectionFailed(
+                f"the connection to IRC server {self.name!r} was lost before the server "
+                "confirmed this message; it may not have been delivered"
+            )
+        )
+
+    def _send_join(self, channel: Channel) -> None:
+        """JOIN, then ask who is away and who is banned (quietly), then a PING whose
+        PONG says the server has sent everything the JOIN produced."""
+        key = self.fold(channel)
+        self._send_now(Message.of("JOIN", channel))
+        if "away-notify" in self.state.enabled_caps:
+            self.auto_queries.add(("who", key))
+            self._send_now(Message.of("WHO", channel))
+        self.auto_queries.add(("bans", key))
+        self._send_now(Message.of("MODE", channel, "+b"))
+        if key in self._join_waiters:
+            self._join_ponged.discard(key)
+            self._send_now(Message.of("PING", JOIN_PING + key))
+
     def _resolve_join(self, channel: str) -> None:
-        waiter = self._join_waiters.pop(self.fold(channel), None)
+        key = self.fold(channel)
         state = self.channels.get(channel)
-        if waiter is not None and not waiter.done() and state is not None:
+        if key not in self._join_ponged or state is None or not state.names_received:
+            return
+        self._join_ponged.discard(key)
+        waiter = self._join_waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
             waiter.set_result(state)
 
     def _refuse_join(self, channel: str, code: str, text: str) -> None:
@@ -448,6 +514,7 @@ class IrcClient:
                 waiter.exception()  # retrieved: a waiter nobody awaits any more is fine
         self._ready_waiters.clear()
         self._join_waiters.clear()
+        self._join_ponged.clear()
 
     async def _status(self, status: Status, text: str) -> None:
         try:
@@ -480,46 +547,3 @@ class IrcClient:
     def _put(self, line: bytes) -> None:
         if self._out is not None:
             self._out.put_nowait(line)
-
-
-async def read_line(reader: asyncio.StreamReader) -> bytes | None:
-    """One line, or None at the end of the stream. Overlong lines are skipped."""
-    while True:
-        try:
-            return await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial or None
-        except asyncio.LimitOverrunError as exc:
-            await reader.readexactly(exc.consumed)
-            await _skip_to_newline(reader)
-            log.warning("skipped an IRC line longer than %d bytes", READ_LIMIT)
-
-
-async def _skip_to_newline(reader: asyncio.StreamReader) -> None:
-    while True:
-        try:
-            await reader.readuntil(b"\n")
-            return
-        except asyncio.LimitOverrunError as exc:
-            await reader.readexactly(exc.consumed)
-
-
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name ({exc.strerror})"
-    text = str(exc) or type(exc).__name__
-    return text

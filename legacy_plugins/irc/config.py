@@ -117,6 +117,9 @@ class Config(NetworkConfig):
     allow_private_addresses: bool = False
     """Let users reach servers that resolve to loopback, private or link-local addresses.
     Off by default: the gateway must not be a way into the admin's own network."""
+    auto_register: bool = False
+    """Let a JID the gateway allows (``allowed_jids``) join a channel without registering
+    first, as Biboumi does: the nick it asks for in the room becomes its IRC nick."""
     default_nick: str | None = None
     """Nick used when a user registered without one (default: their JID's local part)."""
     flood_burst: Annotated[int, Field(ge=1, le=1000)] = DEFAULT_BURST

@@ -23,6 +23,9 @@ _NICK_ERRORS = {"432": "erroneous", "433": "in use", "436": "collision", "437": 
 _NICK_ATTEMPTS = 11  # nick_, nick__, then nick1 ... nick9
 _SASL_CHUNK = 400
 _CTCP_MAX = 300  # bytes of a CTCP PING token we echo back
+_BATCHES_MAX = 64
+HISTORY_BATCHES = frozenset({"chathistory", "draft/chathistory"})
+"""Batch types whose messages are history (InspIRCd 3's chanhistory uses `chathistory`)."""
 Phase = Literal["cap-ls", "cap-req", "sasl", "registering", "registered", "closed"]
 _Handler = Callable[["IrcConnectionState", Message, Prefix], list[Event]]
 
@@ -68,7 +71,8 @@ class IrcConnectionState:
         self._version = version
         self._pending_reqs = 0
         self._nick_attempts = 0
-        self._names: dict[str, tuple[Channel, list[Member]]] = {}
+        self._names: dict[str, tuple[Channel, list[Member], list[Prefix]]] = {}
+        self._batches: dict[str, str] = {}
         self._outbox: list[bytes] = []
 
     @property
@@ -255,7 +259,12 @@ class IrcConnectionState:
         own, tags = self.is_own(sender.nick), msg.tags
         channel, time = self._channel(target), message_time(tags)
         msgid, account = tags.get("msgid"), tags.get("account")
-        return [ev.MessageReceived(sender, target, text, kind, channel, own, time, msgid, account)]
+        history = self._batches.get(tags.get("batch", "")) in HISTORY_BATCHES
+        return [
+            ev.MessageReceived(
+                sender, target, text, kind, channel, own, time, msgid, account, history
+            )
+        ]
 
     def _ctcp(
         self, sender: Prefix, target: str, command: str, args: str, notice: bool
@@ -330,14 +339,40 @@ class IrcConnectionState:
 
     def _on_names(self, msg: Message, sender: Prefix) -> list[Event]:
         channel = msg.params[-2]
-        _, members = self._names.setdefault(self.casefold(channel), (Channel(channel), []))
-        members.extend(self.isupport.split_member(entry) for entry in msg.params[-1].split())
+        _, members, masks = self._names.setdefault(
+            self.casefold(channel), (Channel(channel), [], [])
+        )
+        for entry in msg.params[-1].split():
+            member = self.isupport.split_member(entry)
+            members.append(member)
+            if "!" in entry and "@" in entry:  # userhost-in-names
+                masks.append(Prefix.parse(entry[len(member.prefixes) :]))
         return []
 
     def _on_end_of_names(self, msg: Message, sender: Prefix) -> list[Event]:
         key = self.casefold(msg.params[1])
-        channel, members = self._names.pop(key, (Channel(msg.params[1]), []))
-        return [ev.ChannelMembers(channel, tuple(members))]
+        channel, members, masks = self._names.pop(key, (Channel(msg.params[1]), [], []))
+        return [ev.ChannelMembers(channel, tuple(members), tuple(masks))]
+
+    def _on_who_reply(self, msg: Message, sender: Prefix) -> list[Event]:
+        # me channel user host server nick flags :hops realname
+        _, channel, user, host, _, nick, flags = msg.params[:7]
+        realname = msg.params[7].partition(" ")[2] if len(msg.params) > 7 else ""
+        return [ev.WhoEntry(channel, Prefix(nick, user, host), flags.startswith("G"), realname)]
+
+    def _on_away(self, msg: Message, sender: Prefix) -> list[Event]:
+        message = msg.params[0] if msg.params else None
+        return [ev.AwayChanged(Nick(sender.nick), message, self.is_own(sender.nick))]
+
+    def _on_batch(self, msg: Message, sender: Prefix) -> list[Event]:
+        ref = msg.params[0]
+        if ref.startswith("+") and len(msg.params) > 1:
+            if len(self._batches) >= _BATCHES_MAX:  # a server that never closes them
+                del self._batches[next(iter(self._batches))]
+            self._batches[ref[1:]] = msg.params[1]
+        elif ref.startswith("-"):
+            self._batches.pop(ref[1:], None)
+        return []
 
     def _on_mode(self, msg: Message, sender: Prefix) -> list[Event]:
         target = msg.params[0]
@@ -375,6 +410,8 @@ _COMMANDS: dict[str, _Handler] = {
     "TOPIC": _S._on_topic,
     "MODE": _S._on_mode,
     "INVITE": _S._on_invite,
+    "AWAY": _S._on_away,
+    "BATCH": _S._on_batch,
 }
 _NUMERICS: dict[str, _Handler] = {
     "001": _S._on_welcome,
@@ -383,13 +420,14 @@ _NUMERICS: dict[str, _Handler] = {
     "333": _S._on_topic_who_time,
     "353": _S._on_names,
     "366": _S._on_end_of_names,
+    "352": _S._on_who_reply,
     **dict.fromkeys(_NICK_ERRORS, _S._on_nick_error),
     **dict.fromkeys(("903", "904", "905", "906", "907"), _S._on_sasl_done),
 }
 # Fewer params than this and the handler cannot make sense of the message.
 _MIN_PARAMS = {
     "CAP": 2, "AUTHENTICATE": 1, "PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1,
-    "KICK": 2, "NICK": 1, "TOPIC": 2, "MODE": 1, "INVITE": 2, "001": 1, "332": 3,
-    "333": 3, "353": 3, "366": 2, "432": 1, "433": 1, "436": 1, "437": 1, "903": 1,
-    "904": 1, "905": 1, "906": 1, "907": 1,
+    "KICK": 2, "NICK": 1, "TOPIC": 2, "MODE": 1, "INVITE": 2, "BATCH": 1, "001": 1,
+    "332": 3, "333": 3, "352": 7, "353": 3, "366": 2, "432": 1, "433": 1, "436": 1,
+    "437": 1, "903": 1, "904": 1, "905": 1, "906": 1, "907": 1,
 }  # fmt: skip

@@ -31,7 +31,6 @@ from .translate import (
     ServerAddress,
     UserAddress,
     nick_problem,
-    xmpp_to_irc,
 )
 
 if TYPE_CHECKING:
@@ -95,10 +94,7 @@ class Contact(LegacyContact):
                     raise XMPPError("bad-request", f"Not a valid IRC line: {e}") from e
             self.session.send_lines(client, lines)
             return str(uuid.uuid4())
-        legacy_id = str(uuid.uuid4())
-        text = self.session.outgoing_text(legacy_id, body, message.replace)
-        self.session.send_text(client, address.nick, xmpp_to_irc(text))
-        return legacy_id
+        return await self.session.send_message(client, address.nick, message)
 
     async def on_sticker(self, sticker: object) -> str:
         raise NotImplementedError

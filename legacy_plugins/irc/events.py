@@ -239,6 +239,9 @@ class MessageReceived:
     time: datetime | None = None
     msgid: str | None = None
     account: str | None = None
+    history: bool = False
+    """Part of a history batch (IRCv3 `chathistory`, InspIRCd's history on join): an
+    old message, whatever its age."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,10 +334,12 @@ class TopicSetBy:
 
 @dataclass(frozen=True, slots=True)
 class ChannelMembers:
-    """The complete NAMES list (all 353 lines up to 366)."""
+    """The complete NAMES list (all 353 lines up to 366). `masks`: the `nick!user@host`
+    of the members listed that way (userhost-in-names)."""
 
     channel: Channel
     members: tuple[Member, ...]
+    masks: tuple[Prefix, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +361,25 @@ class Invited:
     channel: Channel
     by: Nick
     nick: Nick
+
+
+@dataclass(frozen=True, slots=True)
+class AwayChanged:
+    """AWAY (away-notify): `nick` went away with `message`, or came back (None)."""
+
+    nick: Nick
+    message: str | None
+    own: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WhoEntry:
+    """RPL_WHOREPLY (352): a member of `channel` (or `*`), its mask and away flag."""
+
+    channel: str
+    mask: Prefix
+    away: bool
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +409,7 @@ class ServerReply:
 
 @dataclass(frozen=True, slots=True)
 class Unhandled:
-    """A command this state machine does not interpret (AWAY, ACCOUNT, CHGHOST...)."""
+    """A command this state machine does not interpret (ACCOUNT, CHGHOST, BATCH...)."""
 
     command: str
     params: tuple[str, ...]
@@ -413,6 +437,8 @@ Event = (
     | ChannelModeChanged
     | UserModeChanged
     | Invited
+    | AwayChanged
+    | WhoEntry
     | ServerError
     | PongReceived
     | ServerReply

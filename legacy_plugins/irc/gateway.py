@@ -6,20 +6,32 @@ of slidge's presence handler: a nick change from a joined client becomes an IRC 
 the server's answer renames the user in every room (status 303), or explains the refusal.
 Every other presence goes on to slidge unchanged. (A candidate for gateway.slidge_fixes
 as a general hook, `LegacyMUC.on_user_nick_change`, once another network wants it.)
+
+With `auto_register = true`, a join presence from a JID the gateway allows but that is
+not registered registers it first (the nick it asks for becomes its IRC nick), then
+goes on to slidge's join handler — Biboumi's behaviour. slidge 0.4.2 has no hook for
+this (an unregistered JID gets `registration-required`), so the gateway wraps slidge's
+`groupchat_join` handler the same way.
 """
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from slidge import BaseGateway
 from slidge.command import FormField
+from slidge.core import config as slidge_config
+from slidge.db import GatewayUser
 from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 
+from gateway.runtime import network_config
+
 from . import contact, group  # noqa: F401  (slidge finds the classes by subclassing)
+from .config import Config
 from .session import Session
-from .translate import nick_problem
+from .translate import irc_username, nick_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +57,61 @@ class Gateway(BaseGateway[Session]):
 
     def __init__(self) -> None:
         super().__init__()
+        self._registering = asyncio.Lock()
         dispatcher = getattr(self, "_BaseGateway__dispatcher", None)
         original: Callable[[Presence], Awaitable[None]] | None = getattr(
             dispatcher, "on_presence", None
         )
-        if original is None:  # a slidge without that handler: leave presences alone
-            log.warning("MUC nick changes are not available with this version of slidge")
+        join: Callable[[Presence], Awaitable[None]] | None = getattr(
+            dispatcher, "on_groupchat_join", None
+        )
+        if original is None or join is None:  # a slidge without them: leave presences alone
+            log.warning("MUC nick changes and auto_register need slidge 0.4's dispatcher")
             return
         self.del_event_handler("presence", original)
+        self.del_event_handler("groupchat_join", join)
 
         async def on_presence(presence: Presence) -> None:
             if not await self._nick_change(presence):
                 await original(presence)
 
+        async def on_groupchat_join(presence: Presence) -> None:
+            try:
+                await self._auto_register(presence)
+            except Exception:  # slidge exits on an unhandled error; the join then
+                log.exception("auto_register failed for %s", presence.get_from())  # fails
+            await join(presence)
+
         self.add_event_handler("presence", on_presence)
+        self.add_event_handler("groupchat_join", on_groupchat_join)
+
+    async def _auto_register(self, presence: Presence) -> None:
+        """Register an allowed, unregistered JID that joins a room (`auto_register`)."""
+        jid = presence.get_from()
+        if not network_config(Config).auto_register or not self.jid_validator.match(jid.bare):
+            return
+        async with self._registering:  # a client joins its bookmarked rooms all at once
+            if self.get_session_from_jid(jid) is not None:
+                return
+            nick = presence.get_to().resource
+            if nick_problem(nick) is not None:
+                nick = irc_username(jid.user)
+                nick = nick if nick_problem(nick) is None else f"xmpp{nick}"
+            with self.store.session() as orm:
+                orm.add(GatewayUser(jid=jid.bare, legacy_module_data={"nick": nick}))
+                orm.commit()
+            log.info("Registered %s as %r: it joined a room (auto_register)", jid.bare, nick)
+            session = self.get_session_from_jid(jid)
+            assert session is not None
+            for admin in slidge_config.ADMINS:
+                self.send_message(
+                    mto=admin,
+                    mbody=f"{jid.bare} has registered (auto_register, by joining a room)",
+                    mtype="chat",
+                    mfrom=self.boundjid.bare,
+                )
+            session.send_gateway_message(self.WELCOME_MESSAGE)
+            await self.login_wrap(session)
 
     async def _nick_change(self, presence: Presence) -> bool:
         """Handle `presence` if it is a MUC nick change by a joined client."""

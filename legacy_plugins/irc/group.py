@@ -1,20 +1,26 @@
 """IRC channels as MUCs hosted by the component: `#chan%server@…`.
 
 Joining the MUC joins the IRC channel (the join presence is answered once the server
-sent the member list, or with an error naming the IRC refusal); the last XMPP client
-leaving it parts the channel. Occupants are the channel's members, each linked to the
-`nick%server` contact so a client can open a private chat; their role and affiliation
-follow their channel modes (Biboumi's mapping, see `translate.muc_role_affiliation`).
-What the user types goes out as PRIVMSGs (or an ACTION for `/me`), the subject is the
-topic, and a moderator's kick is an IRC KICK.
+sent the member list and what it plays back on join, or with an error naming the IRC
+refusal); the last XMPP client leaving it parts the channel — unless the room is
+*persistent* (the `configure` command on the room, stored with the room): then the
+channel stays joined while the user is offline, what is said lands in the room archive,
+and the gateway rejoins it when it starts (a bouncer). Occupants are the channel's
+members, each linked to the `nick%server` contact so a client can open a private chat;
+their role and affiliation follow their channel modes (Biboumi's mapping, see
+`translate.muc_role_affiliation`) and bans (outcast). What the user types goes out as
+PRIVMSGs (or an ACTION for `/me`), the subject is the topic, a moderator's kick is an
+IRC KICK, a ban (outcast) is +b and a KICK, and an invitation (XEP-0249) an IRC INVITE.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from slidge.command import FormField, MUCCommand
+from slidge.command.base import FormRecipient, FormValues
+from slidge.db.meta import JSONSerializable
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant
 from slidge.util.types import MucAffiliation, MucType, XMPPMessage
 from slixmpp import Presence
@@ -26,7 +32,7 @@ from .client import IrcClientError
 from .config import Config
 from .contact import Contact
 from .events import Channel
-from .translate import AddressError, ChannelAddress, muc_role_affiliation, xmpp_to_irc
+from .translate import AddressError, ChannelAddress
 
 if TYPE_CHECKING:
     from slidge.util.types import SpaceMetadata
@@ -64,13 +70,42 @@ class Participant(LegacyParticipant[Contact]):
     async def on_set_affiliation(
         self, affiliation: MucAffiliation, reason: str | None, nickname: str | None
     ) -> None:
-        client = await self.muc.session.client_for(self.muc.address.server)
-        modes = {"owner": "+q", "admin": "+o", "member": "+v", "none": "-o", "outcast": "+b"}
+        muc, session = self.muc, self.muc.session
+        client = await session.client_for(muc.address.server)
+        channel = muc.channel
+        if affiliation == "outcast":  # a MUC ban bans and removes: +b, then KICK
+            session.send(client, "MODE", channel, "+b", f"{self.nickname}!*@*")
+            if client.channels.member(channel, self.nickname) is not None:
+                session.send(client, "KICK", channel, self.nickname, reason or "Banned")
+            self._drop_if_absent()
+            return
+        if affiliation == "none":  # lift the bans on them, else take their op
+            lifted = client.channels.bans_on(channel, self.nickname)
+            for mask in lifted:
+                session.send(client, "MODE", channel, "-b", mask)
+            if lifted:
+                self._drop_if_absent()
+                return
+        modes = {"owner": "+q", "admin": "+o", "member": "+v", "none": "-o"}
         mode = modes.get(affiliation)
         if mode is None:
             raise XMPPError("feature-not-implemented", f"No IRC mode for {affiliation}")
-        target = f"{self.nickname}!*@*" if affiliation == "outcast" else self.nickname
-        self.muc.session.send(client, "MODE", self.muc.channel, mode, target)
+        session.send(client, "MODE", channel, mode, self.nickname)
+        self._drop_if_absent()
+
+    async def on_invitation(self, reason: str | None) -> None:
+        """XEP-0249 from the user to this contact: an IRC INVITE."""
+        client = await self.muc.session.client_for(self.muc.address.server)
+        self.muc.session.send(client, "INVITE", self.nickname, self.muc.channel)
+        self._drop_if_absent()
+
+    def _drop_if_absent(self) -> None:
+        """slidge makes an occupant of whoever the user invites or bans by JID; someone
+        who is not in the channel must not stay one."""
+        client = self.muc.session.clients.get(self.muc.address.server)
+        if client is not None and client.channels.member(self.muc.channel, self.nickname):
+            return
+        self.muc.remove_participant(self)
 
 
 class MUC(LegacyMUC[Participant]):
@@ -82,6 +117,18 @@ class MUC(LegacyMUC[Participant]):
     MARKS = False
     RECEIPTS = False
     CHAT_STATES = False
+    persistent = False
+    """Keep the channel joined while the user is offline (stored with the room)."""
+
+    def serialize_extra_attributes(self) -> JSONSerializable | None:
+        return {"persistent": True} if self.persistent else None
+
+    def deserialize_extra_attributes(self, data: JSONSerializable) -> None:
+        self.persistent = data.get("persistent") is True
+
+    def set_persistent(self, persistent: bool) -> None:
+        self.persistent = persistent
+        self.update_stored_attribute(extra_attributes=self.serialize_extra_attributes())
 
     @property
     def address(self) -> ChannelAddress:
@@ -105,7 +152,7 @@ class MUC(LegacyMUC[Participant]):
         try:
             await client.join(address.channel, JOIN_TIMEOUT)
         except IrcClientError as e:
-            if not self.get_user_resources():
+            if not self.get_user_resources() and not self.persistent:
                 client.part(address.channel)
             raise XMPPError("service-unavailable", str(e)) from e
         self.user_nick = client.nick
@@ -118,7 +165,7 @@ class MUC(LegacyMUC[Participant]):
         if client is None or state is None:
             return
         for member in list(state.members.values()):
-            role, affiliation = muc_role_affiliation(member.prefixes, client.state.isupport)
+            role, affiliation = client.channels.standing(state.name, member.nick)
             if client.state.is_own(member.nick):
                 part = await self.get_user_participant()
             else:
@@ -129,29 +176,60 @@ class MUC(LegacyMUC[Participant]):
     def on_presence_unavailable(self, p: Presence) -> None:
         had = bool(self.get_user_resources())
         super().on_presence_unavailable(p)
-        if had and not self.get_user_resources():
+        if had and not self.get_user_resources() and not self.persistent:
             self.session.create_task(self.session.leave_room(self))
 
     async def on_message(self, message: XMPPMessage) -> str:
         client = await self.session.client_for(self.address.server)
-        body = message.body or ""
-        urls = " ".join(a.url for a in message.attachments)
-        if urls:
-            body = f"{body} {urls}".strip()
-        legacy_id = str(uuid.uuid4())
-        text = self.session.outgoing_text(legacy_id, body, message.replace)
-        self.session.send_text(client, self.channel, xmpp_to_irc(text))
-        return legacy_id
+        return await self.session.send_message(client, self.channel, message)
 
     async def on_set_subject(self, subject: str) -> None:
         client = await self.session.client_for(self.address.server)
         self.session.send(client, "TOPIC", self.channel, subject.replace("\n", " "))
 
     async def on_leave(self) -> None:
+        """Leaving for good (XEP-0077 remove, slidge's leave command): also when persistent."""
+        if self.persistent:
+            self.set_persistent(False)
         await self.session.leave_room(self)
 
     async def on_sticker(self, sticker: object) -> str:
         raise NotImplementedError
+
+
+class ConfigureChannel(MUCCommand[MUC]):
+    NAME = "Configure this IRC channel"
+    HELP = "Keep this channel joined while you are offline (persistent)"
+    NODE = "configure"
+    CHAT_COMMAND = "configure"
+
+    @staticmethod
+    async def run(muc: MUC, *args: str) -> FormRecipient[MUC]:
+        return FormRecipient(
+            f"IRC channel {muc.address.channel} on {muc.address.server}",
+            "A persistent channel stays joined while you are offline; what is said "
+            "meanwhile is in the room's archive when you come back.",
+            [
+                FormField(
+                    "persistent",
+                    "Persistent (stay in the channel while offline)",
+                    type="boolean",
+                    value="true" if muc.persistent else "false",
+                )
+            ],
+            ConfigureChannel.save,
+        )
+
+    @staticmethod
+    async def save(muc: MUC, values: FormValues) -> str:
+        persistent = values.get("persistent") is True
+        muc.set_persistent(persistent)
+        if persistent:
+            await muc.session.keep_joined(muc)
+            return f"{muc.address.channel} stays joined while you are offline."
+        if not muc.get_user_resources():
+            await muc.session.leave_room(muc)
+        return f"{muc.address.channel} is left when your last client leaves it."
 
 
 def _cap_history(join_presence: Presence, cap: int) -> None:

@@ -1,26 +1,30 @@
 """IRC events turned into slidge calls: the IRC → XMPP half of a session.
 
 `dispatch` is what `Session.on_irc_event` calls for each event the connection reports,
-in wire order. A channel message becomes `participant.send_text`, a JOIN a new occupant,
-a NICK an occupant rename (303), MODE a role change, KICK a 307; server notices, numerics
-and errors become messages from the server contact (the MOTD as one message). Each
-handler gets the channels the event concerns from the channel tracker, so QUIT and NICK
-reach every room the nick was in.
+in wire order. A channel message becomes `participant.send_text` (a NOTICE with a
+`[notice]` prefix, history played back on join with its original time), a JOIN a new
+occupant, a NICK an occupant rename (303), MODE a role change, a ban that matches an
+occupant the outcast affiliation, KICK a 307 (301 for a banned occupant), AWAY
+(away-notify) an occupant's "away" presence; server notices, numerics and errors become
+messages from the server contact (the MOTD as one message). Replies to the WHO and ban
+list queries the client makes on join update the occupants quietly. Each handler gets
+the channels the event concerns from the channel tracker, so QUIT and NICK reach every
+room the nick was in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .client import JOIN_ERRORS, IrcClient
 from .events import Channel
-from .translate import AddressError, Affiliation, Role, irc_to_xmpp, muc_role_affiliation
+from .translate import AddressError, Affiliation, Role, irc_to_xmpp, mask_matches, notice_text
 
 if TYPE_CHECKING:
-    from .group import Participant
+    from .group import MUC, Participant
     from .session import Session
 
 MOTD_START, MOTD_LINE, MOTD_END, NO_MOTD = "375", "372", "376", "422"
@@ -28,6 +32,9 @@ QUIET_NUMERICS = frozenset(
     {"002", "003", "004", "250", "251", "252", "253", "254", "255", "265", "266", "329", "396"}
     | JOIN_ERRORS  # answered on the join presence instead
 )
+BAN_LIST_END = "368"
+AUTO_REPLIES = {"367": "bans", BAN_LIST_END: "bans", "482": "bans", "315": "who"}
+"""Numerics that answer a query the client made itself on join (see `client.auto_queries`)."""
 LIVE = timedelta(seconds=10)  # server-time tags closer to now than this are not delays
 
 _Handler = Callable[["Session", IrcClient, Any, tuple[Channel, ...]], Awaitable[None]]
@@ -45,17 +52,20 @@ async def on_message(
     session: Session, client: IrcClient, event: ev.MessageReceived, _: tuple[Channel, ...]
 ) -> None:
     if event.own:
-        return
+        return  # our own line (echo-message): the sender's client already shows it
     body = irc_to_xmpp(event.text, action=event.kind == "action")
-    when = delay(event.time)
+    when = event.time if event.history else delay(event.time)
+    from_server = event.sender.user is None or not event.sender.nick
+    if event.kind == "notice" and not from_server:
+        body = notice_text(body)
     if event.channel is not None:
         muc = await session.room(client, event.channel)
-        if event.sender.user is None:  # a server notice to the channel
+        if from_server:  # a server notice to the channel
             muc.get_system_participant().send_text(body, when=when)
             return
         part = await session.participant(muc, client, event.sender.nick)
         part.send_text(body, legacy_msg_id=event.msgid, when=when)
-    elif event.sender.user is None or not event.sender.nick:
+    elif from_server:
         await session.tell(client, body)
     else:
         try:
@@ -96,7 +106,8 @@ async def on_kicked(
     if not event.own:
         part = await muc.get_participant(event.nick, create=False)
         if part is not None:
-            muc.remove_participant(part, kick=True, reason=reason)
+            banned = part.affiliation == "outcast"  # a ban and a kick: the MUC's "ban" (301)
+            muc.remove_participant(part, kick=not banned, ban=banned, reason=reason)
         return
     muc.remove_participant(await muc.get_user_participant(), kick=True, reason=reason)
     for resource in muc.get_user_resources():
@@ -143,23 +154,43 @@ async def on_modes(
     session: Session, client: IrcClient, event: ev.ChannelModeChanged, _: tuple[Channel, ...]
 ) -> None:
     muc = await session.room(client, event.channel)
-    others = []
+    others: list[str] = []
+    nicks: list[str] = []
+    masks: list[str] = []
     for change in event.changes:
-        if change.kind != "member" or change.arg is None:
-            sign = "+" if change.adding else "-"
-            others.append(f"{sign}{change.mode}" + (f" {change.arg}" if change.arg else ""))
+        if change.kind == "member" and change.arg is not None:
+            nicks.append(change.arg)
             continue
-        member = client.channels.member(event.channel, change.arg)
-        prefixes = member.prefixes if member else ""
-        role, affiliation = muc_role_affiliation(prefixes, client.state.isupport)
-        if client.state.is_own(change.arg):
-            part = await muc.get_user_participant()
-        else:
-            part = await session.participant(muc, client, change.arg)
-        set_role(part, role, affiliation)
+        sign = "+" if change.adding else "-"
+        others.append(f"{sign}{change.mode}" + (f" {change.arg}" if change.arg else ""))
+        if change.mode == "b" and change.kind == "list" and change.arg:
+            masks.append(change.arg)
+    if masks:  # occupants a ban (or its removal) concerns
+        state = client.channels.get(event.channel)
+        mapping = client.state.isupport.casemapping
+        for member in state.members.values() if state else ():
+            who = client.channels.mask_of(member.nick)
+            if any(mask_matches(mask, who, mapping) for mask in masks):
+                nicks.append(member.nick)
+    await refresh_standing(session, client, muc, event.channel, nicks)
     if others:
         by = event.by or client.name
         muc.get_system_participant().send_text(f"{by} sets mode {' '.join(others)}")
+
+
+async def refresh_standing(
+    session: Session, client: IrcClient, muc: MUC, channel: str, nicks: Sequence[str]
+) -> None:
+    """Give occupants `nicks` the role and affiliation their modes and bans say."""
+    for nick in dict.fromkeys(nicks):
+        if client.channels.member(channel, nick) is None:
+            continue
+        role, affiliation = client.channels.standing(channel, nick)
+        if client.state.is_own(nick):
+            part = await muc.get_user_participant()
+        else:
+            part = await session.participant(muc, client, nick)
+        set_role(part, role, affiliation)
 
 
 async def on_members(
@@ -176,8 +207,7 @@ async def on_members(
         if client.state.is_own(member.nick):
             continue
         part = await session.participant(muc, client, member.nick)
-        role, affiliation = muc_role_affiliation(member.prefixes, client.state.isupport)
-        set_role(part, role, affiliation)
+        set_role(part, *client.channels.standing(event.channel, member.nick))
 
 
 async def on_invited(
@@ -185,6 +215,37 @@ async def on_invited(
 ) -> None:
     muc = await session.room(client, event.channel)
     session.send_gateway_invite(muc, reason=f"{event.by} invites you to {event.channel}")
+
+
+async def on_away(
+    session: Session, client: IrcClient, event: ev.AwayChanged, channels: tuple[Channel, ...]
+) -> None:
+    if event.own:
+        return
+    for channel in channels:
+        muc = await session.room(client, channel)
+        part = await muc.get_participant(event.nick, create=False)
+        if part is None:
+            part = await session.participant(muc, client, event.nick)
+        if event.message is None:
+            part.online()
+        else:
+            part.away(event.message or None)
+
+
+async def on_who(
+    session: Session, client: IrcClient, event: ev.WhoEntry, channels: tuple[Channel, ...]
+) -> None:
+    if ("who", client.fold(event.channel)) not in client.auto_queries:
+        away = " (away)" if event.away else ""
+        await session.tell(client, f"{event.channel} {event.mask}{away} {event.realname}")
+        return
+    if not event.away or client.state.is_own(event.mask.nick):
+        return
+    for channel in channels:  # the occupant shows "away" from the start
+        muc = await session.room(client, channel)
+        part = await session.participant(muc, client, event.mask.nick)
+        part.away(client.channels.away_message(event.mask.nick) or None)
 
 
 async def on_nick_retry(
@@ -227,6 +288,15 @@ async def on_reply(
     if code in QUIET_NUMERICS:
         return
     params = event.params
+    asked = AUTO_REPLIES.get(code)
+    if asked and params and (asked, client.fold(params[0])) in client.auto_queries:
+        if code == BAN_LIST_END and params[0] in client.channels:
+            muc = await session.room(client, params[0])
+            if muc.participants_filled:  # a rejoin: occupants are there already
+                state = client.channels.get(params[0])
+                nicks = [m.nick for m in state.members.values()] if state and state.bans else []
+                await refresh_standing(session, client, muc, params[0], nicks)
+        return
     if params and client.state.isupport.is_channel(params[0]) and len(params) > 1:
         if params[0] in client.channels:
             muc = await session.room(client, params[0])
@@ -276,6 +346,8 @@ _HANDLERS: dict[type, _Handler] = {
     ev.ChannelModeChanged: on_modes,
     ev.ChannelMembers: on_members,
     ev.Invited: on_invited,
+    ev.AwayChanged: on_away,
+    ev.WhoEntry: on_who,
     ev.NickRetry: on_nick_retry,
     ev.RegistrationFailed: on_failure,
     ev.ServerError: on_failure,

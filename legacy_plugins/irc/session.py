@@ -5,6 +5,12 @@ XMPP clients) and owns its task; it turns XMPP-side actions into IRC lines (with
 errors the user should see), finds the slidge objects for IRC names, and hands each IRC
 event to `incoming.dispatch`. The connection state is the server contact's presence,
 and the user hears once when a connection is lost and when it is back, not once per line.
+At login (the gateway starting, or the user registering) it rejoins the user's
+persistent channels, so they are followed while the user is offline.
+
+A message the user sends is confirmed by the server when it offers echo-message: the
+XMPP echo then carries the server's msgid as its stanza id, and a refusal (a moderated
+channel, a nick that is gone) comes back as an error on the message instead of an echo.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import uuid
 from typing import Any
 
 from slidge import BaseSession
+from slidge.util.types import XMPPMessage
 from slixmpp.exceptions import XMPPError
+from slixmpp.types import ErrorConditions
 
 from gateway.backoff import Backoff
 from gateway.runtime import network_config
@@ -23,11 +32,19 @@ from gateway.slidge_fixes import push_to_roster
 
 from . import events as ev
 from . import incoming
-from .client import ConnectionFailed, Identity, IrcClient, QueueFull, Status
+from .client import (
+    ConnectionFailed,
+    Identity,
+    IrcClient,
+    IrcClientError,
+    MessageRejected,
+    QueueFull,
+    Status,
+)
 from .config import Config, UserServerSettings
 from .contact import Contact
 from .events import Channel, Nick
-from .group import MUC, Participant
+from .group import JOIN_TIMEOUT, MUC, Participant
 from .protocol import IrcProtocolError, LocalProtocolError, parse_line, serialize
 from .translate import (
     AddressError,
@@ -37,11 +54,18 @@ from .translate import (
     UserAddress,
     correction_text,
     irc_username,
+    xmpp_to_irc,
 )
 
 log = logging.getLogger(__name__)
 
 REMEMBERED_TEXTS = 500  # sent messages kept to turn corrections into short lines
+REFUSALS: dict[str, ErrorConditions] = {
+    "401": "item-not-found",
+    "403": "item-not-found",
+    "404": "forbidden",
+}
+"""XMPP error conditions for the server's refusal of a message (default not-acceptable)."""
 
 
 class Session(BaseSession[Contact]):
@@ -60,7 +84,35 @@ class Session(BaseSession[Contact]):
 
     async def login(self) -> str:
         nick = self.identity().nick
+        self.create_task(self._join_persistent(), name="irc-persistent-channels")
         return f"Ready as {nick}: join #channel%server@{self.xmpp.boundjid.bare}"
+
+    async def _join_persistent(self) -> None:
+        """Rejoin the channels the user keeps while offline (after the rooms are ready)."""
+        await self.bookmarks.ready
+        with self.xmpp.store.session() as orm:
+            rooms = [
+                room.legacy_id
+                for room in self.xmpp.store.rooms.get_all(orm, self.user_pk)
+                if isinstance(room.extra_attributes, dict)
+                and room.extra_attributes.get("persistent") is True
+            ]
+        for legacy_id in rooms:
+            try:
+                muc: MUC = await self.bookmarks.by_legacy_id(legacy_id)
+                await self.keep_joined(muc)
+            except XMPPError as e:
+                log.warning("could not rejoin persistent channel %s: %s", legacy_id, e.text)
+                self.send_gateway_message(f"Could not rejoin {legacy_id}: {e.text}")
+
+    async def keep_joined(self, muc: MUC) -> None:
+        """Be in `muc`'s channel, XMPP clients or not (a persistent room)."""
+        client = await self.client_for(muc.address.server)
+        try:
+            await client.join(muc.address.channel, JOIN_TIMEOUT)
+        except IrcClientError as e:
+            raise XMPPError("service-unavailable", str(e)) from e
+        muc.user_nick = client.nick
 
     async def logout(self) -> None:
         clients = list(self.clients.values())
@@ -167,6 +219,31 @@ class Session(BaseSession[Contact]):
             raise XMPPError("bad-request", f"This cannot be sent to IRC: {e}") from e
         except QueueFull as e:
             raise XMPPError("resource-constraint", str(e)) from e
+
+    async def send_message(self, client: IrcClient, target: str, message: XMPPMessage) -> str:
+        """Send what the user wrote to a channel or nick; return its legacy id: the
+        server's msgid when the server confirms delivery (echo-message), else a UUID."""
+        body = message.body or ""
+        urls = " ".join(a.url for a in message.attachments)
+        if urls:
+            body = f"{body} {urls}".strip()
+        legacy_id = str(uuid.uuid4())
+        out = xmpp_to_irc(self.outgoing_text(legacy_id, body, message.replace))
+        try:
+            msgid = await client.deliver_text(target, out.text, action=out.action)
+        except LocalProtocolError as e:
+            raise XMPPError("bad-request", f"This cannot be sent to IRC: {e}") from e
+        except QueueFull as e:
+            raise XMPPError("resource-constraint", str(e)) from e
+        except MessageRejected as e:
+            raise XMPPError(REFUSALS.get(e.code, "not-acceptable"), str(e)) from e
+        except ConnectionFailed as e:
+            raise XMPPError("recipient-unavailable", str(e)) from e
+        if msgid is None:
+            return legacy_id
+        if not message.replace and legacy_id in self._sent:  # corrections refer to it by msgid
+            self._sent[msgid] = self._sent.pop(legacy_id)
+        return msgid
 
     def outgoing_text(self, legacy_id: str, body: str, replaces: str | None) -> str:
         """What to send for a message: the body, or a short line for a correction."""

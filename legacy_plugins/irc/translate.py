@@ -23,7 +23,7 @@ from typing import Literal
 
 from gateway.formatting import from_xep0393, to_xep0393
 
-from .events import Channel, ISupport, Nick, casefold
+from .events import Channel, ISupport, Nick, Prefix, casefold
 from .formatting import parse_mirc, render_mirc
 
 __all__ = [
@@ -40,8 +40,10 @@ __all__ = [
     "escape_localpart",
     "irc_to_xmpp",
     "irc_username",
+    "mask_matches",
     "muc_role_affiliation",
     "nick_problem",
+    "notice_text",
     "unescape_localpart",
     "xmpp_to_irc",
 ]
@@ -72,6 +74,39 @@ def muc_role_affiliation(
         mode = isupport.mode_of_symbol(char) if isupport else None
         letters.add(mode or _DEFAULT_SYMBOLS.get(char, char))
     return next((_MUC[mode] for mode in _MUC if mode in letters), _NO_MODE)
+
+
+_EXTBAN_RE = re.compile(r"\$|~?[A-Za-z]:")
+
+
+def mask_matches(mask: str, who: Prefix, casemapping: str = "rfc1459") -> bool:
+    """Whether the ban mask `mask` (`nick!user@host` with `*` and `?` globs; `nick` or
+    `user@host` alone are completed with `*`) matches `who`, compared under the server's
+    case mapping. A part of `who` that is not known (None) matches only `*`. Extended
+    bans (`$a:account`, `~q:mask`...) match nothing: their meaning is the server's."""
+    if not mask or _EXTBAN_RE.match(mask):
+        return False
+    if "!" not in mask and "@" not in mask:
+        mask += "!*@*"
+    elif "!" not in mask:
+        mask = "*!" + mask
+    elif "@" not in mask:
+        mask += "@*"
+    nick_glob, _, rest = mask.partition("!")
+    user_glob, _, host_glob = rest.rpartition("@")
+    parts = ((nick_glob, who.nick), (user_glob, who.user), (host_glob, who.host))
+    for glob, value in parts:
+        if value is None:
+            if glob.strip("*"):
+                return False
+        elif not _glob_re(casefold(glob, casemapping)).fullmatch(casefold(value, casemapping)):
+            return False
+    return True
+
+
+def _glob_re(glob: str) -> re.Pattern[str]:
+    pattern = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
+    return re.compile("".join(pattern))
 
 
 # --- XEP-0106 ------------------------------------------------------------------------
@@ -222,6 +257,15 @@ def irc_to_xmpp(text: str, action: bool = False) -> str:
     a CTCP ACTION becomes `/me ...`."""
     body = to_xep0393(parse_mirc(text))
     return ME + body if action else body
+
+
+NOTICE_PREFIX = "[notice] "
+
+
+def notice_text(body: str) -> str:
+    """An IRC NOTICE from a person, set apart from their ordinary messages (Biboumi's
+    way, so switching users see the same thing)."""
+    return NOTICE_PREFIX + body
 
 
 def xmpp_to_irc(body: str) -> OutgoingText:

@@ -1,8 +1,10 @@
 """IRC side of the end-to-end stories: a person on IRC, and Passerelle with IRC enabled.
 
 `IrcPerson` speaks raw IRC over a socket to the test ngIRCd, like a minimal irssi: it
-registers, joins, talks, and waits (always with a bound) for lines that match a pattern.
-Every line received is kept, so a test can wait for something that already arrived.
+registers (asking for IRCv3 capabilities if told to), joins, talks, and waits (always
+with a bound) for lines that match a pattern. Every line received is kept, so a test can
+wait for something that already arrived. Lines may start with IRCv3 tags
+(`@msgid=…;time=… :nick!u@h PRIVMSG …`) when the person asked for them.
 """
 
 from __future__ import annotations
@@ -55,12 +57,27 @@ def server_jid(server: str = SERVER) -> str:
 
 
 async def start_with_irc(
-    start_passerelle: Callable[..., PasserelleProcess], port: int, **kwargs: str
+    start_passerelle: Callable[..., PasserelleProcess],
+    port: int,
+    top_level: str = "",
+    **kwargs: str,
 ) -> PasserelleProcess:
-    """Passerelle with echo and IRC; returns once the IRC network's slidge is up."""
-    process = start_passerelle(networks=irc_section(port, **kwargs), wait=False)
+    """Passerelle with echo and IRC; returns once the IRC network's slidge is up.
+    `top_level`: keys for the top of gateway.toml (``allowed_jids = [...]``)."""
+    process = start_passerelle(extra=top_level, networks=irc_section(port, **kwargs), wait=False)
     await process.wait_for(r"^irc \| .*Slidge has successfully started")
     return process
+
+
+def tags_of(line: str) -> dict[str, str]:
+    """The IRCv3 tags at the start of a raw line (values unescaped only for `\\s`)."""
+    if not line.startswith("@"):
+        return {}
+    tags = {}
+    for item in line[1:].split(" ", 1)[0].split(";"):
+        key, _, value = item.partition("=")
+        tags[key] = value.replace("\\s", " ")
+    return tags
 
 
 class IrcPerson:
@@ -75,11 +92,16 @@ class IrcPerson:
         self._task = asyncio.create_task(self._read(), name=f"irc-person-{nick}")
 
     @classmethod
-    async def connect(cls, port: int, nick: str) -> IrcPerson:
+    async def connect(cls, port: int, nick: str, caps: tuple[str, ...] = ()) -> IrcPerson:
+        """Register as `nick`, asking for the IRCv3 capabilities `caps` first."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         person = cls(nick, reader, writer)
+        if caps:
+            person.send(f"CAP REQ :{' '.join(caps)}")
         person.send(f"NICK {nick}", f"USER {nick.lower()} 0 * :{nick} on IRC")
-        await person.expect(rf"^:\S+ 001 {re.escape(nick)} ")
+        if caps:
+            person.send("CAP END")
+        await person.expect(rf"^(@\S+ )?:\S+ 001 {re.escape(nick)} ")
         return person
 
     async def _read(self) -> None:
@@ -119,6 +141,11 @@ class IrcPerson:
         self.send(f"JOIN {channel}")
         await self.expect(rf" 366 {re.escape(self.nick)} {re.escape(channel)} ")
 
+    def saw(self, pattern: str) -> bool:
+        """Whether any line received so far matches `pattern` (used or not)."""
+        regex = re.compile(pattern)
+        return any(regex.search(line) for line in self.lines)
+
     def change_nick(self, nick: str) -> None:
         self.send(f"NICK {nick}")
         self.nick = nick
@@ -128,10 +155,16 @@ class IrcPerson:
 
     async def heard(self, sender: str, target: str, timeout: float = WAIT) -> str:
         """The text of the next PRIVMSG from `sender` to `target`."""
+        return (await self.heard_tagged(sender, target, timeout))[0]
+
+    async def heard_tagged(
+        self, sender: str, target: str, timeout: float = WAIT
+    ) -> tuple[str, dict[str, str]]:
+        """The text and IRCv3 tags of the next PRIVMSG from `sender` to `target`."""
         match = await self.expect(
-            rf"^:{re.escape(sender)}!\S+ PRIVMSG {re.escape(target)} :(.*)$", timeout
+            rf"^(?:@\S+ )?:{re.escape(sender)}!\S+ PRIVMSG {re.escape(target)} :(.*)$", timeout
         )
-        return match.group(1)
+        return match.group(1), tags_of(match.string)
 
     async def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from slixmpp.exceptions import IqError
 
+from gateway.localservers import NgIrcd
 from tests.e2e.conftest import IRC_JID, PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
     NewClient,
@@ -15,6 +18,7 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people
     registered,
     room,
     server_jid,
+    start_with_irc,
     user,
 )
 from tests.e2e.xmpp_client import muc_status
@@ -155,3 +159,61 @@ async def test_per_server_settings_through_the_configure_command(
     with pytest.raises(IqError) as err:
         await alice.run_command(server_jid(), "configure", after_connect=["JOIN #ok", "4 :no"])  # type: ignore[arg-type]
     assert err.value.condition == "not-acceptable"
+
+
+async def test_notices_stand_out_and_ctcp_requests_are_answered(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
+) -> None:
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob16")
+    await bob.join("#story16")
+    room16 = room("#story16")
+    await alice.join_muc(room16, nick)
+
+    # A NOTICE is not an ordinary message: it arrives marked, in the room or in private.
+    bob.send("NOTICE #story16 :the channel is moving")
+    assert (await alice.next_groupchat(room16, "bob16"))["body"] == "[notice] the channel is moving"
+    bob.send(f"NOTICE {nick} :just so you know")
+    notice = await alice.next_message(user("bob16"))
+    assert notice["body"] == "[notice] just so you know"
+
+    # CTCP VERSION and PING are answered for her, as IRC clients do.
+    bob.send(f"PRIVMSG {nick} :\x01VERSION\x01")
+    version = await bob.expect(rf"^:{nick}!\S+ NOTICE bob16 :\x01VERSION (.+)\x01$")
+    assert "Passerelle" in version.group(1)
+    bob.send(f"PRIVMSG {nick} :\x01PING 1234567890\x01")
+    await bob.expect(rf"^:{nick}!\S+ NOTICE bob16 :\x01PING 1234567890\x01$")
+    # ...without bothering her: the next thing she sees is bob's message.
+    bob.say(nick, "thanks")
+    assert (await alice.next_message(user("bob16")))["body"] == "thanks"
+
+
+async def test_auto_register_lets_allowed_jids_join_without_registering(
+    ngircd: NgIrcd,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    irc_people: People,
+) -> None:
+    await start_with_irc(
+        start_passerelle,
+        ngircd.port,
+        top_level='allowed_jids = ["alice*@localhost"]',
+        extra="auto_register = true",
+    )
+    bob = await irc_people("bob17")
+    await bob.join("#story17")
+
+    # alice never registered: joining the room registers her, with the nick she asked for.
+    alice = await new_client("alice")
+    pres = await alice.join_muc(room("#story17"), "wonderland17")
+    assert pres["type"] != "error", pres
+    assert pres["from"].resource == "wonderland17"
+    await bob.expect(r"^:wonderland17!\S+ JOIN :?#story17")
+    bob.say("#story17", "welcome, stranger")
+    assert (await alice.next_groupchat(room("#story17"), "bob17"))["body"] == "welcome, stranger"
+
+    # A JID the gateway does not allow still has to register, and cannot.
+    mallory = await new_client("mallory")
+    refused = await mallory.join_muc(room("#story17"), "mallory17")
+    assert refused["type"] == "error"
+    assert refused["error"]["condition"] == "registration-required"

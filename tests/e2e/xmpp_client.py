@@ -317,3 +317,101 @@ class Client(slixmpp.ClientXMPP):
                 msg = await self.messages.get()
                 if match(msg):
                     return msg
+
+    # --- email network (tests/e2e/test_email*.py) -------------------------------------
+    # Files through HTTP upload + OOB, and waiting for a message by its payload; replies,
+    # reactions, retractions and markers use the shared methods above.
+
+    async def email_upload(self, path: Any, domain: str) -> str:
+        """Upload a file with HTTP File Upload (XEP-0363); returns its GET URL."""
+        if "xep_0363" not in self.plugin:
+            self.register_plugin("xep_0363")
+        url: str = await self.plugin["xep_0363"].upload_file(path, domain=JID(domain), timeout=WAIT)
+        return url
+
+    def email_send_file(self, to: str, url: str, mtype: str = "chat") -> Message:
+        msg = self.make_message(mto=to, mbody=url, mtype=mtype)
+        msg["id"] = self.new_id()
+        oob = ET.SubElement(msg.xml, "{jabber:x:oob}x")
+        ET.SubElement(oob, "{jabber:x:oob}url").text = url
+        msg.send()
+        return msg
+
+    async def email_next(self, sender: str, element: str, timeout: float = WAIT) -> Message:
+        """The next message from bare JID ``sender`` that has child ``element``
+        (``{namespace}name``), with or without a body; others are skipped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.messages.get()
+                if msg["from"].bare == sender and msg.xml.find(element) is not None:
+                    return msg
+
+    # --- archives, affiliations, invitations (IRC stories) ---------------------------
+    # Added for tests/e2e/test_irc*.py; the methods above are shared and unchanged.
+
+    async def archive(self, jid: str, timeout: float = WAIT) -> list[Message]:
+        """The messages a MAM archive (XEP-0313) holds for `jid` (a room), oldest first,
+        as the forwarded stanzas."""
+        if "xep_0313" not in self.plugin:
+            self.register_plugin("xep_0313")
+        iq = await self.plugin["xep_0313"].retrieve(jid=JID(jid), timeout=timeout)
+        return [result["mam_result"]["forwarded"]["stanza"] for result in iq["mam"]["results"]]
+
+    async def set_affiliation(
+        self, room: str, affiliation: str, *, nick: str = "", jid: str = "", reason: str = ""
+    ) -> slixmpp.Iq:
+        """XEP-0045 §9/§10: give occupant `nick` (or `jid`) `affiliation` ("outcast" bans)."""
+        iq = self.make_iq_set(ito=room)
+        query = ET.SubElement(iq.xml, f"{{{MUC_NS}#admin}}query")
+        attrs = {"affiliation": affiliation, **({"nick": nick} if nick else {})}
+        if jid:
+            attrs["jid"] = jid
+        item = ET.SubElement(query, f"{{{MUC_NS}#admin}}item", attrs)
+        if reason:
+            ET.SubElement(item, f"{{{MUC_NS}#admin}}reason").text = reason
+        return await iq.send(timeout=WAIT)  # type: ignore[no-any-return]
+
+    async def affiliation_list(self, room: str, affiliation: str) -> list[dict[str, str]]:
+        """XEP-0045 §9.5: the items (jid, nick, affiliation...) with `affiliation`."""
+        iq = self.make_iq_get(ito=room)
+        query = ET.SubElement(iq.xml, f"{{{MUC_NS}#admin}}query")
+        ET.SubElement(query, f"{{{MUC_NS}#admin}}item", {"affiliation": affiliation})
+        result = await iq.send(timeout=WAIT)
+        items = result.xml.findall(f"{{{MUC_NS}#admin}}query/{{{MUC_NS}#admin}}item")
+        return [dict(item.attrib) for item in items]
+
+    def send_direct_invite(self, to: str, room: str, reason: str = "") -> None:
+        """XEP-0249: invite `to` into `room`."""
+        msg = self.make_message(mto=to)
+        attrs = {"jid": room, **({"reason": reason} if reason else {})}
+        ET.SubElement(msg.xml, "{jabber:x:conference}x", attrs)
+        msg.send()
+
+    # --- rooms on the server's MUC service (tests/e2e/test_link*.py) -----------------
+    # Added for the channel ↔ room link stories; the methods above are shared and unchanged.
+
+    async def link_create_room(self, room: str, nick: str, **config: str) -> slixmpp.Presence:
+        """Create `room` by joining it, then submit its configuration (`muc#roomconfig_`
+        fields without that prefix, e.g. ``persistentroom="1"``), as an owner does."""
+        pres = await self.join_muc(room, nick)
+        assert pres["type"] != "error", pres
+        assert 201 in muc_status(pres)[0], f"{room} existed already"
+        iq = self.make_iq_set(ito=room)
+        query = ET.SubElement(iq.xml, f"{{{MUC_NS}#owner}}query")
+        form = self.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field("FORM_TYPE", value=f"{MUC_NS}#roomconfig", ftype="hidden")
+        for var, value in config.items():
+            form.add_field(f"muc#roomconfig_{var}", value=value)
+        query.append(form.xml)
+        await iq.send(timeout=WAIT)
+        return pres
+
+    async def link_room_texts(
+        self, room: str, count: int, timeout: float = WAIT
+    ) -> list[tuple[str, str]]:
+        """The next `count` groupchat messages with a body in `room`, as (nick, body)."""
+        texts = []
+        for _ in range(count):
+            msg = await self.next_groupchat_text(room, timeout=timeout)
+            texts.append((msg["from"].resource, msg["body"]))
+        return texts

@@ -89,6 +89,55 @@ def test_topic_and_clear() -> None:
     assert tracker.get(C) is None
 
 
+def test_bans_make_occupants_without_a_mode_outcasts() -> None:
+    tracker = tracker_with("@bob", "carol", "+dave")
+    tracker.apply(joined("erin"))  # erin!u@h
+    assert tracker.standing(C, "carol") == ("participant", "none")
+    ban = (ModeChange(True, "b", "*!*@h", "list"), ModeChange(True, "b", "Carol!*@*", "list"))
+    assert tracker.apply(ev.ChannelModeChanged(C, "bob", ban)) == (C,)
+    assert tracker.standing(C, "carol") == ("visitor", "outcast")
+    assert tracker.standing(C, "erin") == ("visitor", "outcast")  # by host, from her JOIN
+    assert tracker.standing(C, "bob") == ("moderator", "admin")  # ops keep their mode
+    assert tracker.standing(C, "dave") == ("participant", "member")  # so do voiced people
+    assert tracker.bans_on(C, "CAROL") == ["Carol!*@*"]
+    unban = (ModeChange(False, "b", "Carol!*@*", "list"),)
+    tracker.apply(ev.ChannelModeChanged(C, "bob", unban))
+    assert not tracker.banned(C, "carol") and tracker.banned(C, "erin")
+
+
+def test_the_ban_list_and_masks_from_names_and_who() -> None:
+    tracker = ChannelTracker(lambda: ISUPPORT)
+    tracker.apply(joined("me", own=True))
+    masks = (Prefix("bob", "robert", "b.example"),)
+    tracker.apply(
+        ev.ChannelMembers(C, (Member(ME), Member(Nick("bob")), Member(Nick("carol"))), masks)
+    )
+    tracker.apply(ev.ServerReply("367", ("#chan", "*!robert@*", "op", "0")))
+    assert tracker.banned(C, "bob") and not tracker.banned(C, "carol")
+    tracker.apply(ev.WhoEntry("#chan", Prefix("carol", "c", "c.example"), away=True))
+    assert tracker.mask_of("carol") == Prefix("carol", "c", "c.example")
+    assert tracker.away_message("carol") == ""
+    assert tracker.apply(ev.ServerReply("367", ("#elsewhere", "*!*@*"))) == ()
+
+
+def test_masks_and_away_follow_nick_changes_and_are_forgotten_with_the_person() -> None:
+    tracker = tracker_with("bob")
+    tracker.apply(ev.MessageReceived(Prefix("bob", "b", "h"), "#Chan", "hi", "privmsg", C))
+    assert tracker.apply(ev.AwayChanged(Nick("bob"), "lunch")) == (C,)
+    tracker.apply(ev.NickChanged(Nick("bob"), Nick("robert")))
+    assert tracker.mask_of("robert") == Prefix("robert", "b", "h")
+    assert tracker.away_message("ROBERT") == "lunch"
+    tracker.apply(ev.AwayChanged(Nick("robert"), None))
+    assert tracker.away_message("robert") is None
+    tracker.apply(ev.AwayChanged(Nick("robert"), "again"))
+    tracker.apply(ev.Parted(C, Nick("robert"), "bye"))
+    assert tracker.mask_of("robert") == Prefix("robert")
+    assert tracker.away_message("robert") is None
+    # Someone we share no channel with is not remembered.
+    tracker.apply(ev.MessageReceived(Prefix("zed", "z", "h"), "me", "psst", "privmsg", None))
+    assert tracker.mask_of("zed") == Prefix("zed")
+
+
 _nicks = st.sampled_from(["me", "bob", "Bob", "carol", "dave"])
 _events = st.one_of(
     st.builds(joined, _nicks, st.booleans()),
@@ -103,6 +152,27 @@ _events = st.one_of(
             st.builds(ModeChange, st.booleans(), st.sampled_from("ovbk"), _nicks, st.just("member"))
         ).map(tuple),
     ),
+    st.builds(
+        ev.ChannelModeChanged,
+        st.just(C),
+        st.none(),
+        st.lists(
+            st.builds(
+                ModeChange,
+                st.booleans(),
+                st.just("b"),
+                st.sampled_from(["*!*@h", "bob"]),
+                st.just("list"),
+            )
+        ).map(tuple),
+    ),
+    st.builds(ev.AwayChanged, _nicks.map(Nick), st.none() | st.text(max_size=3)),
+    st.builds(
+        ev.WhoEntry,
+        st.just("#chan"),
+        st.builds(Prefix, _nicks, st.just("u"), st.just("h")),
+        st.booleans(),
+    ),
 )
 
 
@@ -113,3 +183,5 @@ def test_never_raises_on_any_event_sequence(events: list[ev.Event]) -> None:
         tracker.apply(event)
         for state in tracker:
             assert all(tracker.fold(m.nick) == key for key, m in state.members.items())
+            for member in state.members.values():
+                tracker.standing(state.name, member.nick)

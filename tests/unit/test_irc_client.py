@@ -1,4 +1,5 @@
-"""The parts of the IRC client that need no socket: the reconnect queue and line reading."""
+"""The parts of the IRC client that need no socket: the reconnect queue, line reading,
+and delivery confirmation (echo-message) driven by events."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import pytest
 
 from gateway.backoff import Backoff
 from legacy_plugins.irc import events as ev
-from legacy_plugins.irc.client import READ_LIMIT, Identity, IrcClient, QueueFull, read_line
+from legacy_plugins.irc.client import (
+    READ_LIMIT,
+    ConnectionFailed,
+    Identity,
+    IrcClient,
+    MessageRejected,
+    QueueFull,
+    read_line,
+)
 from legacy_plugins.irc.config import ServerTarget
-from legacy_plugins.irc.events import Channel
+from legacy_plugins.irc.events import Channel, Prefix
 from legacy_plugins.irc.protocol import LocalProtocolError
 
 
@@ -77,3 +86,72 @@ async def test_read_line_skips_overlong_lines_and_ends_at_eof() -> None:
     assert await read_line(reader) == b"PING :b\r\n"
     assert await read_line(reader) == b"PING :c"
     assert await read_line(reader) is None
+
+
+def connected(irc: IrcClient, *caps: str) -> asyncio.Queue[bytes]:
+    """Pretend `irc` is registered with `caps`; return its outgoing line queue."""
+    out: asyncio.Queue[bytes] = asyncio.Queue()
+    irc._out = out
+    irc.state.phase = "registered"
+    irc.state.enabled_caps.update(caps)
+    return out
+
+
+def echo(text: str, msgid: str | None = None, target: str = "#a") -> ev.MessageReceived:
+    sender = Prefix("alice", "alice", "host")
+    return ev.MessageReceived(sender, target, text, "privmsg", Channel(target), True, None, msgid)
+
+
+async def test_with_echo_message_delivery_waits_for_the_echo_and_returns_its_msgid() -> None:
+    irc = client(queue_size=10)
+    out = connected(irc, "echo-message")
+    sent = asyncio.create_task(irc.deliver_text("#a", "one\ntwo"))
+    await asyncio.sleep(0)
+    assert [out.get_nowait(), out.get_nowait()] == [b"PRIVMSG #a one\r\n", b"PRIVMSG #a two\r\n"]
+    await irc._handle(echo("one", "id-1"))
+    assert not sent.done()
+    await irc._handle(echo("two", "id-2"))
+    assert await sent == "id-1"
+
+
+async def test_a_refused_message_raises_and_the_numeric_is_not_shown() -> None:
+    seen: list[ev.Event] = []
+
+    class Recorder(Quiet):
+        async def on_irc_event(
+            self, client: IrcClient, event: ev.Event, channels: tuple[Channel, ...]
+        ) -> None:
+            seen.append(event)
+
+    irc = client(queue_size=10)
+    irc._listener = Recorder()
+    connected(irc, "echo-message")
+    sent = asyncio.create_task(irc.deliver_text("#a", "hello"))
+    await asyncio.sleep(0)
+    await irc._handle(ev.ServerReply("404", ("#a", "Cannot send to channel (+m)"), "srv"))
+    with pytest.raises(MessageRejected, match=r"Cannot send to channel \(\+m\) \(404\)") as err:
+        await sent
+    assert err.value.code == "404"
+    assert seen == []
+    await irc._handle(ev.ServerReply("404", ("#a", "not about one of ours"), "srv"))
+    assert len(seen) == 1
+
+
+async def test_without_echo_message_or_connection_nothing_waits() -> None:
+    irc = client(queue_size=10)
+    assert await irc.deliver_text("#a", "queued while away") is None
+    assert list(irc._pending) == [b"PRIVMSG #a :queued while away\r\n"]
+    irc = client(queue_size=10)
+    out = connected(irc)
+    assert await irc.deliver_text("#a", "no echo here") is None
+    assert out.get_nowait() == b"PRIVMSG #a :no echo here\r\n"
+
+
+async def test_a_lost_connection_fails_the_messages_waiting_for_their_echo() -> None:
+    irc = client(queue_size=10)
+    connected(irc, "echo-message")
+    sent = asyncio.create_task(irc.deliver_text("#a", "in flight"))
+    await asyncio.sleep(0)
+    irc._fail_deliveries()
+    with pytest.raises(ConnectionFailed, match="may not have been delivered"):
+        await sent

@@ -322,7 +322,22 @@ ALICE = Prefix("alice", "a", "host")
             ":srv 401 me ghost :No such nick",
             ev.ServerReply("401", ("ghost", "No such nick"), "srv"),
         ),
-        (":alice!a@host AWAY :gone", ev.Unhandled("AWAY", ("gone",), "alice!a@host")),
+        (":alice!a@host AWAY :gone", ev.AwayChanged(Nick("alice"), "gone")),
+        (":alice!a@host AWAY", ev.AwayChanged(Nick("alice"), None)),
+        (":me!u@h AWAY :brb", ev.AwayChanged(Nick("me"), "brb", own=True)),
+        (
+            ":srv 352 me #chan bob b.host srv bob G@ :0 Bob Smith",
+            ev.WhoEntry("#chan", Prefix("bob", "bob", "b.host"), True, "Bob Smith"),
+        ),
+        (
+            ":srv 352 me * carol c.host srv carol H :0 Carol",
+            ev.WhoEntry("*", Prefix("carol", "carol", "c.host"), False, "Carol"),
+        ),
+        (":srv 352 me #chan bob", ev.Unhandled("352", ("me", "#chan", "bob"), "srv")),
+        (
+            ":alice!a@host CHGHOST new host",
+            ev.Unhandled("CHGHOST", ("new", "host"), "alice!a@host"),
+        ),
         (":alice!a@host PRIVMSG #chan", ev.Unhandled("PRIVMSG", ("#chan",), "alice!a@host")),
         (":srv 332 me", ev.Unhandled("332", ("me",), "srv")),
     ],
@@ -376,8 +391,32 @@ def test_names_are_collected_until_end_of_names() -> None:
             Member(Nick("plain")),
             Member(Nick("half"), "%"),
         ),
+        (Prefix("half", "h", "host"),),  # userhost-in-names
     )
     assert feed(state, ":srv 366 me #empty :End") == [ev.ChannelMembers(Channel("#empty"), ())]
+
+
+def test_messages_in_a_history_batch_are_history() -> None:
+    state = registered()
+    assert feed(state, ":srv BATCH +h1 chathistory :#chan", ":srv BATCH +o1 other") == []
+    old, other = feed(
+        state,
+        "@batch=h1;time=2024-01-02T03:04:05.000Z;msgid=m1 :bob!b@h PRIVMSG #chan :old",
+        "@batch=o1 :bob!b@h PRIVMSG #chan :not history",
+    )
+    assert isinstance(old, ev.MessageReceived) and old.history and old.msgid == "m1"
+    assert old.time == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert isinstance(other, ev.MessageReceived) and not other.history
+    feed(state, ":srv BATCH -h1")
+    [live] = feed(state, "@batch=h1 :bob!b@h PRIVMSG #chan :live")
+    assert isinstance(live, ev.MessageReceived) and not live.history
+
+
+def test_open_batches_are_bounded() -> None:
+    state = registered()
+    for n in range(1000):
+        feed(state, f":srv BATCH +b{n} chathistory #chan")
+    assert len(state._batches) <= 64
 
 
 @pytest.mark.parametrize(
@@ -417,8 +456,8 @@ def test_channel_modes(line: str, changes: tuple[ModeChange, ...]) -> None:
 
 
 _COMMANDS = ["CAP", "AUTHENTICATE", "PING", "PONG", "ERROR", "PRIVMSG", "NOTICE", "JOIN", "PART",
-             "QUIT", "KICK", "NICK", "TOPIC", "MODE", "INVITE", "001", "005", "332", "333", "353",
-             "366", "432", "433", "903", "904", "999", "FOO"]  # fmt: skip
+             "QUIT", "KICK", "NICK", "TOPIC", "MODE", "INVITE", "AWAY", "BATCH", "001", "005",
+             "332", "333", "352", "353", "366", "432", "433", "903", "904", "999", "FOO"]  # fmt: skip
 _PARAM = st.lists(
     st.sampled_from(["\x01", "ACTION", "PING", " ", "*", "#", "@", "+o", "me", "x", "5", "\0"]),
     max_size=6,
@@ -432,7 +471,9 @@ _PARAM = st.lists(
             st.sampled_from(_COMMANDS),
             st.lists(_PARAM, max_size=5).map(tuple),
             st.none() | st.sampled_from(["srv", "me!u@h", "a!b@c", "!@", ""]),
-            st.dictionaries(st.sampled_from(["time", "msgid", "account"]), _PARAM, max_size=2),
+            st.dictionaries(
+                st.sampled_from(["time", "msgid", "account", "batch"]), _PARAM, max_size=2
+            ),
         ),
         max_size=20,
     ),

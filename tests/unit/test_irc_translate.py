@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from legacy_plugins.irc.events import Channel, ISupport, Nick
+from legacy_plugins.irc.events import Channel, ISupport, Nick, Prefix
 from legacy_plugins.irc.translate import (
     Address,
     AddressError,
@@ -19,8 +19,10 @@ from legacy_plugins.irc.translate import (
     escape_localpart,
     irc_to_xmpp,
     irc_username,
+    mask_matches,
     muc_role_affiliation,
     nick_problem,
+    notice_text,
     unescape_localpart,
     xmpp_to_irc,
 )
@@ -303,3 +305,40 @@ def test_nick_problem(nick: str, ok: bool) -> None:
 )
 def test_irc_username(localpart: str, username: str) -> None:
     assert irc_username(localpart) == username
+
+
+BOB = Prefix("Bob[1]", "~robert", "host.example.org")
+
+
+@pytest.mark.parametrize(
+    ("mask", "who", "matches"),
+    [
+        ("Bob[1]!*@*", BOB, True),
+        ("bob{1}!*@*", BOB, True),  # rfc1459: [ and { are the same letter
+        ("bob[1]", BOB, True),  # a nick alone
+        ("*!*@host.example.org", BOB, True),
+        ("*!*@*.EXAMPLE.org", BOB, True),
+        ("~robert@host.example.org", BOB, True),  # user@host alone
+        ("*!~rob?rt@*", BOB, True),
+        ("*!*@other.example.org", BOB, False),
+        ("bob[2]!*@*", BOB, False),
+        ("bob*", BOB, True),
+        ("b.b[1]!*@*", BOB, False),  # a dot is a dot, not any character
+        ("*!*@host.example.org", Prefix("Bob[1]"), False),  # host unknown: no match
+        ("Bob[1]!*@*", Prefix("Bob[1]"), True),
+        ("$a:robert", BOB, False),  # extended bans are the server's business
+        ("~q:*!*@*", BOB, False),
+        ("", BOB, False),
+    ],
+)
+def test_mask_matches(mask: str, who: Prefix, matches: bool) -> None:
+    assert mask_matches(mask, who) is matches
+
+
+@given(st.text(max_size=20), st.text(max_size=10), st.none() | st.text(max_size=10))
+def test_mask_matches_never_raises(mask: str, nick: str, host: str | None) -> None:
+    mask_matches(mask, Prefix(nick or "x", host, host))
+
+
+def test_notice_text() -> None:
+    assert notice_text("hello") == "[notice] hello"
