@@ -12,6 +12,7 @@ from gateway.localservers.ngircd import NgIrcd
 from gateway.localservers.ports import free_port, wait_for_port
 from gateway.localservers.postgres import PostgreSQL
 from gateway.localservers.prosody import ComponentSpec, Prosody, patch_mod_privilege
+from gateway.localservers.synapse import Synapse
 
 __all__ = [
     "ComponentSpec",
@@ -22,6 +23,7 @@ __all__ = [
     "Prosody",
     "ServerCommandError",
     "ServerStartError",
+    "Synapse",
     "free_port",
     "patch_mod_privilege",
     "wait_for_port",

@@ -1,0 +1,92 @@
+"""The ``[networks.matrix]`` section: which homeservers users may log in to, and how.
+
+Users register with a homeserver URL (or a server name, resolved through
+``/.well-known/matrix/client``). The admin limits where the gateway connects:
+
+- ``allowed_homeservers`` / ``denied_homeservers`` are globs of host names (``*`` by
+  default: any);
+- every address a homeserver resolves to, at every connection, must be public unless
+  ``allow_private_addresses`` is set, so the gateway cannot be used to reach the admin's
+  own network (loopback, private, link-local, …);
+- plain ``http://`` is refused unless ``allow_plain_http`` is set (tests on loopback).
+
+Example::
+
+    [networks.matrix]
+    jid = "matrix.example.org"
+    secret = "…"
+    allowed_homeservers = ["*.example.org", "matrix.org"]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from gateway.config import NetworkConfig
+
+__all__ = ["Config", "address_is_public"]
+
+
+class Config(NetworkConfig):
+    """Configuration of the Matrix network."""
+
+    allowed_homeservers: list[str] = Field(default_factory=lambda: ["*"])
+    """Globs of homeserver host names users may log in to (``matrix.org``, ``*.example.org``)."""
+    denied_homeservers: list[str] = Field(default_factory=list)
+    """Globs of homeserver host names users may never log in to; checked after
+    ``allowed_homeservers``."""
+    allow_private_addresses: bool = False
+    """Let users reach homeservers on loopback, private or link-local addresses. Off by
+    default: the gateway must not be a way into the admin's own network."""
+    allow_plain_http: bool = False
+    """Accept ``http://`` homeserver URLs (for a test homeserver on loopback). Off by
+    default: access tokens must not cross the network in clear text."""
+    device_name: str = "Passerelle"
+    """The name of the Matrix device (session) the gateway logs in as."""
+    timeline_limit: Annotated[int, Field(ge=10, le=1000)] = 100
+    """Events per room and sync response. A burst larger than this is fetched with
+    ``/messages``, so nothing is lost either way; a larger value means fewer requests."""
+    sync_timeout: Annotated[float, Field(ge=1, le=300)] = 30.0
+    """Seconds a sync request waits for new events (long polling)."""
+    request_timeout: Annotated[float, Field(ge=1, le=300)] = 30.0
+    """Seconds any other request to the homeserver may take."""
+    max_upload_size: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
+    """Largest attachment, in bytes, carried in either direction (the homeserver's own
+    limit applies too)."""
+    auto_accept_invites: bool = True
+    """Join rooms and direct chats the user is invited to, so they show up in XMPP
+    (direct chats are always accepted)."""
+
+    @field_validator("allowed_homeservers", "denied_homeservers")
+    @classmethod
+    def _globs(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if not glob or any(c.isspace() or c in "/@" for c in glob):
+                raise ValueError(f"{glob!r} is not a host name glob such as '*.example.org'")
+        return [glob.lower() for glob in globs]
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether the homeserver host name (or IP literal) passes the allow/deny globs."""
+        host = host.lower().strip("[]")
+        allowed = any(fnmatch.fnmatchcase(host, glob) for glob in self.allowed_homeservers)
+        return allowed and not any(fnmatch.fnmatchcase(host, g) for g in self.denied_homeservers)
+
+    def address_allowed(self, address: str) -> bool:
+        """Whether the gateway may connect to this IP address."""
+        return self.allow_private_addresses or address_is_public(address)
+
+
+def address_is_public(address: str) -> bool:
+    """True for globally routable unicast addresses; False for anything else, including
+    strings that are not addresses."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", maxsplit=1)[0].strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast

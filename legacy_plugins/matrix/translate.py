@@ -1,0 +1,578 @@
+"""Pure mapping between Matrix events (JSON) and what the XMPP side shows, both ways.
+
+Incoming: `parse_sync` validates a ``/sync`` response once, at the edge, and turns it into
+`SyncBatch` of small frozen events (`Message`, `Reaction`, `Redaction`, `Membership`, …);
+anything malformed or uninteresting is dropped there, never raised. Message text arrives
+as `StyledText` with Matrix reply fallbacks stripped (`strip_reply_fallback`), edits
+point at the event they replace, and media carry their ``mxc://`` URI. An event that
+carries ``unsigned.transaction_id`` was sent by this very device (the gateway), so it is
+marked ``own_device`` and not delivered twice.
+
+Outgoing: the ``*_content`` functions build event contents from what the XMPP user sent:
+text (XEP-0393 styling becomes ``org.matrix.custom.html``, ``/me`` becomes ``m.emote``),
+edits (``m.replace`` with ``m.new_content``), replies (``m.in_reply_to``, without a
+fallback, as the spec allows since v1.13), reactions and media.
+
+No I/O, no clock: times are the events' own ``origin_server_ts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.formatting import StyledText, from_xep0393, to_plain
+
+from .html import html_to_styled, styled_to_html
+from .ids import EventId, RoomId, UserId, is_room_id, is_user_id
+
+__all__ = [
+    "Encrypted",
+    "InvitedRoom",
+    "JoinedRoom",
+    "Media",
+    "Membership",
+    "Message",
+    "Reaction",
+    "Receipt",
+    "Redaction",
+    "StateChange",
+    "SyncBatch",
+    "TimelineEvent",
+    "Typing",
+    "edit_content",
+    "media_content",
+    "parse_event",
+    "parse_sync",
+    "reaction_content",
+    "strip_reply_fallback",
+    "text_content",
+]
+
+MsgKind = Literal["text", "emote", "notice", "image", "file", "audio", "video", "sticker"]
+MEDIA_KINDS: frozenset[str] = frozenset({"image", "file", "audio", "video", "sticker"})
+_MSGTYPES: dict[str, MsgKind] = {
+    "m.text": "text",
+    "m.emote": "emote",
+    "m.notice": "notice",
+    "m.image": "image",
+    "m.file": "file",
+    "m.audio": "audio",
+    "m.video": "video",
+}
+HTML_FORMAT = "org.matrix.custom.html"
+EMOTE_PREFIX = "/me "
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A file an event points at."""
+
+    url: str
+    """``mxc://server/id``; empty when the file is end-to-end encrypted."""
+    name: str
+    mimetype: str | None = None
+    size: int | None = None
+    encrypted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """``m.room.message`` (or ``m.sticker``): new, or an edit of ``replaces``."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    ts: int
+    kind: MsgKind
+    text: StyledText
+    """The text, without reply fallback; for media, the caption (may be empty)."""
+    media: Media | None = None
+    reply_to: EventId | None = None
+    replaces: EventId | None = None
+    own_device: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """``m.reaction``: ``sender`` annotated ``target`` with ``key`` (an emoji)."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    ts: int
+    target: EventId
+    key: str
+    own_device: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """``m.room.redaction`` of ``target`` (a message, a reaction, …)."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    ts: int
+    target: EventId
+    reason: str | None = None
+    own_device: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Encrypted:
+    """``m.room.encrypted``: a message the gateway cannot read."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """``m.room.member``: ``user`` is now ``membership`` in the room."""
+
+    room_id: RoomId
+    sender: UserId
+    user: UserId
+    membership: str
+    displayname: str | None = None
+    avatar_url: str | None = None
+    is_direct: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """Another state event that matters to the XMPP side (name, topic, encryption, …)."""
+
+    room_id: RoomId
+    sender: UserId
+    type: str
+    state_key: str
+    content: Mapping[str, Any]
+
+
+TimelineEvent = Message | Reaction | Redaction | Encrypted | Membership | StateChange
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """``m.typing``: who is typing in the room right now."""
+
+    room_id: RoomId
+    users: frozenset[UserId]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """``m.receipt``: ``user`` has read up to ``event_id``."""
+
+    room_id: RoomId
+    user: UserId
+    event_id: EventId
+    private: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRoom:
+    """What one sync says about a room the user is in."""
+
+    room_id: RoomId
+    state: tuple[Membership | StateChange, ...] = ()
+    timeline: tuple[TimelineEvent, ...] = ()
+    limited: bool = False
+    prev_batch: str | None = None
+    ephemeral: tuple[Typing | Receipt, ...] = ()
+    joined_count: int | None = None
+    invited_count: int | None = None
+    heroes: tuple[UserId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InvitedRoom:
+    """A pending invitation, with the stripped state the server shows invitees."""
+
+    room_id: RoomId
+    inviter: UserId | None
+    is_direct: bool
+    name: str | None = None
+    encrypted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyncBatch:
+    """One ``/sync`` response, validated."""
+
+    next_batch: str
+    joined: tuple[JoinedRoom, ...] = ()
+    invited: tuple[InvitedRoom, ...] = ()
+    left: tuple[RoomId, ...] = ()
+    direct: Mapping[UserId, tuple[RoomId, ...]] | None = field(default=None)
+    """The user's ``m.direct`` account data, if this sync changed it."""
+
+
+# --- small validators ----------------------------------------------------------------
+
+
+def _obj(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> Sequence[Any]:
+    return value if isinstance(value, list) else ()
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --- incoming ------------------------------------------------------------------------
+
+
+def strip_reply_fallback(body: str) -> str:
+    """Remove the ``> <@user:server> quoted text`` lines (and the blank line after them)
+    that Matrix clients put before the text of a reply."""
+    lines = body.split("\n")
+    if not lines or not lines[0].startswith("> <"):
+        return body
+    n = 0
+    while n < len(lines) and lines[n].startswith(">"):
+        n += 1
+    if n < len(lines) and lines[n] == "":
+        n += 1
+    return "\n".join(lines[n:])
+
+
+def _message_text(content: Mapping[str, Any], is_reply: bool) -> StyledText:
+    body = _str(content.get("body")) or ""
+    formatted = _str(content.get("formatted_body"))
+    if formatted is not None and content.get("format") == HTML_FORMAT:
+        styled = html_to_styled(formatted)  # <mx-reply> is dropped by the reader
+        if to_plain(styled).strip() or not body.strip():
+            return styled
+    return StyledText.plain(strip_reply_fallback(body) if is_reply else body)
+
+
+def _media(content: Mapping[str, Any], kind: MsgKind) -> Media | None:
+    info = _obj(content.get("info"))
+    name = _str(content.get("filename")) or _str(content.get("body")) or kind
+    mimetype = _str(info.get("mimetype"))
+    size = _int(info.get("size"))
+    url = _str(content.get("url"))
+    if url is not None and url.startswith("mxc://"):
+        return Media(url, name, mimetype, size)
+    if isinstance(content.get("file"), Mapping):
+        return Media("", name, mimetype, size, encrypted=True)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """What every room event has."""
+
+    room_id: RoomId
+    event_id: EventId
+    sender: UserId
+    ts: int
+    own: bool
+    """Sent by this device (the gateway): it carries our transaction ID."""
+
+
+def _parse_message(
+    head: _Head, event: Mapping[str, Any], content: Mapping[str, Any]
+) -> Message | None:
+    if not content:
+        return None  # a redacted message: its redaction event tells the story
+    relates = _obj(content.get("m.relates_to"))
+    replaces: EventId | None = None
+    if relates.get("rel_type") == "m.replace" and (target := _str(relates.get("event_id"))):
+        new_content = content.get("m.new_content")
+        if not isinstance(new_content, Mapping):
+            return None
+        replaces = EventId(target)
+        content = new_content
+    reply = _str(_obj(relates.get("m.in_reply_to")).get("event_id"))
+    if event.get("type") == "m.sticker":
+        kind: MsgKind = "sticker"
+    else:
+        msgtype = _str(content.get("msgtype"))
+        if msgtype is None:
+            return None
+        kind = _MSGTYPES.get(msgtype, "text")  # unknown msgtypes: show the body
+    media = _media(content, kind) if kind in MEDIA_KINDS else None
+    if kind in MEDIA_KINDS and media is None:
+        kind = "text"
+    if media is not None:
+        # Since spec v1.10, a body that differs from the file name is a caption.
+        filename = _str(content.get("filename"))
+        has_caption = filename is not None and content.get("body") not in (None, filename)
+        text = _message_text(content, reply is not None) if has_caption else StyledText()
+    else:
+        text = _message_text(content, reply is not None)
+    return Message(
+        head.room_id,
+        head.event_id,
+        head.sender,
+        head.ts,
+        kind,
+        text,
+        media=media,
+        reply_to=EventId(reply) if reply and replaces is None else None,
+        replaces=replaces,
+        own_device=head.own,
+    )
+
+
+def _parse_reaction(
+    head: _Head, _event: Mapping[str, Any], content: Mapping[str, Any]
+) -> Reaction | None:
+    relates = _obj(content.get("m.relates_to"))
+    target, key = _str(relates.get("event_id")), _str(relates.get("key"))
+    if relates.get("rel_type") != "m.annotation" or not target or not key:
+        return None
+    r = head
+    return Reaction(r.room_id, r.event_id, r.sender, r.ts, EventId(target), key, r.own)
+
+
+def _parse_redaction(
+    head: _Head, event: Mapping[str, Any], content: Mapping[str, Any]
+) -> Redaction | None:
+    # Room versions up to 10 put 'redacts' at the top, version 11 in the content.
+    target = _str(content.get("redacts")) or _str(event.get("redacts"))
+    if not target:
+        return None
+    r = head
+    reason = _str(content.get("reason"))
+    return Redaction(r.room_id, r.event_id, r.sender, r.ts, EventId(target), reason, r.own)
+
+
+def _parse_encrypted(
+    head: _Head, _event: Mapping[str, Any], _content: Mapping[str, Any]
+) -> Encrypted:
+    return Encrypted(head.room_id, head.event_id, head.sender, head.ts)
+
+
+_ROOM_EVENTS: dict[
+    str, Callable[[_Head, Mapping[str, Any], Mapping[str, Any]], TimelineEvent | None]
+] = {
+    "m.room.message": _parse_message,
+    "m.sticker": _parse_message,
+    "m.reaction": _parse_reaction,
+    "m.room.redaction": _parse_redaction,
+    "m.room.encrypted": _parse_encrypted,
+}
+
+
+def _parse_state(
+    room_id: RoomId, sender: UserId, etype: str, state_key: str, content: Mapping[str, Any]
+) -> Membership | StateChange | None:
+    if etype != "m.room.member":
+        return StateChange(room_id, sender, etype, state_key, content)
+    membership = _str(content.get("membership"))
+    if membership is None or not is_user_id(state_key):
+        return None
+    return Membership(
+        room_id,
+        sender,
+        UserId(state_key),
+        membership,
+        displayname=_str(content.get("displayname")),
+        avatar_url=_str(content.get("avatar_url")),
+        is_direct=content.get("is_direct") is True,
+        reason=_str(content.get("reason")),
+    )
+
+
+def parse_event(room_id: RoomId, raw: object) -> TimelineEvent | None:
+    """One timeline (or state) event, or None if it is malformed or of no interest."""
+    event = _obj(raw)
+    etype = _str(event.get("type"))
+    sender = _str(event.get("sender"))
+    if etype is None or sender is None or not is_user_id(sender):
+        return None
+    content = _obj(event.get("content"))
+    state_key = _str(event.get("state_key"))
+    if state_key is not None:
+        return _parse_state(room_id, UserId(sender), etype, state_key, content)
+    event_id = _str(event.get("event_id"))
+    parse = _ROOM_EVENTS.get(etype)
+    if event_id is None or parse is None:
+        return None
+    own = _str(_obj(event.get("unsigned")).get("transaction_id")) is not None
+    ts = _int(event.get("origin_server_ts")) or 0
+    return parse(_Head(room_id, EventId(event_id), UserId(sender), ts, own), event, content)
+
+
+def _parse_ephemeral(room_id: RoomId, raw: object) -> list[Typing | Receipt]:
+    event = _obj(raw)
+    content = _obj(event.get("content"))
+    if event.get("type") == "m.typing":
+        users = frozenset(UserId(u) for u in _list(content.get("user_ids")) if _str(u))
+        return [Typing(room_id, users)]
+    if event.get("type") != "m.receipt":
+        return []
+    receipts: list[Typing | Receipt] = []
+    for event_id, by_type in content.items():
+        for rtype, private in (("m.read", False), ("m.read.private", True)):
+            for user in _obj(_obj(by_type).get(rtype)):
+                if is_user_id(user):
+                    receipts.append(Receipt(room_id, UserId(user), EventId(event_id), private))
+    return receipts
+
+
+def _parse_joined(room_id: RoomId, raw: Mapping[str, Any]) -> JoinedRoom:
+    timeline = _obj(raw.get("timeline"))
+    summary = _obj(raw.get("summary"))
+    state: list[Membership | StateChange] = []
+    for item in _list(_obj(raw.get("state")).get("events")):
+        parsed = parse_event(room_id, item)
+        if isinstance(parsed, Membership | StateChange):
+            state.append(parsed)
+    events = [parse_event(room_id, item) for item in _list(timeline.get("events"))]
+    ephemeral: list[Typing | Receipt] = []
+    for item in _list(_obj(raw.get("ephemeral")).get("events")):
+        ephemeral.extend(_parse_ephemeral(room_id, item))
+    return JoinedRoom(
+        room_id,
+        tuple(state),
+        tuple(e for e in events if e is not None),
+        limited=timeline.get("limited") is True,
+        prev_batch=_str(timeline.get("prev_batch")),
+        ephemeral=tuple(ephemeral),
+        joined_count=_int(summary.get("m.joined_member_count")),
+        invited_count=_int(summary.get("m.invited_member_count")),
+        heroes=tuple(UserId(h) for h in _list(summary.get("m.heroes")) if _str(h)),
+    )
+
+
+def _parse_invited(room_id: RoomId, raw: Mapping[str, Any], me: UserId) -> InvitedRoom:
+    inviter: UserId | None = None
+    is_direct = False
+    name: str | None = None
+    encrypted = False
+    for item in _list(_obj(raw.get("invite_state")).get("events")):
+        event = parse_event(room_id, item)
+        if isinstance(event, Membership) and event.user == me and event.membership == "invite":
+            inviter, is_direct = event.sender, event.is_direct
+        elif isinstance(event, StateChange) and event.type == "m.room.name":
+            name = _str(event.content.get("name")) or name
+        elif isinstance(event, StateChange) and event.type == "m.room.encryption":
+            encrypted = True
+    return InvitedRoom(room_id, inviter, is_direct, name, encrypted)
+
+
+def parse_direct(content: object) -> dict[UserId, tuple[RoomId, ...]]:
+    """``m.direct`` account data: user → their direct rooms (invalid entries dropped)."""
+    direct: dict[UserId, tuple[RoomId, ...]] = {}
+    for user, rooms in _obj(content).items():
+        valid = tuple(RoomId(r) for r in _list(rooms) if isinstance(r, str) and is_room_id(r))
+        if is_user_id(user) and valid:
+            direct[UserId(user)] = valid
+    return direct
+
+
+def parse_sync(body: object, me: UserId) -> SyncBatch:
+    """A ``/sync`` response as a `SyncBatch`; ``ValueError`` only if it has no
+    ``next_batch`` (then it is not a sync response at all)."""
+    data = _obj(body)
+    next_batch = _str(data.get("next_batch"))
+    if not next_batch:
+        raise ValueError("the homeserver's sync response has no next_batch token")
+    rooms = _obj(data.get("rooms"))
+    joined = tuple(
+        _parse_joined(RoomId(room_id), _obj(raw))
+        for room_id, raw in _obj(rooms.get("join")).items()
+        if is_room_id(room_id)
+    )
+    invited = tuple(
+        _parse_invited(RoomId(room_id), _obj(raw), me)
+        for room_id, raw in _obj(rooms.get("invite")).items()
+        if is_room_id(room_id)
+    )
+    left = tuple(RoomId(r) for r in _obj(rooms.get("leave")) if is_room_id(r))
+    direct = None
+    for item in _list(_obj(data.get("account_data")).get("events")):
+        if _obj(item).get("type") == "m.direct":
+            direct = parse_direct(_obj(item).get("content"))
+    return SyncBatch(next_batch, joined, invited, left, direct)
+
+
+def parse_messages(room_id: RoomId, body: object) -> tuple[list[TimelineEvent], str | None]:
+    """A ``/messages`` page: its events in the order given, and the ``end`` token (None
+    when there is nothing more)."""
+    data = _obj(body)
+    events = [parse_event(room_id, raw) for raw in _list(data.get("chunk"))]
+    return [e for e in events if e is not None], _str(data.get("end"))
+
+
+# --- outgoing ------------------------------------------------------------------------
+
+
+def _text_fields(body: str) -> dict[str, Any]:
+    emote = body.startswith(EMOTE_PREFIX)
+    if emote:
+        body = body.removeprefix(EMOTE_PREFIX)
+    content: dict[str, Any] = {"msgtype": "m.emote" if emote else "m.text", "body": body}
+    formatted = styled_to_html(from_xep0393(body))
+    if formatted is not None:
+        content["format"] = HTML_FORMAT
+        content["formatted_body"] = formatted
+    return content
+
+
+def text_content(
+    body: str, *, reply_to: EventId | None = None, mentions: Sequence[UserId] = ()
+) -> dict[str, Any]:
+    """An ``m.room.message`` for text the XMPP user wrote (XEP-0393 styling → HTML)."""
+    content = _text_fields(body)
+    if reply_to is not None:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    content["m.mentions"] = {"user_ids": sorted(set(mentions))} if mentions else {}
+    return content
+
+
+def edit_content(original: EventId, body: str) -> dict[str, Any]:
+    """An edit (``m.replace``) of ``original`` to ``body``; the outer body is the
+    ``* new text`` fallback clients without edit support show."""
+    new = _text_fields(body)
+    content = {**new, "body": "* " + new["body"]}
+    if "formatted_body" in new:
+        content["formatted_body"] = "* " + new["formatted_body"]
+    content["m.new_content"] = new
+    content["m.relates_to"] = {"rel_type": "m.replace", "event_id": original}
+    return content
+
+
+def reaction_content(target: EventId, key: str) -> dict[str, Any]:
+    """An ``m.reaction`` to ``target``."""
+    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
+
+
+def msgtype_for(mimetype: str | None) -> str:
+    """The ``msgtype`` of a file by its MIME type."""
+    major = (mimetype or "").split("/", 1)[0]
+    return {"image": "m.image", "audio": "m.audio", "video": "m.video"}.get(major, "m.file")
+
+
+def media_content(
+    mxc: str, name: str, mimetype: str | None, size: int, caption: str | None = None
+) -> dict[str, Any]:
+    """An ``m.image``/``m.file``/… event for an uploaded file (caption per spec v1.10)."""
+    info: dict[str, Any] = {"size": size}
+    if mimetype:
+        info["mimetype"] = mimetype
+    content: dict[str, Any] = {
+        "msgtype": msgtype_for(mimetype),
+        "body": caption or name,
+        "filename": name,
+        "url": mxc,
+        "info": info,
+    }
+    return content

@@ -1,0 +1,310 @@
+"""The Matrix side of the end-to-end stories: a real Synapse, and people using it.
+
+`shared_synapse` starts one Synapse for the whole test session (several test modules use
+it) on loopback; `MatrixPeer` is a Matrix user ("bob") driving the client-server API
+with plain aiohttp, as a Matrix client would. Its sync loop keeps every event it has seen
+that no wait has consumed yet, so a wait never misses an event that arrived before it
+started. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from slixmpp.xmlstream import ET
+
+from gateway.localservers.synapse import MatrixAccount, Synapse
+from tests.e2e.conftest import MATRIX_JID, MATRIX_SECRET, PasserelleProcess
+from tests.e2e.xmpp_client import Client
+
+WAIT = 20.0
+PASSWORD = "matrix password for tests"
+STARTED = r"^matrix \| .*Slidge has successfully started"
+"""The Matrix network's line in Passerelle's output once its gateway is up."""
+_names = itertools.count(1)
+_SYNAPSE_KEY = pytest.StashKey[Synapse]()
+
+Event = dict[str, Any]
+
+
+def shared_synapse(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Synapse:
+    """One Synapse per test session, whichever module asks first; stopped at the end."""
+    stash = request.config.stash
+    if _SYNAPSE_KEY not in stash:
+        server = Synapse(factory.mktemp("synapse"))
+        server.start()
+        request.config.add_cleanup(server.stop)
+        stash[_SYNAPSE_KEY] = server
+    return stash[_SYNAPSE_KEY]
+
+
+def matrix_section(**extra: object) -> str:
+    """A ``[networks.matrix]`` section that lets the gateway reach Synapse on loopback."""
+    lines = [
+        "[networks.matrix]",
+        f'jid = "{MATRIX_JID}"',
+        f'secret = "{MATRIX_SECRET}"',
+        "allow_private_addresses = true",
+        "allow_plain_http = true",
+    ]
+    for key, value in extra.items():
+        shown = str(value).lower() if isinstance(value, bool) else json.dumps(value)
+        lines.append(f"{key} = {shown}")
+    return "\n".join(lines) + "\n"
+
+
+async def start_matrix_gateway(
+    start_passerelle: Callable[..., PasserelleProcess], **extra: object
+) -> PasserelleProcess:
+    """``passerelle run`` with the echo and Matrix networks, once Matrix's gateway is up."""
+    process = start_passerelle(networks=matrix_section(**extra), wait=False)
+    await process.wait_for(STARTED, timeout=90)
+    return process
+
+
+@contextlib.asynccontextmanager
+async def peer_factory(synapse: Synapse) -> AsyncIterator[Callable[[str], Any]]:
+    """``make(name)`` registers a fresh Matrix user and returns it as a syncing peer."""
+    made: list[MatrixPeer] = []
+
+    async def make(name: str) -> MatrixPeer:
+        account = await asyncio.to_thread(new_account, synapse, name)
+        peer = MatrixPeer(synapse, account)
+        made.append(peer)
+        await peer.start_sync()
+        return peer
+
+    try:
+        yield make
+    finally:
+        for peer in made:
+            await peer.close()
+
+
+FEATURE_PLUGINS = ("xep_0066", "xep_0085", "xep_0333", "xep_0424", "xep_0444", "xep_0461")
+"""slixmpp plugins that let the test client read out-of-band files, chat states,
+markers, retractions, reactions and replies."""
+
+
+def understand_features(client: Client) -> None:
+    """Teach a test client the stanzas of the modern message features."""
+    for plugin in FEATURE_PLUGINS:
+        client.register_plugin(plugin)
+    client.queue_bodyless_messages()
+
+
+async def log_in(client: Client, synapse: Synapse, account: MatrixAccount) -> None:
+    """Register with the Matrix gateway (password login) and wait until it is connected."""
+    await client.register(
+        MATRIX_JID, user_id=account.user_id, password=account.password, homeserver=synapse.url
+    )
+    await client.next_presence(MATRIX_JID, ptype="chat")
+
+
+async def join_room_when_shown(client: Client, room_jid: str, nick: str) -> None:
+    """Join the MUC as soon as the gateway has it (once its sync has seen the room)."""
+    async with asyncio.timeout(30):
+        while True:
+            answer = await client.join_muc(room_jid, nick)
+            if answer["type"] != "error":
+                return
+            await asyncio.sleep(0.3)
+
+
+async def xmpp_upload(client: Client, upload_jid: str, data: bytes, name: str, ctype: str) -> str:
+    """Put a file on the XMPP server's HTTP upload service (XEP-0363); returns its URL."""
+    iq = client.make_iq_get(ito=upload_jid)
+    ET.SubElement(
+        iq.xml,
+        "{urn:xmpp:http:upload:0}request",
+        {"filename": name, "size": str(len(data)), "content-type": ctype},
+    )
+    slot = await iq.send(timeout=WAIT)
+    ns = "{urn:xmpp:http:upload:0}"
+    put = slot.xml.find(f"{ns}slot/{ns}put")
+    get = slot.xml.find(f"{ns}slot/{ns}get").get("url")
+    headers = {"Content-Type": ctype}
+    for header in put.findall(f"{ns}header"):
+        headers[header.get("name")] = header.text or ""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(put.get("url"), data=data, headers=headers) as resp,
+    ):
+        assert resp.status in (200, 201), await resp.text()
+    return str(get)
+
+
+async def http_get(url: str) -> bytes:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200, url
+        return await resp.read()
+
+
+def jid_of(user_id: str) -> str:
+    """The XMPP address of a Matrix user on a test Synapse (all lower case there)."""
+    local, server = user_id[1:].split(":", 1)
+    return f"{local}%{server}@{MATRIX_JID}"
+
+
+def new_account(synapse: Synapse, name: str) -> MatrixAccount:
+    return synapse.register_user(f"{name}{next(_names)}", PASSWORD)
+
+
+class MatrixPeer:
+    """A Matrix user with a session on the test Synapse."""
+
+    def __init__(self, synapse: Synapse, account: MatrixAccount) -> None:
+        self.synapse = synapse
+        self.account = account
+        self.user_id = account.user_id
+        self.http = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {account.access_token}"},
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
+        self.since: str | None = None
+        self.pending: list[Event] = []
+        self._txn = itertools.count(1)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        url = f"{self.synapse.url}/_matrix/client/v3{path}"
+        async with self.http.request(method, url, json=body, params=params) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status != 200:
+                raise AssertionError(f"{method} {path} → HTTP {resp.status}: {data}")
+            return data
+
+    # -- rooms and events -------------------------------------------------------------
+
+    async def create_dm(self, invitee: str) -> str:
+        body = {"is_direct": True, "invite": [invitee], "preset": "trusted_private_chat"}
+        return str((await self.call("POST", "/createRoom", body))["room_id"])
+
+    async def create_room(self, name: str, invite: list[str] = ()) -> str:  # type: ignore[assignment]
+        body = {"name": name, "invite": list(invite), "preset": "private_chat"}
+        return str((await self.call("POST", "/createRoom", body))["room_id"])
+
+    async def join(self, room_id: str) -> None:
+        await self.call("POST", f"/join/{quote(room_id, safe='')}", {})
+
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+        path = (
+            f"/rooms/{quote(room_id, safe='')}/send/{event_type}/t{time.time_ns()}{next(self._txn)}"
+        )
+        return str((await self.call("PUT", path, content))["event_id"])
+
+    async def send_text(self, room_id: str, body: str, **extra: Any) -> str:
+        return await self.send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body, **extra}
+        )
+
+    async def react(self, room_id: str, target: str, key: str) -> str:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
+        return await self.send(room_id, "m.reaction", content)
+
+    async def redact(self, room_id: str, event_id: str) -> str:
+        path = (
+            f"/rooms/{quote(room_id, safe='')}/redact/{quote(event_id, safe='')}/r{time.time_ns()}"
+        )
+        return str((await self.call("PUT", path, {}))["event_id"])
+
+    async def typing(self, room_id: str, typing: bool) -> None:
+        path = f"/rooms/{quote(room_id, safe='')}/typing/{quote(self.user_id, safe='')}"
+        await self.call("PUT", path, {"typing": typing, "timeout": 30000})
+
+    async def read(self, room_id: str, event_id: str) -> None:
+        path = f"/rooms/{quote(room_id, safe='')}/receipt/m.read/{quote(event_id, safe='')}"
+        await self.call("POST", path, {})
+
+    async def upload(self, data: bytes, content_type: str, filename: str) -> str:
+        url = f"{self.synapse.url}/_matrix/media/v3/upload"
+        headers = {"Content-Type": content_type}
+        async with self.http.post(
+            url, data=data, params={"filename": filename}, headers=headers
+        ) as resp:
+            return str((await resp.json())["content_uri"])
+
+    async def download(self, mxc: str) -> bytes:
+        server_media = mxc.removeprefix("mxc://")
+        url = f"{self.synapse.url}/_matrix/client/v1/media/download/{server_media}"
+        async with self.http.get(url) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.read()
+
+    # -- waiting for what happens -------------------------------------------------------
+
+    async def start_sync(self) -> None:
+        """Remember "now": waits see what happens from here on."""
+        data = await self.call(
+            "GET", "/sync", params={"filter": '{"room":{"timeline":{"limit":1}}}'}
+        )
+        self.since = data["next_batch"]
+
+    async def _sync_once(self) -> None:
+        params = {"timeout": "1000"}
+        if self.since:
+            params["since"] = self.since
+        data = await self.call("GET", "/sync", params=params)
+        self.since = data["next_batch"]
+        rooms = data.get("rooms", {})
+        for room_id in rooms.get("invite", {}):
+            self.pending.append({"type": "invite", "room_id": room_id})
+        for room_id, room in rooms.get("join", {}).items():
+            for event in room.get("timeline", {}).get("events", []):
+                self.pending.append({**event, "room_id": room_id})
+            for event in room.get("ephemeral", {}).get("events", []):
+                self.pending.append({**event, "room_id": room_id})
+
+    async def wait_for(self, match: Callable[[Event], bool], timeout: float = WAIT) -> Event:
+        """The first unconsumed event that ``match`` accepts (it is consumed)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for n, event in enumerate(self.pending):
+                    if match(event):
+                        del self.pending[n]
+                        return event
+                await self._sync_once()
+
+    async def wait_for_message(
+        self, room_id: str, body: str | None = None, timeout: float = WAIT
+    ) -> Event:
+        def match(e: Event) -> bool:
+            return (
+                e.get("room_id") == room_id
+                and e.get("type") == "m.room.message"
+                and e.get("sender") != self.user_id
+                and (body is None or e.get("content", {}).get("body") == body)
+            )
+
+        return await self.wait_for(match, timeout)
+
+    async def wait_for_invite(self, timeout: float = WAIT) -> str:
+        event = await self.wait_for(lambda e: e.get("type") == "invite", timeout)
+        return str(event["room_id"])
+
+    async def wait_for_member(self, room_id: str, user_id: str, membership: str = "join") -> Event:
+        return await self.wait_for(
+            lambda e: (
+                e.get("room_id") == room_id
+                and e.get("type") == "m.room.member"
+                and e.get("state_key") == user_id
+                and e.get("content", {}).get("membership") == membership
+            )
+        )

@@ -1,0 +1,329 @@
+"""Stories of a person using Matrix through Passerelle: a real Synapse, a real Prosody.
+
+alice logs in from XMPP with her Matrix account; bob uses Matrix directly (a
+`MatrixPeer`). Each test has its own Passerelle, its own XMPP account and its own
+Matrix users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from gateway.localservers.synapse import Synapse
+from legacy_plugins.matrix.ids import id_to_localpart
+from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
+from tests.e2e.matrix_helpers import (
+    PASSWORD,
+    STARTED,
+    MatrixPeer,
+    jid_of,
+    join_room_when_shown,
+    log_in,
+    new_account,
+    peer_factory,
+    shared_synapse,
+    start_matrix_gateway,
+)
+from tests.e2e.xmpp_client import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+NewClient = Callable[..., "asyncio.Future[Client]"]
+
+
+@pytest.fixture(scope="session")
+def synapse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Synapse:
+    return shared_synapse(request, tmp_path_factory)
+
+
+@pytest.fixture
+async def gateway(start_passerelle: Callable[..., PasserelleProcess]) -> PasserelleProcess:
+    return await start_matrix_gateway(start_passerelle)
+
+
+@pytest.fixture
+async def peers(synapse: Synapse) -> AsyncIterator[Callable[[str], asyncio.Future[MatrixPeer]]]:
+    async with peer_factory(synapse) as make:
+        yield make
+
+
+async def test_bob_sends_a_dm_and_alice_sees_it_from_contact_bob(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+
+    room = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(room, "hello alice, it's bob")
+
+    await alice.next_roster_push(jid_of(bob.user_id))
+    msg = await alice.next_message(jid_of(bob.user_id))
+    assert msg["body"] == "hello alice, it's bob"
+    assert msg["type"] == "chat"
+
+    # alice answers from XMPP; bob reads it in the same Matrix room.
+    alice.send_chat(jid_of(bob.user_id), "hi bob, alice here")
+    answer = await bob.wait_for_message(room, "hi bob, alice here")
+    assert answer["sender"] == alice_mx.user_id
+    assert gateway.proc.poll() is None
+
+
+async def test_alice_writes_first_and_a_direct_chat_is_created(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+
+    alice.send_chat(jid_of(bob.user_id), "bob, are you there?")
+    room = await bob.wait_for_invite()
+    await bob.join(room)
+    msg = await bob.wait_for_message(room, "bob, are you there?")
+    assert msg["sender"] == alice_mx.user_id
+
+    await bob.send_text(room, "yes!")
+    assert (await alice.next_message(jid_of(bob.user_id)))["body"] == "yes!"
+
+
+async def test_wrong_password_is_refused_and_nothing_is_stored(
+    synapse: Synapse, gateway: PasserelleProcess, new_client: NewClient
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    alice = await new_client("alice")
+    with pytest.raises(IqError) as err:
+        await alice.register(
+            MATRIX_JID, user_id=alice_mx.user_id, password="not " + PASSWORD, homeserver=synapse.url
+        )
+    assert err.value.condition == "not-authorized"
+    assert "password" in err.value.text.lower()
+    # Nothing was stored: the form she gets again is a new user's (no "remove" field).
+    form = await alice.plugin["xep_0077"].get_registration(jid=MATRIX_JID, timeout=20)
+    assert "remove" not in form["register"]["form"]["fields"]
+    await log_in(alice, synapse, alice_mx)
+
+
+async def test_unreachable_homeserver_is_refused_with_a_reason(
+    gateway: PasserelleProcess, new_client: NewClient
+) -> None:
+    alice = await new_client("alice")
+    with pytest.raises(IqError) as err:
+        await alice.register(
+            MATRIX_JID,
+            user_id="@alice:localhost",
+            password=PASSWORD,
+            homeserver="http://127.0.0.1:9",
+        )
+    assert err.value.condition == "remote-server-not-found"
+    assert "127.0.0.1:9" in err.value.text
+
+
+async def test_restart_neither_loses_nor_repeats_messages(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+    room = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(room, "before the crash")
+    assert (await alice.next_message(bob_jid))["body"] == "before the crash"
+
+    # The Matrix gateway dies; bob goes on writing while it is down.
+    mark = len(gateway.lines)
+    os.kill(gateway.child_pid("matrix"), signal.SIGKILL)
+    await gateway.wait_for(r"matrix exited with code -9 .* restarting in", after=mark)
+    for n in range(1, 4):
+        await bob.send_text(room, f"while down {n}")
+    await gateway.wait_for(STARTED, after=mark, timeout=90)
+    await bob.send_text(room, "after the restart")
+
+    bodies = []
+    while not bodies or bodies[-1] != "after the restart":
+        bodies.append((await alice.next_message(bob_jid))["body"])
+    assert bodies == ["while down 1", "while down 2", "while down 3", "after the restart"]
+
+
+async def test_room_messages_both_ways(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    carol = await peers("carol")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+
+    room = await bob.create_room("Lounge", invite=[alice_mx.user_id, carol.user_id])
+    await carol.join(room)
+    await bob.wait_for_member(room, alice_mx.user_id)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    assert room_jid == room_jid.lower() and room != room.lower()  # case-safe address
+    await join_room_when_shown(alice, room_jid, "alice")
+
+    await bob.send_text(room, "hello room")
+    msg = await alice.next_groupchat_text(room_jid, "hello room")
+    assert msg["from"].resource == bob.user_id[1:].split(":")[0]  # display name: localpart
+
+    alice.send_groupchat(room_jid, "hi all, alice here")
+    got = await carol.wait_for_message(room, "hi all, alice here")
+    assert got["sender"] == alice_mx.user_id
+
+
+async def test_encrypted_chats_say_they_are_not_supported(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+
+    encryption = {"type": "m.room.encryption", "state_key": "", "content": ENCRYPTION}
+    room = await bob.call(
+        "POST",
+        "/createRoom",
+        {
+            "is_direct": True,
+            "invite": [alice_mx.user_id],
+            "preset": "trusted_private_chat",
+            "initial_state": [encryption],
+        },
+    )
+    notice = await alice.next_message(bob_jid)
+    assert "end-to-end encrypted" in notice["body"]
+    await bob.send(room["room_id"], "m.room.encrypted", {**ENCRYPTION, "ciphertext": "AwgA…"})
+    assert "cannot decrypt" in (await alice.next_message(bob_jid))["body"]
+
+    alice.send_chat(bob_jid, "can you read me?")
+    bounce = await alice.next_message(bob_jid, with_body=False)
+    assert bounce["type"] == "error"
+    assert bounce["error"]["condition"] == "feature-not-implemented"
+    assert "encrypted" in bounce["error"]["text"]
+
+
+ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
+
+
+async def test_room_topic_becomes_the_subject(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    room = await bob.create_room("News", invite=[alice_mx.user_id, "@nobody:localhost"])
+    await bob.wait_for_member(room, alice_mx.user_id)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_room_when_shown(alice, room_jid, "alice")
+
+    path = f"/rooms/{quote(room, safe='')}/state/m.room.topic/"
+    await bob.call("PUT", path, {"topic": "Today: the release"})
+    subjects = []
+    while "Today: the release" not in subjects:  # the first one came with the join
+        subjects.append((await alice.next_subject(room_jid))["subject"])
+
+
+async def test_unregistering_logs_the_matrix_device_out(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    myself = MatrixPeer(synapse, alice_mx)
+    try:
+        devices = (await myself.call("GET", "/devices"))["devices"]
+        assert len(devices) == 2  # this test's session and the gateway's
+        await alice.unregister(MATRIX_JID)
+        for _ in range(100):
+            if len((await myself.call("GET", "/devices"))["devices"]) == 1:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the gateway's Matrix device is still there")
+    finally:
+        await myself.close()
+
+
+async def test_a_burst_larger_than_a_sync_arrives_whole(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    # With 10 events per sync, 60 messages written while the gateway is down come back
+    # as a "limited" timeline: the gateway must read the gap from /messages.
+    gateway = await start_matrix_gateway(start_passerelle, timeline_limit=10)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+    room = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(room, "burst ahead")
+    assert (await alice.next_message(bob_jid))["body"] == "burst ahead"
+
+    mark = len(gateway.lines)
+    os.kill(gateway.child_pid("matrix"), signal.SIGKILL)
+    await gateway.wait_for(r"matrix exited with code -9 .* restarting in", after=mark)
+    sent = [f"burst {n}" for n in range(60)]
+    for body in sent:
+        await bob.send_text(room, body)
+    await gateway.wait_for(STARTED, after=mark, timeout=90)
+
+    received = [(await alice.next_message(bob_jid))["body"] for _ in sent]
+    assert received == sent
+
+
+async def test_homeserver_outage_shows_as_presence_and_heals(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+    room = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(room, "before the outage")
+    assert (await alice.next_message(bob_jid))["body"] == "before the outage"
+
+    await asyncio.to_thread(synapse.stop)
+    try:
+        down = await alice.next_presence(MATRIX_JID, ptype="dnd", timeout=90)
+        assert "retrying in" in down["status"]
+    finally:
+        await asyncio.to_thread(synapse.start)
+    await alice.next_presence(MATRIX_JID, ptype="chat", timeout=120)
+    await bob.send_text(room, "after the outage")
+    assert (await alice.next_message(bob_jid))["body"] == "after the outage"

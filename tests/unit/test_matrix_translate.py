@@ -1,0 +1,334 @@
+"""Matrix events → neutral events, and XMPP input → Matrix contents (translate.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.formatting import StyledText, to_plain, to_xep0393
+from legacy_plugins.matrix.ids import EventId, RoomId, UserId
+from legacy_plugins.matrix.translate import (
+    Encrypted,
+    Media,
+    Membership,
+    Message,
+    Reaction,
+    Receipt,
+    Redaction,
+    StateChange,
+    Typing,
+    edit_content,
+    media_content,
+    parse_direct,
+    parse_event,
+    parse_messages,
+    parse_sync,
+    reaction_content,
+    strip_reply_fallback,
+    text_content,
+)
+
+ROOM = RoomId("!room:example.org")
+BOB = UserId("@bob:example.org")
+ME = UserId("@alice:example.org")
+
+
+def ev(etype: str, content: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "type": etype,
+        "sender": BOB,
+        "event_id": "$e1",
+        "origin_server_ts": 1000,
+        "content": content,
+        **extra,
+    }
+
+
+def msg(content: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return ev("m.room.message", content, **extra)
+
+
+def text_of(event: object) -> str:
+    assert isinstance(event, Message)
+    return to_xep0393(event.text)
+
+
+# --- incoming, one case per line ------------------------------------------------------
+
+# fmt: off
+TEXTS = [
+    ({"msgtype": "m.text", "body": "hi"}, "hi"),
+    ({"msgtype": "m.notice", "body": "bot says"}, "bot says"),
+    ({"msgtype": "m.emote", "body": "waves"}, "waves"),
+    ({"msgtype": "m.text", "body": "*b*", "format": "org.matrix.custom.html", "formatted_body": "<i>b</i>"}, "_b_"),
+    ({"msgtype": "m.text", "body": "x", "format": "other", "formatted_body": "<b>x</b>"}, "x"),
+    ({"msgtype": "m.text", "body": "plain", "format": "org.matrix.custom.html", "formatted_body": "<mx-reply>q</mx-reply>"}, "plain"),
+    ({"msgtype": "com.example.custom", "body": "unknown type"}, "unknown type"),
+    ({"msgtype": "m.text", "body": "> <@bob:x> q\n\nanswer", "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}}}, "answer"),
+    ({"msgtype": "m.text", "body": "> a quote I typed\nnot a reply"}, "> a quote I typed\nnot a reply"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("content", "expected"), TEXTS)
+def test_message_texts(content: dict[str, Any], expected: str) -> None:
+    assert text_of(parse_event(ROOM, msg(content))) == expected
+
+
+def test_message_fields() -> None:
+    event = parse_event(
+        ROOM,
+        msg(
+            {
+                "msgtype": "m.emote",
+                "body": "hops",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}},
+            },
+            unsigned={"transaction_id": "t1"},
+        ),
+    )
+    assert event == Message(
+        ROOM, EventId("$e1"), BOB, 1000, "emote", StyledText.plain("hops"),
+        reply_to=EventId("$q"), own_device=True,
+    )  # fmt: skip
+
+
+def test_edit_uses_the_new_content() -> None:
+    event = parse_event(
+        ROOM,
+        msg({
+            "msgtype": "m.text",
+            "body": "* fixed",
+            "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"},
+        }),
+    )  # fmt: skip
+    assert isinstance(event, Message)
+    assert event.replaces == "$orig" and to_plain(event.text) == "fixed"
+
+
+# fmt: off
+MEDIA = [
+    ({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/1", "info": {"mimetype": "image/png", "size": 3}}, Media("mxc://x/1", "cat.png", "image/png", 3), ""),
+    ({"msgtype": "m.file", "body": "see this", "filename": "a.pdf", "url": "mxc://x/2"}, Media("mxc://x/2", "a.pdf"), "see this"),
+    ({"msgtype": "m.video", "body": "v.mp4", "file": {"url": "mxc://x/3"}}, Media("", "v.mp4", encrypted=True), ""),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("content", "media", "caption"), MEDIA)
+def test_media(content: dict[str, Any], media: Media, caption: str) -> None:
+    event = parse_event(ROOM, msg(content))
+    assert isinstance(event, Message)
+    assert event.media == media
+    assert to_plain(event.text) == caption
+
+
+def test_media_without_url_is_shown_as_text() -> None:
+    event = parse_event(ROOM, msg({"msgtype": "m.image", "body": "lost.png"}))
+    assert isinstance(event, Message) and event.kind == "text" and event.media is None
+
+
+OTHERS = [
+    (ev("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$t", "key": "👍"}}),
+     Reaction(ROOM, EventId("$e1"), BOB, 1000, EventId("$t"), "👍")),
+    (ev("m.room.redaction", {"reason": "spam"}, redacts="$t"),
+     Redaction(ROOM, EventId("$e1"), BOB, 1000, EventId("$t"), "spam")),
+    (ev("m.room.redaction", {"redacts": "$t"}),
+     Redaction(ROOM, EventId("$e1"), BOB, 1000, EventId("$t"))),
+    (ev("m.room.encrypted", {"algorithm": "m.megolm.v1.aes-sha2"}),
+     Encrypted(ROOM, EventId("$e1"), BOB, 1000)),
+    (ev("m.room.member", {"membership": "invite", "is_direct": True, "displayname": "Al"}, state_key=ME),
+     Membership(ROOM, BOB, ME, "invite", displayname="Al", is_direct=True)),
+    (ev("m.room.topic", {"topic": "news"}, state_key=""),
+     StateChange(ROOM, BOB, "m.room.topic", "", {"topic": "news"})),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "expected"), OTHERS)
+def test_other_events(raw: dict[str, Any], expected: object) -> None:
+    assert parse_event(ROOM, raw) == expected
+
+
+MALFORMED = [
+    None,
+    "not an event",
+    [],
+    {},
+    {"type": "m.room.message"},
+    ev("m.room.message", {"msgtype": "m.text", "body": "x"}, sender="bob"),
+    ev("m.room.message", {"msgtype": "m.text", "body": "x"}, event_id=None),
+    ev("m.room.message", {}),  # redacted
+    ev("m.room.message", {"body": "no msgtype"}),
+    ev("m.room.message", {"msgtype": "m.text", "body": "e", "m.relates_to": {"rel_type": "m.replace", "event_id": "$o"}}),
+    ev("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$t"}}),
+    ev("m.reaction", {"m.relates_to": "nope"}),
+    ev("m.room.redaction", {}),
+    ev("m.room.member", {"membership": "join"}, state_key="not a user"),
+    ev("m.call.invite", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_malformed_or_uninteresting_events_are_dropped(raw: object) -> None:
+    assert parse_event(ROOM, raw) is None
+
+
+def test_reply_fallback_stripping() -> None:
+    assert strip_reply_fallback("> <@a:b> q\n> more\n\nanswer") == "answer"
+    assert strip_reply_fallback("> not a fallback\ntext") == "> not a fallback\ntext"
+    assert strip_reply_fallback("plain") == "plain"
+
+
+def test_parse_sync() -> None:
+    body = {
+        "next_batch": "s2",
+        "account_data": {
+            "events": [{"type": "m.direct", "content": {BOB: ["!dm:example.org", 7]}}]
+        },
+        "rooms": {
+            "join": {
+                ROOM: {
+                    "summary": {"m.joined_member_count": 3, "m.heroes": [BOB]},
+                    "state": {"events": [ev("m.room.name", {"name": "Room"}, state_key="")]},
+                    "timeline": {
+                        "limited": True,
+                        "prev_batch": "p1",
+                        "events": [msg({"msgtype": "m.text", "body": "hi"}), {"bad": 1}],
+                    },
+                    "ephemeral": {
+                        "events": [
+                            {"type": "m.typing", "content": {"user_ids": [BOB]}},
+                            {"type": "m.receipt", "content": {"$e1": {"m.read": {BOB: {"ts": 1}}}}},
+                        ]
+                    },
+                },
+                "not a room": {},
+            },
+            "invite": {
+                "!inv:example.org": {
+                    "invite_state": {
+                        "events": [
+                            ev(
+                                "m.room.member",
+                                {"membership": "invite", "is_direct": True},
+                                state_key=ME,
+                            ),
+                            ev("m.room.encryption", {}, state_key=""),
+                        ]
+                    }
+                }
+            },
+            "leave": {"!gone:example.org": {}},
+        },
+    }
+    batch = parse_sync(body, ME)
+    assert batch.next_batch == "s2"
+    assert batch.direct == {BOB: ("!dm:example.org",)}
+    (room,) = batch.joined
+    assert room.limited and room.prev_batch == "p1" and room.joined_count == 3
+    assert room.heroes == (BOB,) and len(room.state) == 1 and len(room.timeline) == 1
+    assert room.ephemeral == (Typing(ROOM, frozenset({BOB})), Receipt(ROOM, BOB, EventId("$e1")))
+    (invite,) = batch.invited
+    assert invite.inviter == BOB and invite.is_direct and invite.encrypted
+    assert batch.left == ("!gone:example.org",)
+
+
+def test_parse_sync_without_next_batch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="next_batch"):
+        parse_sync({"rooms": {}}, ME)
+
+
+def test_parse_messages_and_direct() -> None:
+    events, end = parse_messages(
+        ROOM, {"chunk": [msg({"msgtype": "m.text", "body": "x"})], "end": "t9"}
+    )
+    assert len(events) == 1 and end == "t9"
+    assert parse_messages(ROOM, {"chunk": []}) == ([], None)
+    assert parse_direct({"@x:y": "not a list", "nobody": ["!a:b"]}) == {}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["m.room.message", "m.reaction", "m.room.redaction", "m.room.member", "m.room.encrypted", "m.sticker"]) | st.text(max_size=10),
+        "sender": st.sampled_from([BOB, "x"]) | st.text(max_size=10),
+        "event_id": st.text(max_size=10) | json_values,
+        "state_key": st.sampled_from(["", ME]) | json_values,
+        "content": json_values | st.fixed_dictionaries({}, optional={"msgtype": st.sampled_from(["m.text", "m.image", "m.emote"]) | json_values, "body": json_values, "format": st.just("org.matrix.custom.html"), "formatted_body": json_values, "m.relates_to": json_values, "m.new_content": json_values, "url": json_values, "info": json_values}),
+        "unsigned": json_values,
+        "origin_server_ts": json_values,
+        "redacts": json_values,
+    },
+)  # fmt: skip
+
+
+@given(event_like | json_values)
+def test_parse_event_never_raises(raw: object) -> None:
+    parse_event(ROOM, raw)
+
+
+@given(json_values)
+def test_parse_sync_raises_only_value_error(raw: object) -> None:
+    try:
+        parse_sync(raw, ME)
+    except ValueError:
+        pass
+
+
+# --- outgoing ---------------------------------------------------------------------------
+
+
+def test_text_content() -> None:
+    assert text_content("hello") == {"msgtype": "m.text", "body": "hello", "m.mentions": {}}
+    assert text_content("/me waves") == {"msgtype": "m.emote", "body": "waves", "m.mentions": {}}
+    styled = text_content("*hi*", reply_to=EventId("$q"), mentions=[BOB, BOB])
+    assert styled == {
+        "msgtype": "m.text",
+        "body": "*hi*",
+        "format": "org.matrix.custom.html",
+        "formatted_body": "<strong>hi</strong>",
+        "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}},
+        "m.mentions": {"user_ids": [BOB]},
+    }
+
+
+def test_edit_content() -> None:
+    assert edit_content(EventId("$o"), "*new*") == {
+        "msgtype": "m.text",
+        "body": "* *new*",
+        "format": "org.matrix.custom.html",
+        "formatted_body": "* <strong>new</strong>",
+        "m.new_content": {
+            "msgtype": "m.text",
+            "body": "*new*",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<strong>new</strong>",
+        },
+        "m.relates_to": {"rel_type": "m.replace", "event_id": "$o"},
+    }
+
+
+def test_reaction_and_media_content() -> None:
+    assert reaction_content(EventId("$t"), "👍") == {
+        "m.relates_to": {"rel_type": "m.annotation", "event_id": "$t", "key": "👍"}
+    }
+    assert media_content("mxc://x/1", "a.png", "image/png", 5)["msgtype"] == "m.image"
+    assert media_content("mxc://x/1", "a.ogg", "audio/ogg", 5)["msgtype"] == "m.audio"
+    assert media_content("mxc://x/1", "a.bin", None, 5) == {
+        "msgtype": "m.file",
+        "body": "a.bin",
+        "filename": "a.bin",
+        "url": "mxc://x/1",
+        "info": {"size": 5},
+    }
