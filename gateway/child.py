@@ -261,8 +261,16 @@ def _config_secrets(cfg: config_mod.Config, net: config_mod.NetworkConfig) -> li
     return found
 
 
+def _no_sql_echo(_record: logging.LogRecord) -> bool:
+    return False
+
+
 def _configure_logging(secrets: Iterable[str]) -> None:
     RedactSecrets(secrets).install()
+    # slidge turns SQLAlchemy's echo on at DEBUG: every statement with its parameters,
+    # which include each user's stored credentials (legacy_module_data). DEBUG is for the
+    # wire; the SQL stays out.
+    logging.getLogger("sqlalchemy.engine.Engine").addFilter(_no_sql_echo)
 
 
 def main(argv: list[str] | None = None) -> None:

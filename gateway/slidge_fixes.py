@@ -59,7 +59,7 @@ async def _user_modify(
     from slixmpp.exceptions import XMPPError
 
     try:
-        await self.xmpp.user_prevalidate(ifrom, form_dict)
+        data = await self.xmpp.user_prevalidate(ifrom, form_dict)
     except ValueError as e:
         raise XMPPError("bad-request", str(e)) from e
     except XMPPError:
@@ -70,7 +70,9 @@ async def _user_modify(
         user = orm.query(GatewayUser).filter_by(jid=ifrom.bare).one_or_none()
     if user is None:
         raise XMPPError("item-not-found", "You are not registered to this gateway.")
-    user.legacy_module_data.update(form_dict)
+    # Store what the plugin's validate() returned, as a first registration does: the raw
+    # form may hold a password the plugin traded for a token.
+    user.legacy_module_data.update(data if isinstance(data, dict) else form_dict)
     self.xmpp.store.users.update(user)
 
 

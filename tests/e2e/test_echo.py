@@ -137,3 +137,4 @@ async def test_debug_logs_never_show_the_component_secret(
     assert "RECV: <message" in output  # the wire really is logged
     assert "Setting 'SECRET' to '[redacted]'" in output
     assert ECHO_SECRET not in output
+    assert "INSERT INTO user_account" not in output  # no SQL echo: it shows stored credentials
