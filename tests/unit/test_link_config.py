@@ -128,3 +128,9 @@ def test_link_section_refused_while_not_implemented(
         "link: the link component is not implemented in this version of Passerelle yet "
         "(see README status); remove [link] and [[links]]"
     ]
+
+
+def test_link_section_accepted_now_that_the_component_exists(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(LINK, encoding="utf-8")
+    assert load(path).settings.link is not None

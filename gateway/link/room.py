@@ -1,0 +1,524 @@
+"""One link: an existing MUC room and an IRC channel, held together as one conversation.
+
+A `Link` owns two ordered pipelines. IRC → XMPP: the relay connection's channel events
+are queued and handled one at a time — an IRC user who speaks gets a puppet occupant
+(joined on their first line, renamed with them, gone when they leave), so their lines
+appear in the room under their own nick. XMPP → IRC: the listener occupant's room
+messages are queued and handled one at a time — each XMPP occupant who speaks gets an
+IRC connection of their own (or the relay bot speaks for them). Handling one item at a
+time keeps each direction in order; when consecutive lines go out on two different IRC
+connections, a PING barrier on the first keeps the second from overtaking it.
+
+The link also keeps its occupants in the room: the listener joins only a room that
+exists (a join that creates one is undone and reported to the admins), re-joins after a
+kick or a lost connection, and checks its membership with XEP-0410 self-pings when the
+room is quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.backoff import Backoff
+from gateway.config import LinkConfig
+from gateway.errors import RemoteError
+from legacy_plugins.irc import events as ev
+from legacy_plugins.irc.client import IrcClient, JoinRefused, QueueFull
+from legacy_plugins.irc.events import Channel, Member
+from legacy_plugins.irc.protocol import LocalProtocolError
+from legacy_plugins.irc.translate import irc_to_xmpp, notice_text, xmpp_to_irc
+
+from .bridge import (
+    OutgoingText,
+    Recent,
+    Reply,
+    channel_localpart,
+    is_own_occupant,
+    muc_nick_candidates,
+    outgoing_text,
+    relay_text,
+    strip_fallback,
+)
+from .component import LinkComponent, MucPresence, RoomMessage
+from .ircside import IrcServer
+from .occupants import IrcOccupants
+
+__all__ = ["Link", "LinkState"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 1000  # items waiting in each direction (e.g. while the other side is down)
+SELF_PING_EVERY = 300.0  # seconds of quiet before checking that the room still has us
+ROOM_RETRY = Backoff(initial=10.0, cap=600.0)
+HISTORY = 500  # recent room messages kept for corrections and reply quotes
+
+LinkState = Literal["starting", "joining", "linked", "room missing", "refused", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """An XMPP occupant's message, ready for IRC."""
+
+    nick: str
+    text: OutgoingText
+
+
+@dataclass(frozen=True, slots=True)
+class OccupantLeft:
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class OccupantRenamed:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectChanged:
+    nick: str
+    subject: str
+
+
+ToIrc = Say | OccupantLeft | OccupantRenamed | SubjectChanged
+
+
+class Link:
+    """A room ↔ channel link. `run()` until cancelled; it leaves both sides on the way out."""
+
+    def __init__(
+        self,
+        link_id: str,
+        spec: LinkConfig,
+        component: LinkComponent,
+        server: IrcServer,
+        *,
+        allow_puppets: bool,
+    ) -> None:
+        self.id = link_id
+        self.spec = spec
+        self.room = spec.muc
+        url = spec.channel
+        self.channel = Channel(url.channel)
+        self._component = component
+        self._server = server
+        self._allow_puppets = allow_puppets and spec.double_puppet
+        domain = component.boundjid.domain
+        self.listener_jid = f"{channel_localpart(url.host, url.channel)}@{domain}/link"
+        self.listener_nick: str | None = None
+        self.state: LinkState = "starting"
+        self.problem = ""
+        self._rejoin = asyncio.Event()
+        self._occupants = IrcOccupants(
+            component,
+            self.room,
+            url.host,
+            spec.xmpp_nick_template,
+            fold=server.fold,
+            casemapping=lambda: server.relay.state.isupport.casemapping,
+            reserved=lambda: self.listener_nick,
+            room_lost=self._rejoin.set,
+        )
+        self._to_irc: asyncio.Queue[ToIrc] = asyncio.Queue(QUEUE_MAX)
+        self._to_xmpp: asyncio.Queue[ev.Event] = asyncio.Queue(QUEUE_MAX)
+        self._room_ready = asyncio.Event()
+        self._channel_ready = asyncio.Event()
+        self._history: Recent[str, tuple[str, str]] = Recent(HISTORY)
+        self._subject: str | None = None
+        self._last_client: IrcClient | None = None
+        self._reported = ""
+        self._heard = 0.0
+        """When the listener last received something from the room (loop time)."""
+
+    def __repr__(self) -> str:
+        return f"<Link {self.id}>"
+
+    # --- what the component and the IRC server see ---------------------------------------
+
+    def owns(self, jid: str) -> bool:
+        return jid == self.listener_jid or self._occupants.owns(jid)
+
+    def nicks(self) -> set[str]:
+        nicks = self._occupants.nicks()
+        if self.listener_nick is not None:
+            nicks.add(self.listener_nick)
+        return nicks
+
+    @property
+    def xmpp_puppets(self) -> int:
+        return self._occupants.joined
+
+    @property
+    def irc_puppets(self) -> int:
+        return self._server.puppets_of(self)
+
+    def irc_event(self, event: ev.Event) -> None:
+        try:
+            self._to_xmpp.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("%s: %d IRC events wait for the room; dropping %r", self, QUEUE_MAX, event)
+            if isinstance(event, ev.MessageReceived):
+                with contextlib.suppress(QueueFull, LocalProtocolError):
+                    self._server.relay.send(
+                        "NOTICE",
+                        event.sender.nick,
+                        f"Not relayed to {self.room}: it is unreachable",
+                    )
+
+    def irc_connected(self) -> None:
+        log.info("%s: relay connected to IRC", self)
+
+    def xmpp_down(self) -> None:
+        """The component lost its XMPP connection: every occupant must join again."""
+        self._room_ready.clear()
+        self._rejoin.set()
+        self._occupants.unjoined()
+
+    # --- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._component.attach(self)
+        self._server.attach(self)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._keep_room(), name=f"room {self.room}")
+                tasks.create_task(self._keep_channel(), name=f"channel {self.channel}")
+                tasks.create_task(self._pump_to_xmpp(), name=f"to-xmpp {self.room}")
+                tasks.create_task(self._pump_to_irc(), name=f"to-irc {self.room}")
+        finally:
+            self.state = "stopped"
+            self._leave_room("the link was stopped")
+            self._component.detach(self)
+            await self._server.detach(self, "the link was stopped")
+
+    def _leave_room(self, status: str) -> None:
+        if not self._component.online.is_set():
+            return
+        self._occupants.leave_all(status)
+        if self.listener_nick is not None and self._room_ready.is_set():
+            self._component.leave(self.room, self.listener_nick, self.listener_jid, status)
+        self._room_ready.clear()
+
+    def _report(self, state: LinkState, problem: str) -> None:
+        self.state, self.problem = state, problem
+        if problem != self._reported:
+            self._reported = problem
+            self._component.notify_admins(f"Link {self.id}: {problem}")
+
+    def _maybe_linked(self) -> None:
+        if self._room_ready.is_set() and self._channel_ready.is_set():
+            self.state, self.problem, self._reported = "linked", "", ""
+            log.info("linked %s ↔ %s as %s", self.room, self.channel, self.listener_nick)
+
+    async def _keep_room(self) -> None:
+        failures = 0
+        while True:
+            await self._component.online.wait()
+            self.state = "joining"
+            if not await self._join_listener():
+                failures += 1
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ROOM_RETRY.delay(failures, random.random())):  # noqa: S311
+                        await self._rejoin.wait()
+                self._rejoin.clear()
+                continue
+            failures = 0
+            self._rejoin.clear()
+            self._room_ready.set()
+            self._maybe_linked()
+            await self._stay_in_room()
+            self._room_ready.clear()
+            self._occupants.unjoined()
+
+    async def _stay_in_room(self) -> None:
+        """Return when the listener must join again: kicked, disconnected, or forgotten
+        by the room (XEP-0410: a self-ping after `SELF_PING_EVERY` seconds without a
+        stanza from the room)."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        while True:
+            wake = max(self._heard + SELF_PING_EVERY, loop.time() + 0.01)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(wake):
+                    await self._rejoin.wait()
+            if self._rejoin.is_set() or not self._component.online.is_set():
+                log.info("%s: joining %s again", self, self.room)
+                return
+            if loop.time() - self._heard < SELF_PING_EVERY:
+                continue  # the room spoke meanwhile: it still has us
+            assert self.listener_nick is not None
+            verdict = await self._component.self_ping(
+                self.room, self.listener_nick, self.listener_jid
+            )
+            self._heard = loop.time()
+            if verdict == "rejoin":
+                log.warning(
+                    "%s: the room %s no longer has us (self-ping); rejoining", self, self.room
+                )
+                return
+
+    async def _room_problem(self) -> tuple[LinkState, str] | None:
+        """Why the listener must not join the room now, if it must not."""
+        try:
+            features = await self._component.room_features(self.room)
+        except RemoteError as exc:
+            return "refused", f"cannot check the room: {exc}"
+        if features is None:
+            return "room missing", (
+                f"the room {self.room} does not exist; Passerelle only links existing "
+                "rooms. Create it (persistent), then pause and resume the link."
+            )
+        if "muc_passwordprotected" in features:
+            return "refused", f"the room {self.room} has a password; remove it"
+        return None
+
+    async def _join_listener(self) -> bool:
+        problem = await self._room_problem()
+        if problem is not None:
+            self._report(*problem)
+            return False
+        self._subject = None
+        for nick in muc_nick_candidates(self.channel):
+            result = await self._component.join(self.room, nick, self.listener_jid)
+            if result.ok and result.created:
+                await self._component.destroy(
+                    self.room, self.listener_jid, "Created by mistake by the IRC link"
+                )
+                problem = (
+                    "room missing",
+                    (
+                        f"the room {self.room} did not exist and joining it created it; it "
+                        "was destroyed again. Create it yourself, then pause and resume the link."
+                    ),
+                )
+                break
+            if result.ok:
+                self.listener_nick = result.nick
+                return True
+            if result.error != "conflict":
+                hint = ""
+                if result.error == "registration-required":
+                    hint = f" (members-only: make {self._component.boundjid.domain} members)"
+                text = f"the room {self.room} refused the link: {result.error} {result.text}"
+                problem = "refused", text.strip() + hint
+                break
+        self._report(*(problem or ("refused", f"every nick for the link in {self.room} is taken")))
+        return False
+
+    async def _keep_channel(self) -> None:
+        try:
+            await self._server.join_relay(self.channel)
+        except JoinRefused as exc:
+            self._report("refused", str(exc))
+            return
+        self._channel_ready.set()
+        self._maybe_linked()
+
+    # --- IRC → XMPP ----------------------------------------------------------------------
+
+    async def _pump_to_xmpp(self) -> None:
+        while True:
+            event = await self._to_xmpp.get()
+            await self._room_ready.wait()
+            try:
+                await self._to_room(event)
+            except Exception:
+                log.exception("%s: could not relay %r", self, event)
+
+    async def _to_room(self, event: ev.Event) -> None:
+        if isinstance(event, ev.MessageReceived):
+            await self._say_in_room(event)
+        elif isinstance(event, ev.NickChanged):
+            await self._occupants.rename(event.old, event.new)
+        elif isinstance(event, ev.Parted | ev.Kicked):
+            self._occupants.leave(event.nick, event.reason or "left IRC")
+        elif isinstance(event, ev.Quit):
+            self._occupants.leave(event.nick, event.reason or "quit IRC")
+        elif isinstance(event, ev.Joined):
+            if self.spec.relay_joins_parts:
+                await self._occupants.occupant(event.nick)
+        elif isinstance(event, ev.ChannelMembers):
+            await self._members(event.members)
+        elif isinstance(event, ev.Topic):
+            await self._topic(event)
+
+    async def _say_in_room(self, event: ev.MessageReceived) -> None:
+        if event.history:
+            return
+        text = irc_to_xmpp(event.text, action=event.kind == "action")
+        if event.kind == "notice":
+            text = notice_text(text)
+        puppet = await self._occupants.occupant(event.sender.nick)
+        while puppet is None and not self._room_ready.is_set():
+            # The XMPP connection dropped meanwhile: say it once the room has us again.
+            await self._room_ready.wait()
+            puppet = await self._occupants.occupant(event.sender.nick)
+        if puppet is not None:
+            self._component.send_groupchat(self.room, puppet.jid, text)
+        else:  # the room refused the puppet: the listener speaks for them
+            self._component.send_groupchat(
+                self.room, self.listener_jid, f"<{event.sender.nick}> {text}"
+            )
+
+    async def _members(self, members: tuple[Member, ...]) -> None:
+        """The channel's member list (the relay joined, maybe again after a
+        reconnection): puppets of people no longer there leave."""
+        self._occupants.keep_only({self._server.fold(member.nick) for member in members})
+        if self.spec.relay_joins_parts:
+            for member in members:
+                if not self._server.is_own(member.nick):
+                    await self._occupants.occupant(member.nick)
+
+    async def _topic(self, event: ev.Topic) -> None:
+        subject = irc_to_xmpp(event.text)
+        if subject == self._subject:
+            return
+        self._subject = subject
+        by = event.by or ""
+        puppet = await self._occupants.occupant(by) if by and "." not in by else None
+        jid = puppet.jid if puppet is not None else self.listener_jid
+        self._component.send_groupchat(self.room, jid, subject=subject)
+
+    # --- XMPP → IRC ----------------------------------------------------------------------
+
+    def on_presence(self, presence: MucPresence) -> None:
+        self._heard = asyncio.get_running_loop().time()
+        if presence.to != self.listener_jid:
+            self._occupants.on_presence(presence)
+            return
+        if presence.is_self:
+            if not presence.available and 303 not in presence.codes:
+                if presence.destroyed or 301 in presence.codes:
+                    why = "destroyed" if presence.destroyed else "banned the link"
+                    self._report("refused", f"the room {self.room} was {why}")
+                log.warning("%s: removed from %s (%s)", self, self.room, sorted(presence.codes))
+                self._rejoin.set()
+            return
+        if presence.type != "unavailable" or self._is_ours(presence.nick, presence.real_jid):
+            return
+        if 303 in presence.codes and presence.new_nick:
+            self._queue(OccupantRenamed(presence.nick, presence.new_nick))
+        else:
+            self._queue(OccupantLeft(presence.nick))
+
+    def on_message(self, message: RoomMessage) -> None:
+        self._heard = asyncio.get_running_loop().time()
+        if message.delayed:
+            return
+        body = (
+            strip_fallback(message.body, list(message.fallback))
+            if message.fallback
+            else message.body
+        )
+        previous = self._history.get(message.replace_id) if message.replace_id else None
+        for key in (message.stanza_id, message.id, message.origin_id):
+            if key and body:
+                self._history.put(key, (message.nick, body))
+        if message.replace_id and body:
+            self._history.put(message.replace_id, (message.nick, body))
+        if not message.nick or self._is_ours(message.nick, None, message.origin_id):
+            return
+        if message.subject is not None and not message.body:
+            self._subject_changed(message.nick, message.subject)
+            return
+        corrected = None
+        if message.replace_id:
+            corrected = previous[1] if previous is not None and previous[0] == message.nick else ""
+        reply = None
+        if message.reply_to:
+            quoted = self._history.get(message.reply_id) if message.reply_id else None
+            reply = Reply(self._irc_name(message.reply_to), quoted[1] if quoted else None)
+        text = outgoing_text(body, corrected=corrected, reply=reply, attachment=message.attachment)
+        if text is not None:
+            self._queue(Say(message.nick, text))
+
+    def on_error(self, jid: str, condition: str, text: str) -> None:
+        log.warning("%s: the room refused a message from %s: %s %s", self, jid, condition, text)
+        self._occupants.on_error(jid, condition)
+
+    def _is_ours(self, nick: str, real_jid: str | None, origin_id: str | None = None) -> bool:
+        return is_own_occupant(
+            nick=nick,
+            real_jid=real_jid,
+            origin_id=origin_id,
+            our_domain=self._component.boundjid.domain,
+            our_nicks=self._component.our_nicks(self.room),
+            our_ids=self._component.sent_ids,
+        )
+
+    def _irc_name(self, muc_nick: str) -> str:
+        """How IRC people know the room occupant `muc_nick`."""
+        return (
+            self._occupants.irc_nick_of(muc_nick)
+            or self._server.own_nick_of(self, muc_nick)
+            or muc_nick
+        )
+
+    def _subject_changed(self, nick: str, subject: str) -> None:
+        if self._subject is None:  # the subject the room sends on join
+            self._subject = subject
+            return
+        if subject != self._subject:
+            self._subject = subject
+            self._queue(SubjectChanged(nick, subject))
+
+    def _queue(self, item: ToIrc) -> None:
+        try:
+            self._to_irc.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("%s: %d messages wait for IRC; dropping one", self, QUEUE_MAX)
+            if isinstance(item, Say) and self.listener_nick is not None:
+                self._component.send_private(
+                    self.room, item.nick, self.listener_jid,
+                    "Not relayed to IRC: too many messages are waiting for the IRC server.",
+                )  # fmt: skip
+
+    async def _pump_to_irc(self) -> None:
+        while True:
+            item = await self._to_irc.get()
+            try:
+                await self._to_channel(item)
+            except Exception:
+                log.exception("%s: could not relay %r", self, item)
+
+    async def _to_channel(self, item: ToIrc) -> None:
+        server = self._server
+        if isinstance(item, OccupantLeft):
+            await server.close_puppet((self.id, item.nick), "left the room")
+            return
+        if isinstance(item, OccupantRenamed):
+            server.rename_puppet(self, item.old, item.new, self.spec.irc_nick_template)
+            return
+        if isinstance(item, SubjectChanged):
+            topic = " ".join(xmpp_to_irc(item.subject).text.split())
+            with contextlib.suppress(QueueFull, LocalProtocolError):
+                server.relay.send("TOPIC", self.channel, topic)
+            return
+        client = None
+        if self._allow_puppets and server.settings.max_irc_connections > 0:
+            client = await server.puppet_for(self, item.nick, self.spec.irc_nick_template)
+        try:
+            if client is not None:
+                await self._switch_to(client)
+                client.send_text(self.channel, item.text.text, action=item.text.action)
+            else:
+                await self._switch_to(server.relay)
+                server.relay.send_text(self.channel, relay_text(item.nick, item.text))
+        except QueueFull as exc:
+            self._component.send_private(
+                self.room, item.nick, self.listener_jid, f"Not relayed to IRC: {exc}"
+            )
+        except LocalProtocolError as exc:
+            log.warning("%s: not sending a line IRC cannot carry: %s", self, exc)
+
+    async def _switch_to(self, client: IrcClient) -> None:
+        """Keep order across connections: before the first line on `client`, wait until
+        the server has handled what the previous connection sent."""
+        last, self._last_client = self._last_client, client
+        if last is not None and last is not client:
+            await self._server.barrier(last)

@@ -1,0 +1,230 @@
+"""Fixtures and steps for the channel ↔ room link stories (tests/e2e/test_link*.py).
+
+The link joins rooms on the XMPP server's MUC service, so these stories run their own
+Prosody (one per module) with the link component declared, next to the shared ngIRCd
+of `irc_helpers`. Rooms are created by a real XMPP client, as a room owner does, and
+made persistent; Passerelle runs with only ``[link]`` (no slidge network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.localservers import ComponentSpec, NgIrcd, Prosody
+from tests.e2e.conftest import PASSWORD, PasserelleProcess
+from tests.e2e.irc_helpers import IrcPerson
+from tests.e2e.irc_helpers import People as IrcPeople
+from tests.e2e.xmpp_client import Client
+
+LINK_JID = "link.localhost"
+LINK_SECRET = "link-secret-for-tests"
+DOMAIN = "localhost"
+MUC_DOMAIN = f"conference.{DOMAIN}"
+ADMIN = "linkadmin"
+WAIT = 20.0
+_numbers = itertools.count(1)
+
+People = Callable[..., "asyncio.Future[Client]"]
+StartLink = Callable[..., PasserelleProcess]
+
+
+def room_jid(name: str) -> str:
+    return f"{name}@{MUC_DOMAIN}"
+
+
+def link_toml(room: str, irc_port: int, channel: str, **options: object) -> str:
+    """One ``[[links]]`` entry for the test ngIRCd."""
+    lines = ["[[links]]", f'muc = "{room}"', f'irc = "irc://127.0.0.1:{irc_port}/{channel}"']
+    for key, value in options.items():
+        lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def link_config(directory: Path, prosody: Prosody, links: str, link_extra: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "gateway.toml"
+    path.write_text(
+        f"""
+data_dir = "./data"
+admins = ["{ADMIN}@{DOMAIN}"]
+
+[xmpp]
+host = "127.0.0.1"
+port = {prosody.component_port}
+
+[link]
+jid = "{LINK_JID}"
+secret = "{LINK_SECRET}"
+{link_extra}
+
+{links}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def linked(room: str, channel: str) -> str:
+    """The log line of a link that has joined both sides."""
+    return rf"^link \| .*linked {re.escape(room)} ↔ {re.escape(channel)} "
+
+
+@pytest.fixture(scope="module", name="link_prosody")
+def link_prosody_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    server = Prosody(
+        tmp_path_factory.mktemp("link-prosody"),
+        components=[ComponentSpec(LINK_JID, LINK_SECRET, privileged=False)],
+    )
+    with server:
+        server.register(ADMIN, PASSWORD)
+        yield server
+
+
+@pytest.fixture(name="people")
+async def people_fixture(link_prosody: Prosody) -> AsyncIterator[People]:
+    """Log in fresh XMPP accounts (`people("alice")`), or the admin (`people(ADMIN)`)."""
+    clients: list[Client] = []
+
+    async def make(name: str) -> Client:
+        user = name if name == ADMIN else f"{name}{next(_numbers)}"
+        if user != ADMIN:
+            await asyncio.to_thread(link_prosody.register, user, PASSWORD)
+        client = Client(f"{user}@{DOMAIN}", PASSWORD)
+        clients.append(client)
+        await client.start(link_prosody.c2s_port)
+        return client
+
+    yield make  # type: ignore[misc]
+    for client in clients:
+        await client.stop()
+
+
+@pytest.fixture(name="start_link")
+def start_link_fixture(link_prosody: Prosody, tmp_path: Path) -> Iterator[StartLink]:
+    """Start ``passerelle run`` with the link component and these ``[[links]]``."""
+    started: list[PasserelleProcess] = []
+
+    def start(
+        links: str = "", link_extra: str = "", config: Path | None = None
+    ) -> PasserelleProcess:
+        path = config or link_config(tmp_path / "passerelle", link_prosody, links, link_extra)
+        process = PasserelleProcess(path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+        if os.environ.get("PASSERELLE_TEST_VERBOSE"):
+            print(process.output())
+
+
+async def channel_texts(
+    person: IrcPerson, channel: str, count: int, timeout: float = WAIT
+) -> list[tuple[str, str]]:
+    """The next `count` PRIVMSGs to `channel` that `person` received, as (nick, text)."""
+    texts = []
+    for _ in range(count):
+        match = await person.expect(
+            rf"^(?:@\S+ )?:([^!\s]+)!\S+ PRIVMSG {re.escape(channel)} :(.*)$", timeout
+        )
+        texts.append((match.group(1), match.group(2)))
+    return texts
+
+
+async def quiet(seconds: float = 1.5) -> None:
+    """Give a duplicate the time to show up before checking there is none."""
+    await asyncio.sleep(seconds)
+
+
+# --- a conversation --------------------------------------------------------------------
+
+
+def on_irc(nick: str, text: str) -> str:
+    """What IRC shows for an XMPP line: /me becomes a CTCP ACTION."""
+    return f"\x01ACTION {text[4:]}\x01" if text.startswith("/me ") else text
+
+
+def on_xmpp(text: str) -> str:
+    """What the room shows for an IRC line."""
+    return f"/me {text[8:-1]}" if text.startswith("\x01ACTION ") else text
+
+
+class Conversation:
+    """Three people in the room, three on IRC, one link between them."""
+
+    def __init__(
+        self,
+        room: str,
+        channel: str,
+        xmpp: dict[str, Client],
+        irc: dict[str, IrcPerson],
+        gateway: PasserelleProcess,
+    ) -> None:
+        self.room, self.channel, self.xmpp, self.irc = room, channel, xmpp, irc
+        self.gateway = gateway
+
+    def say(self, speaker: str, text: str) -> None:
+        if speaker in self.xmpp:
+            self.xmpp[speaker].send_groupchat(self.room, text)
+        else:
+            self.irc[speaker].say(self.channel, text)
+
+    def seen_in_room(self, speaker: str, text: str) -> tuple[str, str]:
+        return (speaker, text if speaker in self.xmpp else on_xmpp(text))
+
+    def seen_on_irc(self, speaker: str, text: str) -> tuple[str, str]:
+        return (f"{speaker}[x]", on_irc(speaker, text)) if speaker in self.xmpp else (speaker, text)
+
+    async def turn(self, speaker: str, text: str) -> None:
+        """`speaker` says `text`, and everyone sees it before anyone answers."""
+        self.say(speaker, text)
+        for client in self.xmpp.values():
+            assert await client.link_room_texts(self.room, 1) == [self.seen_in_room(speaker, text)]
+        for nick, person in self.irc.items():
+            if nick != speaker:
+                assert await channel_texts(person, self.channel, 1) == [
+                    self.seen_on_irc(speaker, text)
+                ]
+
+    async def nothing_more(self) -> None:
+        """No echo, no duplicate: nobody receives anything else."""
+        await quiet()
+        for client in self.xmpp.values():
+            with pytest.raises(TimeoutError):
+                await client.next_groupchat_text(self.room, timeout=0.2)
+        for person in self.irc.values():
+            with pytest.raises(AssertionError):
+                await channel_texts(person, self.channel, 1, timeout=0.2)
+
+
+async def three_and_three(
+    n: int,
+    ngircd: NgIrcd,
+    people: People,
+    irc_people: IrcPeople,
+    start_link: StartLink,
+    name: str = "story",
+    **options: object,
+) -> Conversation:
+    """alice, bob and carol in room `{name}{n}`, dave, erin and frank in `#{name}{n}`,
+    everyone's nick ending in `n`, and a Passerelle that links them."""
+    room, channel = room_jid(f"{name}{n}"), f"#{name}{n}"
+    alice, bob, carol = [await people(name) for name in ("alice", "bob", "carol")]
+    await alice.link_create_room(room, f"alice{n}", persistentroom="1")
+    for client, nick in ((bob, f"bob{n}"), (carol, f"carol{n}")):
+        assert (await client.join_muc(room, nick))["type"] != "error"
+    irc = {f"{name}{n}": await irc_people(f"{name}{n}") for name in ("dave", "erin", "frank")}
+    for person in irc.values():
+        await person.join(channel)
+    gateway = start_link(link_toml(room, ngircd.port, channel, **options))
+    await gateway.wait_for(linked(room, channel))
+    xmpp = {f"alice{n}": alice, f"bob{n}": bob, f"carol{n}": carol}
+    return Conversation(room, channel, xmpp, irc, gateway)

@@ -1,0 +1,103 @@
+"""An admin links, lists, pauses, resumes and removes channel ↔ room links with ad-hoc
+commands on the link component; nobody else may. Links added this way survive a restart."""
+
+from __future__ import annotations
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from gateway.localservers import NgIrcd
+from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
+    People,
+    irc_people_fixture,
+    ngircd_fixture,
+)
+from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
+    ADMIN,
+    LINK_JID,
+    StartLink,
+    channel_texts,
+    link_prosody_fixture,
+    linked,
+    people_fixture,
+    room_jid,
+    start_link_fixture,
+)
+from tests.e2e.link_helpers import People as XmppPeople
+from tests.e2e.xmpp_client import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+CONNECTED = rf"^link \| .*link component {LINK_JID} is connected"
+
+
+def notes(iq: object) -> str:
+    return "\n".join(text for _, text in iq["command"]["notes"])  # type: ignore[index]
+
+
+async def test_admin_adds_lists_pauses_resumes_and_removes_a_link(
+    ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
+) -> None:
+    room, channel = room_jid("admin1"), "#admin1"
+    url = f"irc://127.0.0.1:{ngircd.port}/{channel}"
+    link_id = f"{room} ↔ {url}"
+    admin, alice, mallory = await people(ADMIN), await people("alice"), await people("mallory")
+    await alice.link_create_room(room, "alice", persistentroom="1")
+    dave = await irc_people("adave1")
+    await dave.join(channel)
+    gateway = start_link()
+    await gateway.wait_for(CONNECTED)
+
+    # Someone who is not an admin may not even look.
+    for node in ("list", "add", "remove", "pause"):
+        with pytest.raises(IqError) as refused:
+            await mallory.run_command(LINK_JID, node)
+        assert refused.value.iq["error"]["condition"] == "forbidden"
+
+    # A room that does not exist is refused, and not created.
+    missing = await admin.run_command(
+        LINK_JID, "add", muc=room_jid("nowhere"), irc=f"irc://127.0.0.1:{ngircd.port}/#x"
+    )
+    assert "does not exist" in notes(missing)
+
+    added = await admin.run_command(LINK_JID, "add", muc=room, irc=url)
+    assert f"Linked {room} and {channel}" in notes(added), notes(added)
+    await gateway.wait_for(linked(room, channel))
+    await talk_once(alice, dave, room, channel)
+    listed = notes(await admin.run_command(LINK_JID, "list"))
+    assert link_id in listed and "linked" in listed and "added by an admin" in listed
+
+    # Paused: the link leaves the room and the channel; nothing crosses.
+    paused = await admin.run_command(LINK_JID, "pause", link=link_id, paused="true")
+    assert f"Paused {link_id}" in notes(paused)
+    await dave.expect(r"^:passerelle!\S+ PART #admin1")
+    assert "paused" in notes(await admin.run_command(LINK_JID, "list"))
+    dave.say(channel, "anyone there?")
+    with pytest.raises(TimeoutError):
+        await alice.next_groupchat_text(room, timeout=2)
+
+    # Resumed, and still there after a restart of Passerelle.
+    mark = len(gateway.lines)
+    resumed = await admin.run_command(LINK_JID, "pause", link=link_id, paused="false")
+    assert f"Resumed {link_id}" in notes(resumed)
+    await gateway.wait_for(linked(room, channel), after=mark)
+    gateway.stop()
+    assert "link stopped (exit code 0)" in gateway.output()
+    again = start_link(config=gateway.config)
+    await again.wait_for(linked(room, channel))
+    await talk_once(alice, dave, room, channel, "after the restart")
+
+    removed = await admin.run_command(LINK_JID, "remove", link=link_id)
+    assert f"Removed {link_id}" in notes(removed)
+    await dave.expect(r"^:passerelle!\S+ (PART #admin1|QUIT)")
+    assert "There is no link yet" in notes(await admin.run_command(LINK_JID, "list"))
+
+
+async def talk_once(
+    alice: Client, dave: object, room: str, channel: str, text: str = "hello"
+) -> None:
+    alice.send_groupchat(room, f"{text} from the room")
+    assert await channel_texts(dave, channel, 1) == [("alice[x]", f"{text} from the room")]  # type: ignore[arg-type]
+    assert (await alice.link_room_texts(room, 1))[0] == ("alice", f"{text} from the room")
+    dave.say(channel, f"{text} from IRC")  # type: ignore[attr-defined]
+    assert await alice.link_room_texts(room, 1) == [("adave1", f"{text} from IRC")]

@@ -1,0 +1,426 @@
+"""One link's logic against a fake component and a fake IRC server: who joins, who
+speaks, in which order, what is never relayed back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from slixmpp import JID
+
+from gateway.config import LinkConfig
+from gateway.link import room as room_mod
+from gateway.link.bridge import Recent, SelfPing, irc_nick
+from gateway.link.component import JoinResult, MucPresence, RoomMessage
+from gateway.link.room import Link
+from legacy_plugins.irc import events as ev
+from legacy_plugins.irc.events import Channel, ISupport, Nick, Prefix, casefold
+
+ROOM = "lounge@conference.example.org"
+CHANNEL = Channel("#lounge")
+LISTENER = "#lounge%irc.example.net@link.example.org/link"
+DAVE = "dave%irc.example.net@link.example.org/irc"
+
+
+class FakeComponent:
+    def __init__(self) -> None:
+        self.boundjid = JID("link.example.org")
+        self.online = asyncio.Event()
+        self.online.set()
+        self.sent_ids: Recent[str, bool] = Recent(100)
+        self.features: frozenset[str] | None = frozenset({"muc_open"})
+        self.answers: dict[str, list[JoinResult]] = {}
+        self.joins: list[tuple[str, str, bool]] = []
+        self.said: list[tuple[str, str | None, str | None]] = []
+        self.left: list[tuple[str, str]] = []
+        self.private: list[tuple[str, str]] = []
+        self.destroyed: list[str] = []
+        self.notified: list[str] = []
+        self.verdict: SelfPing = "joined"
+        self.pings = 0
+        self.links: list[Any] = []
+
+    def attach(self, link: Any) -> None:
+        self.links.append(link)
+
+    def detach(self, link: Any) -> None:
+        self.links.remove(link)
+
+    def our_nicks(self, room: str) -> set[str]:
+        return set().union(*(link.nicks() for link in self.links))
+
+    async def join(self, room: str, nick: str, jid: str, *, new: bool = True) -> JoinResult:
+        self.joins.append((nick, jid, new))
+        script = self.answers.get(jid)
+        if script:
+            answer = script.pop(0)
+            return JoinResult(nick, created=True) if answer.created else answer
+        return JoinResult(nick)
+
+    def leave(self, room: str, nick: str, jid: str, status: str = "") -> None:
+        self.left.append((nick, jid))
+
+    def send_groupchat(
+        self, room: str, jid: str, body: str | None = None, *, subject: str | None = None
+    ) -> str:
+        self.said.append((jid, body, subject))
+        return "id"
+
+    def send_private(self, room: str, nick: str, jid: str, body: str) -> None:
+        self.private.append((nick, body))
+
+    async def self_ping(self, room: str, nick: str, jid: str) -> SelfPing:
+        self.pings += 1
+        return self.verdict
+
+    async def room_features(self, room: str) -> frozenset[str] | None:
+        return self.features
+
+    async def destroy(self, room: str, jid: str, reason: str) -> None:
+        self.destroyed.append(room)
+
+    def notify_admins(self, text: str) -> None:
+        self.notified.append(text)
+
+
+class FakeClient:
+    def __init__(self, nick: str, log: list[tuple[str, ...]]) -> None:
+        self.nick, self.log, self.ready = nick, log, True
+        self.state = SimpleNamespace(isupport=ISupport())
+
+    def send_text(self, target: str, text: str, *, action: bool = False) -> int:
+        self.log.append(("say", self.nick, f"ACTION {text}" if action else text))
+        return 1
+
+    def send(self, command: str, *params: str) -> None:
+        self.log.append((command, self.nick, *params))
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, ...]] = []
+        self.relay = FakeClient("passerelle", self.log)
+        self.settings = SimpleNamespace(max_irc_connections=50)
+        self.clients: dict[str, FakeClient] = {}
+        self.closed: list[tuple[str, str]] = []
+        self.renamed: list[tuple[str, str]] = []
+        self.refuse = False
+
+    def fold(self, name: str) -> str:
+        return casefold(name)
+
+    def is_own(self, nick: str) -> bool:
+        return nick == "passerelle" or any(c.nick == nick for c in self.clients.values())
+
+    def attach(self, link: Any) -> None:
+        pass
+
+    async def detach(self, link: Any, reason: str) -> None:
+        pass
+
+    async def join_relay(self, channel: str) -> None:
+        pass
+
+    async def puppet_for(self, link: Any, occupant: str, template: str) -> FakeClient | None:
+        if self.refuse:
+            return None
+        return self.clients.setdefault(occupant, FakeClient(irc_nick(template, occupant), self.log))
+
+    async def close_puppet(self, key: tuple[str, str], reason: str) -> None:
+        self.closed.append(key)
+
+    def rename_puppet(self, link: Any, old: str, new: str, template: str) -> None:
+        self.renamed.append((old, new))
+
+    async def barrier(self, client: FakeClient) -> None:
+        self.log.append(("barrier", client.nick))
+
+    def puppets_of(self, link: Any) -> int:
+        return len(self.clients)
+
+    def own_nick_of(self, link: Any, occupant: str) -> str | None:
+        client = self.clients.get(occupant)
+        return client.nick if client else None
+
+
+async def until(condition: Callable[[], object], timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polling the fakes keeps them plain
+            await asyncio.sleep(0.005)
+
+
+class Rig:
+    def __init__(self, **options: Any) -> None:
+        self.component = FakeComponent()
+        self.server = FakeServer()
+        spec = LinkConfig(muc=ROOM, irc="ircs://irc.example.net/#lounge", **options)
+        self.link = Link("the link", spec, self.component, self.server, allow_puppets=True)  # type: ignore[arg-type]
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, wait: bool = True) -> None:
+        self.task = asyncio.create_task(self.link.run())
+        if wait:
+            await until(lambda: self.link.state == "linked")
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+    def irc_says(self, nick: str, text: str, kind: ev.MessageKind = "privmsg") -> None:
+        self.link.irc_event(
+            ev.MessageReceived(Prefix(nick, nick, "host"), CHANNEL, text, kind, CHANNEL)
+        )
+
+    def room_says(self, nick: str, body: str, **fields: Any) -> None:
+        self.link.on_message(RoomMessage(ROOM, nick, LISTENER, body, **fields))
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    rig = Rig()
+    yield rig
+    if rig.task is not None and not rig.task.done():
+        await rig.stop()
+
+
+# --- the room ----------------------------------------------------------------------------
+
+
+async def test_the_listener_joins_and_leaves(rig: Rig) -> None:
+    await rig.start()
+    assert rig.component.joins == [("#lounge", LISTENER, True)]
+    assert rig.link.owns(LISTENER) and rig.link.nicks() == {"#lounge"}
+    await rig.stop()
+    assert rig.component.left == [("#lounge", LISTENER)]
+    assert rig.component.links == []
+
+
+async def test_a_missing_room_is_reported_not_joined(rig: Rig) -> None:
+    rig.component.features = None
+    await rig.start(wait=False)
+    await until(lambda: rig.link.state == "room missing")
+    assert rig.component.joins == []
+    assert "does not exist" in rig.component.notified[0]
+
+
+async def test_a_join_that_creates_the_room_is_undone(rig: Rig) -> None:
+    rig.component.answers[LISTENER] = [JoinResult(created=True)]
+    await rig.start(wait=False)
+    await until(lambda: rig.link.state == "room missing")
+    assert rig.component.destroyed == [ROOM]
+    assert "destroyed again" in rig.component.notified[0]
+
+
+async def test_the_listener_takes_another_nick_on_conflict(rig: Rig) -> None:
+    rig.component.answers[LISTENER] = [JoinResult(error="conflict")]
+    await rig.start()
+    assert [nick for nick, _, _ in rig.component.joins] == ["#lounge", "#lounge[irc]"]
+    assert rig.link.listener_nick == "#lounge[irc]"
+
+
+async def test_a_quiet_room_is_self_pinged_and_rejoined_when_it_forgot_us(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(room_mod, "SELF_PING_EVERY", 0.05)
+    rig.component.verdict = "joined"
+    await rig.start()
+    await until(lambda: rig.component.pings >= 2)
+    assert len(rig.component.joins) == 1
+    rig.component.verdict = "rejoin"
+    await until(lambda: len(rig.component.joins) >= 2)
+    assert rig.component.joins[1] == ("#lounge", LISTENER, True)
+
+
+async def test_a_kicked_listener_joins_again(rig: Rig) -> None:
+    await rig.start()
+    rig.link.on_presence(
+        MucPresence(ROOM, "#lounge", LISTENER, "unavailable", frozenset({110, 307}), is_muc=True)
+    )
+    await until(lambda: len(rig.component.joins) >= 2)
+
+
+# --- IRC → room --------------------------------------------------------------------------
+
+
+async def test_irc_people_speak_as_their_own_occupants(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "hi")
+    rig.irc_says("dave", "\x02bold\x02 move")
+    rig.irc_says("dave", "waves", "action")
+    rig.irc_says("dave", "psst", "notice")
+    await until(lambda: len(rig.component.said) == 4)
+    assert rig.component.joins[1:] == [("dave", DAVE, True)]  # joined once, lazily
+    assert rig.component.said == [
+        (DAVE, "hi", None),
+        (DAVE, "*bold* move", None),
+        (DAVE, "/me waves", None),
+        (DAVE, "[notice] psst", None),
+    ]
+    assert "dave" in rig.link.nicks() and rig.link.owns(DAVE)
+
+
+async def test_a_taken_nick_gets_a_suffix_and_a_refused_one_the_listener(rig: Rig) -> None:
+    erin = DAVE.replace("dave", "erin")
+    rig.component.answers[DAVE] = [JoinResult(error="conflict")]
+    rig.component.answers[erin] = [JoinResult(error="forbidden")]
+    await rig.start()
+    rig.irc_says("dave", "hi")
+    rig.irc_says("erin", "hello")
+    await until(lambda: len(rig.component.said) == 2)
+    assert rig.component.said == [(DAVE, "hi", None), (LISTENER, "<erin> hello", None)]
+    assert rig.link.nicks() == {"#lounge", "dave[irc]"}
+
+
+async def test_irc_nick_changes_and_departures(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "hi")
+    rig.link.irc_event(ev.NickChanged(Nick("dave"), Nick("david")))
+    rig.irc_says("david", "renamed")
+    await until(lambda: len(rig.component.said) == 2)
+    assert rig.component.joins[-1] == ("david", DAVE, False)  # a nick change, same JID
+    assert rig.component.said[-1] == (DAVE, "renamed", None)
+    rig.link.irc_event(ev.Quit(Nick("david"), "bye"))
+    await until(lambda: rig.component.left)
+    assert rig.component.left == [("david", DAVE)]
+    assert not rig.link.owns(DAVE)
+
+
+async def test_reconnected_relay_drops_people_who_are_gone(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "hi")
+    rig.irc_says("erin", "hello")
+    await until(lambda: len(rig.component.said) == 2)
+    rig.link.irc_event(ev.ChannelMembers(CHANNEL, (ev.Member(Nick("erin")),)))
+    await until(lambda: rig.component.left)
+    assert rig.component.left == [("dave", DAVE)]
+
+
+async def test_all_present_irc_people_join_when_asked() -> None:
+    rig = Rig(relay_joins_parts=True)
+    await rig.start()
+    members = (ev.Member(Nick("dave")), ev.Member(Nick("passerelle")), ev.Member(Nick("erin"), "@"))
+    rig.link.irc_event(ev.ChannelMembers(CHANNEL, members))
+    await until(lambda: len(rig.component.joins) == 3)
+    assert [nick for nick, _, _ in rig.component.joins[1:]] == ["dave", "erin"]
+    await rig.stop()
+    assert {nick for nick, _ in rig.component.left} == {"dave", "erin", "#lounge"}
+
+
+async def test_irc_topic_becomes_the_subject(rig: Rig) -> None:
+    await rig.start()
+    rig.link.irc_event(ev.Topic(CHANNEL, "linking", "dave", live=True))
+    rig.link.irc_event(ev.Topic(CHANNEL, "linking", "dave", live=True))  # unchanged
+    await until(lambda: rig.component.said)
+    await asyncio.sleep(0.05)
+    assert rig.component.said == [(DAVE, None, "linking")]
+
+
+# --- room → IRC --------------------------------------------------------------------------
+
+
+async def test_xmpp_people_speak_on_their_own_connections_in_order(rig: Rig) -> None:
+    await rig.start()
+    rig.room_says("alice", "one")
+    rig.room_says("bob", "two")
+    rig.room_says("alice", "/me three")
+    await until(lambda: len(rig.server.log) == 5)
+    assert rig.server.log == [
+        ("say", "alice[x]", "one"),
+        ("barrier", "alice[x]"),  # the server handled "one" before bob's line goes out
+        ("say", "bob[x]", "two"),
+        ("barrier", "bob[x]"),
+        ("say", "alice[x]", "ACTION three"),
+    ]
+
+
+async def test_our_own_occupants_are_never_relayed_back(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "hi")
+    await until(lambda: rig.component.said)
+    rig.room_says("dave", "hi")  # dave's puppet, by nick
+    rig.room_says("#lounge", "<erin> x")  # the listener
+    rig.component.sent_ids.put("ours", True)
+    rig.room_says("someone", "hi", origin_id="ours")  # an echo of what we sent
+    rig.room_says("", "room notice")  # the room itself
+    rig.room_says("alice", "old", delayed=True)  # history
+    rig.room_says("alice", "real")
+    await until(lambda: rig.server.log)
+    await asyncio.sleep(0.05)
+    assert rig.server.log == [("say", "alice[x]", "real")]
+
+
+async def test_the_relay_bot_speaks_when_there_is_no_puppet(rig: Rig) -> None:
+    rig.server.refuse = True
+    await rig.start()
+    rig.room_says("alice", "hi\nthere")
+    rig.room_says("bob", "/me nods")
+    await until(lambda: len(rig.server.log) == 2)
+    assert rig.server.log == [
+        ("say", "passerelle", "<alice> hi\n<alice> there"),
+        ("say", "passerelle", "* bob nods"),
+    ]
+
+
+async def test_corrections_and_replies(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "which version?")
+    await until(lambda: rig.component.said)
+    rig.link.on_message(
+        RoomMessage(ROOM, "dave", LISTENER, "which version?", stanza_id="s1", origin_id="x")
+    )
+    rig.room_says("alice", "it is 0.11", id="m1")
+    rig.room_says("alice", "it is 0.12", id="m2", replace_id="m1")
+    rig.room_says(
+        "alice", "> which version?\nthis one", reply_to="dave", reply_id="s1", fallback=((0, 17),)
+    )
+    await until(lambda: len(rig.server.log) == 3)
+    assert [line[2] for line in rig.server.log] == [
+        "it is 0.11",
+        "s/0.11/0.12/",
+        "dave: «which version?» this one",
+    ]
+
+
+async def test_people_leaving_and_renaming_in_the_room(rig: Rig) -> None:
+    await rig.start()
+    rig.link.on_presence(
+        MucPresence(
+            ROOM, "bob", LISTENER, "unavailable", frozenset({303}), new_nick="rob", is_muc=True
+        )
+    )
+    rig.link.on_presence(MucPresence(ROOM, "alice", LISTENER, "unavailable", is_muc=True))
+    rig.link.on_presence(MucPresence(ROOM, "#lounge", LISTENER, "unavailable", is_muc=True))  # ours
+    await until(lambda: rig.server.closed)
+    assert rig.server.renamed == [("bob", "rob")]
+    assert rig.server.closed == [("the link", "alice")]
+
+
+async def test_a_room_subject_change_becomes_the_topic(rig: Rig) -> None:
+    await rig.start()
+    rig.room_says("alice", "", subject="old")  # the subject sent on join
+    rig.room_says("alice", "", subject="new\nsubject")
+    await until(lambda: rig.server.log)
+    assert rig.server.log == [("TOPIC", "passerelle", "#lounge", "new subject")]
+
+
+async def test_a_full_queue_tells_the_sender(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    await rig.start()
+    rig.link._to_irc = asyncio.Queue(1)
+    rig.room_says("alice", "one")
+    rig.room_says("alice", "two")
+    assert rig.component.private and rig.component.private[0][0] == "alice"
+
+
+async def test_a_busy_room_is_not_pinged(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(room_mod, "SELF_PING_EVERY", 0.2)
+    await rig.start()
+    for _ in range(8):
+        rig.room_says("alice", "still here")
+        await asyncio.sleep(0.05)
+    assert rig.component.pings == 0
+    await until(lambda: rig.component.pings == 1)
