@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, NetworkConfig
+from pydantic import SecretStr
+
+from .config import Config
 
 _STREAM_NS = "http://etherx.jabber.org/streams"
 _STREAM_ID_RE = re.compile(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)['\"]")
@@ -92,11 +94,12 @@ async def component_handshake(
                 await writer.wait_closed()
 
 
-async def check_network(cfg: Config, name: str, net: NetworkConfig) -> CheckResult:
+async def check_component(cfg: Config, section: str, jid: str, secret: SecretStr) -> CheckResult:
+    """Log in as one component (a network's, or the link's) as it will at start."""
     host, port = cfg.settings.xmpp.host, cfg.settings.xmpp.port
-    what = f"networks.{name}: component {net.jid} at {host}:{port}"
+    what = f"{section}: component {jid} at {host}:{port}"
     try:
-        error = await component_handshake(host, port, net.jid, net.secret.get_secret_value())
+        error = await component_handshake(host, port, jid, secret.get_secret_value())
     except TimeoutError:
         return CheckResult(
             what,
@@ -113,7 +116,7 @@ async def check_network(cfg: Config, name: str, net: NetworkConfig) -> CheckResu
         )
     if error is None:
         return CheckResult(what, True, "connected and authenticated")
-    fix = _FIXES.get(error, "see the XMPP server's log").format(jid=net.jid)
+    fix = _FIXES.get(error, "see the XMPP server's log").format(jid=jid)
     return CheckResult(what, False, f"refused ({error}) — {fix}")
 
 
@@ -141,7 +144,10 @@ async def run_checks(cfg: Config) -> list[CheckResult]:
         CheckResult("configuration", True, f"{cfg.path} is valid"),
         check_data_dir(cfg.data_dir),
     ]
-    results += await asyncio.gather(
-        *(check_network(cfg, name, net) for name, net in cfg.enabled_networks.items())
-    )
+    components = [
+        (f"networks.{name}", net.jid, net.secret) for name, net in cfg.enabled_networks.items()
+    ]
+    if (link := cfg.settings.link) is not None and link.enabled:
+        components.append(("link", link.jid, link.secret))
+    results += await asyncio.gather(*(check_component(cfg, *c) for c in components))
     return results

@@ -142,3 +142,14 @@ class DemoProcess(PasserelleProcess):
         while self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         return self.stop()
+
+
+def test_check_covers_the_link_component(prosody: Prosody, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, prosody, extra='[link]\njid = "nolink.localhost"\nsecret = "x"\n'
+    )
+    result = check(config)
+    assert result.returncode == 1
+    assert "ok   networks.echo" in result.stdout
+    assert "FAIL link: component nolink.localhost" in result.stdout
+    assert "refused (host-unknown)" in result.stdout
