@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-demo}
 packages=(ca-certificates python3 python3-venv libmagic1 prosody prosody-modules lua-unbound ngircd)
 if [ "$mode" = test ]; then
-    packages+=(inspircd postgresql)
+    packages+=(inspircd atheme-services postgresql)
 fi
 
 missing=()

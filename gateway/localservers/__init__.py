@@ -7,7 +7,8 @@ process and stops exactly that process. A server that dies or never listens rais
 """
 
 from gateway.localservers.errors import LocalServerError, ServerCommandError, ServerStartError
-from gateway.localservers.inspircd import InspIRCd
+from gateway.localservers.inspircd import InspIRCd, ServicesLink
+from gateway.localservers.ircservices import Atheme
 from gateway.localservers.ngircd import NgIrcd
 from gateway.localservers.ports import free_port, wait_for_port
 from gateway.localservers.postgres import PostgreSQL
@@ -15,6 +16,7 @@ from gateway.localservers.prosody import ComponentSpec, Prosody, patch_mod_privi
 from gateway.localservers.synapse import Synapse
 
 __all__ = [
+    "Atheme",
     "ComponentSpec",
     "InspIRCd",
     "LocalServerError",
@@ -23,6 +25,7 @@ __all__ = [
     "Prosody",
     "ServerCommandError",
     "ServerStartError",
+    "ServicesLink",
     "Synapse",
     "free_port",
     "patch_mod_privilege",

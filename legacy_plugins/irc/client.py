@@ -327,7 +327,7 @@ class IrcClient:
                 await self._status("disconnected", str(exc))
                 return
             except (OSError, TimeoutError, _ConnectionLost, ssl.SSLError) as exc:
-                reason = describe(exc)
+                reason = describe(exc, self.target)
             finally:
                 self._out = None
                 self.channels.clear()
@@ -388,7 +388,7 @@ class IrcClient:
                     continue
                 pinged = False
                 if raw is None:
-                    return reason
+                    return reason if self.state.registered else reason + self._refusal_hint()
                 self.log.debug("<< %s", loggable(raw))
                 try:
                     msg = parse_line(raw, self.target.encoding)
@@ -403,6 +403,19 @@ class IrcClient:
                     await self._handle(event)
                 for line in self.state.data_to_send():
                     self._put(line)
+
+    def _refusal_hint(self) -> str:
+        """What to check when the server hangs up before we are registered: servers
+        rarely say that a server password (PASS) is missing or wrong."""
+        if self.target.password is None:
+            return (
+                " (before registration: if this server needs a password, set it with the "
+                "configure command on its JID)"
+            )
+        return (
+            " (before registration: check the server password set with the configure "
+            "command on its JID)"
+        )
 
     async def _write(self, writer: asyncio.StreamWriter, out: asyncio.Queue[bytes]) -> None:
         bucket = TokenBucket(*self._flood)

@@ -1,11 +1,11 @@
 """The ``[networks.irc]`` section: which IRC servers users may reach, and how.
 
 Admins name servers in ``[networks.irc.servers.NAME]`` (``host``, ``port``, ``tls``,
-optional ``password``); users then write ``#chan%NAME@irc.example.org``. A name that is
-not defined is taken as a host name on :data:`DEFAULT_PORT` with TLS, if the policy
-allows it: it must match ``allowed_servers`` and no ``denied_servers`` glob, and every
-address it resolves to must be public unless ``allow_private_addresses`` is set
-(admin-defined servers are always allowed: the admin chose them). With
+optional ``password`` and ``ca_file``); users then write ``#chan%NAME@irc.example.org``.
+A name that is not defined is taken as a host name on :data:`DEFAULT_PORT` with TLS, if
+the policy allows it: it must match ``allowed_servers`` and no ``denied_servers`` glob,
+and every address it resolves to must be public unless ``allow_private_addresses`` is
+set (admin-defined servers are always allowed: the admin chose them). With
 ``fixed_server``, every JID is on that one server (``#chan@…``, ``nick@…``).
 """
 
@@ -18,7 +18,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from gateway.config import NetworkConfig
 
@@ -61,9 +69,12 @@ class ServerConfig(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PORT
     """TCP port; 6697 is IRC over TLS, 6667 plain text."""
     tls: bool = True
-    """Connect with TLS. Certificates are verified against the system's CAs."""
+    """Connect with TLS. Certificates are verified against the system's CAs (or `ca_file`)."""
     verify_certificate: bool = True
     """Check the server's TLS certificate; turn off only for a test server."""
+    ca_file: FilePath | None = None
+    """PEM file of the certificate authorities to trust for this server instead of the
+    system's (a private network's own CA). The host name is still checked."""
     password: SecretStr | None = None
     """Server password (``PASS``), if the server wants one."""
     encoding: str = "latin-1"
@@ -100,6 +111,8 @@ class ServerTarget:
     password: str | None
     encoding: str
     admin_defined: bool
+    ca_file: str | None = None
+    """CAs trusted for this server instead of the system's (admin-defined servers only)."""
 
 
 class Config(NetworkConfig):
@@ -194,6 +207,7 @@ class Config(NetworkConfig):
                 password,
                 server.encoding,
                 admin_defined=True,
+                ca_file=str(server.ca_file) if server.ca_file else None,
             )
         if not self.policy_allows(name):
             raise PermissionError(f"this gateway does not connect to IRC server {name!r}")

@@ -265,8 +265,21 @@ async def on_failure(
     _: tuple[Channel, ...],
 ) -> None:
     if isinstance(event, ev.SaslResult):
-        if not event.success:
-            await session.tell(client, f"SASL authentication failed: {event.message}")
+        if event.success:
+            return
+        if not event.code:  # no SASL here: the client identifies to NickServ instead
+            await session.tell(
+                client,
+                f"No SASL login on {client.name} ({event.message}); sending your account "
+                "password to NickServ instead",
+            )
+            return
+        await session.tell(
+            client,
+            f"SASL login to {client.name} as {client.identity.nick} failed "
+            f"({event.code} {event.message}); connected without logging in. Check your "
+            "account password with the configure command on this server's JID.",
+        )
     elif isinstance(event, ev.ServerError):
         await session.tell(client, f"ERROR from {client.name}: {event.message}")
     else:

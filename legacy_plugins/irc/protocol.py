@@ -172,7 +172,9 @@ def loggable(line: bytes) -> str:
     PASS, AUTHENTICATE and OPER, and NickServ IDENTIFY-style messages, are redacted."""
     text = line.decode("utf-8", "replace").rstrip("\r\n")
     words = text.split(" ")
-    lead = [w for w in words[:2] if w.startswith(("@", ":"))]
+    lead = words[:1] if words[0].startswith("@") else []  # tags, then the source
+    if len(words) > len(lead) and words[len(lead)].startswith(":"):
+        lead = words[: len(lead) + 1]  # (not a first parameter like `PASS :two words`)
     rest = words[len(lead) :]
     command = rest[0].upper() if rest else ""
     if command in _SECRET_COMMANDS and rest[1:] not in (["+"], ["*"], ["PLAIN"]):

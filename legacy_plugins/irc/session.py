@@ -147,10 +147,16 @@ class Session(BaseSession[Contact]):
         return UserServerSettings.from_json(data)
 
     def save_server_settings(self, server: str, settings: UserServerSettings) -> None:
+        """Store the user's settings for `server`; a live connection uses them from its
+        next (re)connection on, as the `configure` command promises."""
         servers = self.user.legacy_module_data.get("servers")
         servers = dict(servers) if isinstance(servers, dict) else {}
         servers[server.lower()] = settings.to_json()
         self.legacy_module_data_update({"servers": servers})
+        client = self.clients.get(server.lower())
+        if client is not None:
+            client.target = settings.apply(self.cfg.target(client.name))
+            client.identity = self.identity(client.name)
 
     async def client_for(self, server: str) -> IrcClient:
         """The user's connection to `server`, opened (and waited for) if needed. Raises

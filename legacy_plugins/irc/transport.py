@@ -2,7 +2,8 @@
 
 `open_connection` resolves the server's host once, refuses addresses the policy forbids
 (SSRF: `config.check_addresses`), and connects to exactly the addresses it checked,
-with TLS and certificate verification when the server wants it and `TCP_NODELAY` set.
+with TLS and certificate verification when the server wants it (the system's CAs, or
+the server's `ca_file`) and `TCP_NODELAY` set.
 `read_line` returns one line, skipping lines longer than `READ_LIMIT` instead of failing.
 `describe` turns a connection error into words for the user.
 """
@@ -33,7 +34,7 @@ async def open_connection(
         infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         allowed = check_addresses(target, addresses, allow_private)
-        context = tls_context(target.verify_certificate) if target.tls else None
+        context = tls_context(target.verify_certificate, target.ca_file) if target.tls else None
         error: OSError | None = None
         for address in allowed:
             try:
@@ -77,22 +78,40 @@ async def _skip_to_newline(reader: asyncio.StreamReader) -> None:
             await reader.readexactly(exc.consumed)
 
 
-def tls_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+def tls_context(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+    """Verify the certificate and the host name against the system's CAs, or against
+    `ca_file` (only) when given; or, with `verify` off, accept any certificate."""
+    context = ssl.create_default_context(cafile=ca_file)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
 
 
-def describe(exc: BaseException) -> str:
-    """Why a connection failed, in words for the user."""
+def describe(exc: BaseException, target: ServerTarget | None = None) -> str:
+    """Why a connection to `target` failed, in words for the user (with what can be
+    done about a certificate that is not trusted)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message})"
+        return f"TLS certificate not trusted ({exc.verify_message}){_trust_hint(target)}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host name ({exc.strerror})"
     return str(exc) or type(exc).__name__
+
+
+def _trust_hint(target: ServerTarget | None) -> str:
+    """What can be done about a server certificate the gateway does not trust."""
+    if target is None:
+        return ""
+    if not target.admin_defined:
+        return f"; {target.host} must present a certificate valid for that name"
+    name = target.name
+    bare = name.isascii() and name.replace("-", "").replace("_", "").isalnum()
+    key = name if bare else f'"{name}"'
+    return (
+        "; the gateway's admin can trust the server's CA with ca_file "
+        f"(or set verify_certificate = false) in [networks.irc.servers.{key}]"
+    )
