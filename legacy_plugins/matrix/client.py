@@ -438,6 +438,60 @@ class MatrixClient:
     async def leave(self, room_id: RoomId) -> None:
         await self._nio_call(f"leaving {room_id}", self._nio.room_leave(room_id))
 
+    async def resolve_alias(self, alias: str) -> RoomId:
+        """The room an alias (``#room:server``) points to; ``RequestFailed`` if none."""
+        path = f"{CLIENT_V3}/directory/room/{quote(alias, safe='')}"
+        data = await self._json("GET", path, f"looking up {alias}")
+        room_id = data.get("room_id") if isinstance(data, dict) else None
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise RequestFailed(f"looking up {alias}: the homeserver gave no room")
+        return RoomId(room_id)
+
+    async def create_room(self, name: str, invite: list[UserId]) -> RoomId:
+        """A new private group room named ``name``, with ``invite`` invited."""
+        resp = await self._nio_call(
+            f"creating the room {name!r}",
+            self._nio.room_create(
+                name=name, invite=list(invite), preset=nio.RoomPreset.private_chat
+            ),
+        )
+        return RoomId(resp.room_id)
+
+    async def invite(self, room_id: RoomId, user: UserId) -> None:
+        await self._nio_call(f"inviting {user} to {room_id}", self._nio.room_invite(room_id, user))
+
+    async def kick(self, room_id: RoomId, user: UserId, reason: str | None) -> None:
+        await self._nio_call(
+            f"removing {user} from {room_id}", self._nio.room_kick(room_id, user, reason)
+        )
+
+    async def ban(self, room_id: RoomId, user: UserId, reason: str | None) -> None:
+        await self._nio_call(
+            f"banning {user} from {room_id}", self._nio.room_ban(room_id, user, reason)
+        )
+
+    async def unban(self, room_id: RoomId, user: UserId) -> None:
+        await self._nio_call(f"unbanning {user} in {room_id}", self._nio.room_unban(room_id, user))
+
+    async def set_power(self, room_id: RoomId, user: UserId, level: int) -> None:
+        """Give ``user`` the power ``level`` (read, change and write the power levels)."""
+        path = f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/state/m.room.power_levels/"
+        what = f"changing the power level of {user} in {room_id}"
+        levels = await self._json("GET", path, what)
+        if not isinstance(levels, dict):
+            raise RequestFailed(f"{what}: the homeserver's power levels are not an object")
+        users = levels.get("users")
+        levels["users"] = {**(users if isinstance(users, dict) else {}), user: level}
+        await self._json("PUT", path, what, body=levels)
+
+    async def history(self, room_id: RoomId, limit: int) -> list[TimelineEvent]:
+        """The room's last ``limit`` events (those the user may see), oldest first."""
+        path = f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/messages"
+        params = {"dir": "b", "limit": str(limit)}
+        data = await self._json("GET", path, f"history of {room_id}", params=params)
+        page, _end = parse_messages(room_id, data)
+        return list(reversed(page))
+
     async def create_dm(self, user: UserId) -> RoomId:
         """A new direct chat with ``user`` (invited), as Matrix clients create one."""
         resp = await self._nio_call(

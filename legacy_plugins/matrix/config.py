@@ -57,6 +57,9 @@ class Config(NetworkConfig):
     max_upload_size: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
     """Largest attachment, in bytes, carried in either direction (the homeserver's own
     limit applies too)."""
+    backfill_count: Annotated[int, Field(ge=0, le=1000)] = 50
+    """Messages of a room's history put in its MUC archive when the user first joins it
+    from XMPP (0: none)."""
     auto_accept_invites: bool = True
     """Join rooms and direct chats the user is invited to, so they show up in XMPP
     (direct chats are always accepted)."""

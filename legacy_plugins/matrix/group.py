@@ -5,20 +5,38 @@ Its name and topic come from the room state; members are read with ``joined_memb
 when the user joins the MUC; power levels give roles: 100 and up is an owner, 50 and up
 a moderator (admin), others are members. Each member is a participant tied to the
 member's contact, so the group is non-anonymous like Matrix itself.
+
+Joining the MUC of a room the user is not in (by room ID, by alias ``#name%server``, or
+after an invitation) joins it on Matrix first; a room joined by alias keeps that address
+(remembered in the user's data). The first join back-fills the room's recent history
+into the MUC archive. The user's kicks, bans and XEP-0249 invitations are Matrix kicks,
+bans and invites.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant, MucType
-from slidge.util.types import ChatState, SpaceMetadata, Sticker, XMPPMessage
+from slidge.util.types import (
+    ChatState,
+    HoleBound,
+    MucAffiliation,
+    SpaceMetadata,
+    Sticker,
+    XMPPMessage,
+)
+from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
+
+from gateway.formatting import to_xep0393
 
 from .contact import Contact
 from .errors import MatrixError, as_xmpp_error
-from .ids import EventId, RoomId, id_to_localpart, localpart_to_id
+from .ids import EventId, RoomId, UserId, id_to_localpart, localpart_to_id
+from .translate import backfill_messages
 
 if TYPE_CHECKING:
     from .session import Session
@@ -30,7 +48,59 @@ MODERATOR_POWER = 50
 
 
 class Participant(LegacyParticipant[Contact]):
-    pass
+    muc: MUC
+
+    def _user_id(self) -> UserId:
+        if self.contact is None:
+            raise XMPPError("not-allowed", "This is you: use the room's leave instead")
+        return UserId(self.contact.legacy_id)
+
+    async def on_kick(self, reason: str | None) -> None:
+        """A moderator's kick (role "none") is a Matrix kick."""
+        try:
+            await self.muc.session.matrix.kick(self.muc.room_id, self._user_id(), reason)
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e
+
+    async def on_set_affiliation(
+        self, affiliation: MucAffiliation, reason: str | None, nickname: str | None
+    ) -> None:
+        """ "outcast" bans, "member" invites (or lifts a ban); other affiliations would
+        be power level changes, which are not carried yet."""
+        matrix, room, user = self.muc.session.matrix, self.muc.room_id, self._user_id()
+        try:
+            if affiliation == "outcast":
+                await matrix.ban(room, user, reason)
+            elif affiliation == "owner":
+                await matrix.set_power(room, user, OWNER_POWER)
+            elif affiliation == "admin":
+                await matrix.set_power(room, user, MODERATOR_POWER)
+            elif affiliation == "member" and self.affiliation in ("admin", "owner"):
+                await matrix.set_power(room, user, 0)
+            elif affiliation == "member":
+                await self._make_member(reason)
+            elif affiliation == "none" and self.affiliation == "outcast":
+                await matrix.unban(room, user)
+            else:
+                raise NotImplementedError
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e
+
+    async def on_invitation(self, reason: str | None) -> None:
+        """A XEP-0249 invitation from the user is a Matrix invite."""
+        try:
+            await self._make_member(reason)
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e
+
+    async def _make_member(self, reason: str | None) -> None:
+        matrix, room, user = self.muc.session.matrix, self.muc.room_id, self._user_id()
+        state = self.muc.session.rooms.rooms.get(room)
+        member = state.members.get(user) if state is not None else None
+        if member is not None and member.membership == "ban":
+            await matrix.unban(room, user)
+        if member is None or member.membership in ("leave", "ban"):
+            await matrix.invite(room, user)
 
 
 class MUC(LegacyMUC[Participant]):
@@ -46,15 +116,62 @@ class MUC(LegacyMUC[Participant]):
         self.type = MucType.GROUP
         state = self.session.rooms.rooms.get(self.room_id)
         if state is None:
-            raise XMPPError(
-                "item-not-found",
-                f"You are not in the Matrix room {self.room_id}; join it from a Matrix "
-                "client first (joining new rooms from XMPP is not supported yet)",
-            )
+            # Not joined on Matrix yet (an invitation, or a room joined by address):
+            # joining the MUC joins the room.
+            invite = self.session.invites.get(self.room_id)
+            self.name = (invite.name if invite else None) or self.room_id
+            return
         me = self.session.me
         self.name = state.display_name(me)
         self.subject = state.topic or ""
         self.n_participants = state.joined_count
+
+    async def join(self, join_presence: Presence) -> None:
+        """Joining the MUC of a room the user is not in joins it on Matrix first."""
+        if not self.session.is_joined(self.room_id):
+            try:
+                await self.session.join_room(self.room_id)
+            except MatrixError as e:
+                raise as_xmpp_error(e) from e
+            except TimeoutError as e:
+                raise XMPPError(
+                    "remote-server-timeout", f"Matrix did not show {self.room_id} in time"
+                ) from e
+            await self.update_info()
+        await super().join(join_presence)
+
+    def set_power(self, participant: Participant) -> None:
+        """Role and affiliation from the member's Matrix power level."""
+        state = self.session.rooms.room(self.room_id)
+        user = participant.contact.legacy_id if participant.contact else self.session.me
+        power = state.power(UserId(user))
+        if power >= OWNER_POWER:
+            participant.affiliation, participant.role = "owner", "moderator"
+        elif power >= MODERATOR_POWER:
+            participant.affiliation, participant.role = "admin", "moderator"
+        else:
+            participant.affiliation, participant.role = "member", "participant"
+
+    async def backfill(
+        self, after: HoleBound | None = None, before: HoleBound | None = None
+    ) -> None:
+        """The room's last ``backfill_count`` messages into the MUC archive, without
+        those already archived (before ``after``, from ``before`` on) or delivered."""
+        count = self.session.cfg.backfill_count
+        if count == 0 or not self.session.is_joined(self.room_id):
+            return
+        events = await self.session.matrix.history(self.room_id, count)
+        for message in backfill_messages(events, after, before, self.session.delivered):
+            participant = await self.get_participant_by_legacy_id(message.sender)
+            text = to_xep0393(message.text)
+            if message.media is not None:
+                text = text or f"[{message.media.name}]"
+            participant.send_text(
+                "/me " + text if message.kind == "emote" else text,
+                legacy_msg_id=message.event_id,
+                when=datetime.fromtimestamp(message.ts / 1000, UTC),
+                archive_only=True,
+            )
 
     async def fill_participants(self) -> AsyncIterator[Participant]:
         try:
@@ -62,16 +179,9 @@ class MUC(LegacyMUC[Participant]):
         except MatrixError as e:
             self.log.warning("Could not read the members of %s: %s", self.room_id, e)
             return
-        state = self.session.rooms.room(self.room_id)
         for user, _name in members.items():
             participant = await self.get_participant_by_legacy_id(user)
-            power = state.power(user)
-            if power >= OWNER_POWER:
-                participant.affiliation, participant.role = "owner", "moderator"
-            elif power >= MODERATOR_POWER:
-                participant.affiliation, participant.role = "admin", "moderator"
-            else:
-                participant.affiliation, participant.role = "member", "participant"
+            self.set_power(participant)
             yield participant
 
     async def on_message(self, message: XMPPMessage) -> str | None:
@@ -134,7 +244,7 @@ class Bookmarks(LegacyBookmarks[MUC]):
     session: Session
 
     async def legacy_id_to_jid_local_part(self, legacy_id: str) -> str:
-        return id_to_localpart(legacy_id)
+        return self.session.room_addresses().get(legacy_id) or id_to_localpart(legacy_id)
 
     async def jid_local_part_to_legacy_id(self, local_part: str) -> str:
         try:
@@ -144,12 +254,27 @@ class Bookmarks(LegacyBookmarks[MUC]):
         if parsed.kind == "user":
             raise XMPPError("item-not-found", f"{parsed.matrix_id} is a person: chat with them 1:1")
         if parsed.kind == "alias":
-            raise XMPPError(
-                "item-not-found",
-                f"joining by alias ({parsed.matrix_id}) is not supported yet; the rooms you "
-                "are in are in your bookmarks",
-            )
+            return await self._by_alias(parsed.matrix_id, local_part)
         return parsed.matrix_id
+
+    async def _by_alias(self, alias: str, local_part: str) -> str:
+        """A room addressed by its alias keeps that address (remembered for the user);
+        a room the user already has under another address says which."""
+        known = {v: k for k, v in self.session.room_addresses().items()}
+        if local_part in known:
+            return known[local_part]
+        try:
+            room_id = await self.session.matrix.resolve_alias(alias)
+        except MatrixError as e:
+            raise XMPPError("item-not-found", f"No Matrix room is called {alias}: {e}") from e
+        local = await self.legacy_id_to_jid_local_part(room_id)
+        if self.by_jid_only_if_exists(JID(f"{local}@{self.xmpp.boundjid.bare}")) is not None:
+            raise XMPPError(
+                "gone",
+                f"{alias} is a room you have already: {local}@{self.xmpp.boundjid.bare}",
+            )
+        self.session.remember_room_address(room_id, local_part)
+        return room_id
 
     async def fill(self) -> None:
         partners = self.session.rooms.dm_partners()

@@ -45,6 +45,7 @@ from .errors import (
     NotSupported,
     RateLimited,
     RequestFailed,
+    as_xmpp_error,
 )
 from .ids import EventId, RoomId, UserId
 from .net import fetch_url
@@ -101,6 +102,9 @@ class Session(BaseSession[Contact]):
         self._senders: OrderedDict[EventId, UserId] = OrderedDict()
         self._friends: set[UserId] = set()
         self._warned_encrypted: set[RoomId] = set()
+        self._arrivals: dict[RoomId, asyncio.Event] = {}
+        self.invites: dict[RoomId, InvitedRoom] = {}
+        """Invitations waiting for the user (``auto_accept_invites = false``)."""
         self.rooms = RoomTracker(UserId(""))  # replaced at login, once we know who we are
 
     @property
@@ -248,6 +252,9 @@ class Session(BaseSession[Contact]):
                 await self._guard(self._on_event(state, event))
             for ephemeral in room.ephemeral:
                 await self._guard(self._on_ephemeral(ephemeral))
+            arrival = self._arrivals.pop(room.room_id, None)
+            if arrival is not None:
+                arrival.set()
         self._save_position(batch.next_batch)
 
     async def _arrive(self, state: RoomState, room: JoinedRoom) -> tuple[TimelineEvent, ...]:
@@ -363,10 +370,20 @@ class Session(BaseSession[Contact]):
             await self._on_member(state, event)
 
     async def _on_room_state(self, state: RoomState, event: StateChange) -> None:
-        if event.type not in ("m.room.name", "m.room.topic", "m.room.canonical_alias"):
+        if event.type not in (
+            "m.room.name",
+            "m.room.topic",
+            "m.room.canonical_alias",
+            "m.room.power_levels",
+        ):
             return
         muc = await self._muc(state.room_id)
-        if event.type == "m.room.topic":
+        if event.type == "m.room.power_levels":
+            if muc.participants_filled:
+                for member, info in list(state.members.items()):
+                    if info.membership == "join" and member != self.me:
+                        muc.set_power(await muc.get_participant_by_legacy_id(member))
+        elif event.type == "m.room.topic":
             muc.subject = state.topic or ""
         else:
             muc.name = state.display_name(self.me)
@@ -409,6 +426,7 @@ class Session(BaseSession[Contact]):
 
     async def _invited(self, invite: InvitedRoom) -> None:
         if not (invite.is_direct or self.cfg.auto_accept_invites):
+            await self._offer(invite)
             return
         room_id = await self.matrix.join(invite.room_id)
         log.info("%s joined %s (invited by %s)", self.me, room_id, invite.inviter)
@@ -417,8 +435,74 @@ class Session(BaseSession[Contact]):
             if content is not None:
                 await self.matrix.set_direct(content)
 
+    async def _offer(self, invite: InvitedRoom) -> None:
+        """An invitation the user decides on: a XEP-0249 invitation from the inviter
+        (or the gateway); joining the MUC joins the Matrix room."""
+        first = invite.room_id not in self.invites
+        self.invites[invite.room_id] = invite
+        if not first:
+            return
+        muc = await self._muc(invite.room_id)
+        reason = f"{invite.inviter or 'Someone'} invites you to this Matrix room"
+        if invite.inviter is not None:
+            (await self._befriend(invite.inviter)).invite_to(muc, reason)
+        else:
+            self.send_gateway_invite(muc, reason)
+        log.info("%s is invited to %s by %s", self.me, invite.room_id, invite.inviter)
+
+    async def join_room(self, room_id: RoomId) -> None:
+        """Join a room on Matrix and wait until sync has shown it, so that its state is
+        known and its history is not taken for news."""
+        if self.is_joined(room_id):
+            return
+        joined = await self.matrix.join(room_id)
+        log.info("%s joined %s from XMPP", self.me, joined)
+        await self._arrival(joined)
+        self.invites.pop(room_id, None)
+
+    async def _arrival(self, room_id: RoomId) -> None:
+        """Wait until sync has shown a room we just joined or created."""
+        arrival = self._arrivals.setdefault(room_id, asyncio.Event())
+        if self.is_joined(room_id):  # no await since the join: sync cannot have run since
+            self._arrivals.pop(room_id, None)
+            return
+        async with asyncio.timeout(self.cfg.sync_timeout + self.cfg.request_timeout):
+            await arrival.wait()
+
+    def is_joined(self, room_id: RoomId) -> bool:
+        state = self.rooms.rooms.get(room_id)
+        member = state.members.get(self.me) if state is not None else None
+        return member is not None and member.membership == "join"
+
+    def delivered(self, event_id: str) -> bool:
+        """Whether this run has already shown the event (live)."""
+        return EventId(event_id) in self._senders
+
+    def room_addresses(self) -> dict[str, str]:
+        """Rooms the user joined by alias: room ID → the JID local part they used."""
+        stored = self.user.legacy_module_data.get("room_addresses")
+        if not isinstance(stored, dict):
+            return {}
+        return {str(k): str(v) for k, v in stored.items()}
+
+    def remember_room_address(self, room_id: RoomId, local_part: str) -> None:
+        self.legacy_module_data_update(
+            {"room_addresses": {**self.room_addresses(), room_id: local_part}}
+        )
+
+    async def on_create_group(self, name: str, contacts: list[Contact]) -> str:
+        """slidge's *Create a group* command: a new private Matrix room, the chosen
+        contacts invited."""
+        try:
+            room_id = await self.matrix.create_room(name, [UserId(c.legacy_id) for c in contacts])
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e
+        await self._arrival(room_id)
+        return room_id
+
     async def _left(self, room_id: RoomId) -> None:
         partner = self.rooms.dm_partner(room_id)
+        self.invites.pop(room_id, None)
         self.rooms.forget(room_id)
         if partner is not None:
             return
@@ -429,7 +513,9 @@ class Session(BaseSession[Contact]):
 
     async def _show_room(self, room_id: RoomId) -> None:
         """A room we just joined: into the user's bookmarks, to be joined by clients."""
-        muc = await self._muc(room_id)
+        muc = await self.bookmarks.by_legacy_id(room_id, create=False)
+        if muc is None:
+            return  # being joined from XMPP right now: the join adds it
         await muc.add_to_bookmarks(auto_join=True)
 
     async def _warn_encrypted(self, room_id: RoomId) -> None:

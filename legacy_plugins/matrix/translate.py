@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from gateway.formatting import StyledText, from_xep0393, to_plain
 
@@ -41,6 +42,7 @@ __all__ = [
     "SyncBatch",
     "TimelineEvent",
     "Typing",
+    "backfill_messages",
     "edit_content",
     "media_content",
     "parse_event",
@@ -510,6 +512,50 @@ def parse_messages(room_id: RoomId, body: object) -> tuple[list[TimelineEvent], 
     data = _obj(body)
     events = [parse_event(room_id, raw) for raw in _list(data.get("chunk"))]
     return [e for e in events if e is not None], _str(data.get("end"))
+
+
+class Bound(Protocol):
+    """One end of what an archive already holds (slidge's ``HoleBound``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def timestamp(self) -> datetime: ...
+
+
+def backfill_messages(
+    events: Sequence[TimelineEvent],
+    after: Bound | None,
+    before: Bound | None,
+    delivered: Callable[[str], bool],
+) -> list[Message]:
+    """From a room's recent history (oldest first), the new messages worth archiving:
+    after ``after`` and before ``before`` (by event ID, or by time when the ID is not in
+    the page), not edits, and not already ``delivered``."""
+    ids = [str(getattr(e, "event_id", "")) for e in events]
+    start, end = 0, len(events)
+    if after is not None:
+        if after.id in ids:
+            start = ids.index(after.id) + 1
+        else:
+            floor = after.timestamp.timestamp() * 1000
+            start = next((n for n, e in enumerate(events) if _ts(e) > floor), len(events))
+    if before is not None:
+        if before.id in ids:
+            end = ids.index(before.id)
+        else:
+            ceiling = before.timestamp.timestamp() * 1000
+            end = next((n for n, e in enumerate(events) if _ts(e) >= ceiling), len(events))
+    return [
+        e
+        for e in events[start:end]
+        if isinstance(e, Message) and e.replaces is None and not delivered(e.event_id)
+    ]
+
+
+def _ts(event: TimelineEvent) -> float:
+    ts = getattr(event, "ts", None)
+    return float(ts) if isinstance(ts, int) else 0.0
 
 
 # --- outgoing ------------------------------------------------------------------------

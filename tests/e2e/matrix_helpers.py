@@ -204,6 +204,27 @@ class MatrixPeer:
     async def join(self, room_id: str) -> None:
         await self.call("POST", f"/join/{quote(room_id, safe='')}", {})
 
+    async def create_public_room(self, name: str, alias: str | None = None) -> str:
+        """A room anyone may join, published under ``#alias:server`` if given."""
+        body: dict[str, Any] = {"name": name, "preset": "public_chat"}
+        if alias:
+            body["room_alias_name"] = alias
+        return str((await self.call("POST", "/createRoom", body))["room_id"])
+
+    async def leave(self, room_id: str) -> None:
+        await self.call("POST", f"/rooms/{quote(room_id, safe='')}/leave", {})
+
+    async def membership(self, room_id: str, action: str, user_id: str, reason: str = "") -> None:
+        """``invite``, ``kick``, ``ban`` or ``unban`` ``user_id``."""
+        body = {"user_id": user_id, **({"reason": reason} if reason else {})}
+        await self.call("POST", f"/rooms/{quote(room_id, safe='')}/{action}", body)
+
+    async def set_power(self, room_id: str, user_id: str, level: int) -> None:
+        path = f"/rooms/{quote(room_id, safe='')}/state/m.room.power_levels/"
+        levels = await self.call("GET", path)
+        levels.setdefault("users", {})[user_id] = level
+        await self.call("PUT", path, levels)
+
     async def send(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
         path = (
             f"/rooms/{quote(room_id, safe='')}/send/{event_type}/t{time.time_ns()}{next(self._txn)}"

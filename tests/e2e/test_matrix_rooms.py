@@ -1,0 +1,282 @@
+"""Stories of Matrix rooms seen from XMPP: joining, leaving and creating rooms,
+invitations both ways, members coming and going, power levels, moderation, history and
+the user's own messages from another Matrix client. A real Synapse, a real Prosody.
+
+alice uses XMPP through Passerelle; bob, carol, dave and erin use Matrix directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from slixmpp import JID
+from slixmpp.stanza import Message
+
+from gateway.localservers.synapse import Synapse
+from legacy_plugins.matrix.ids import id_to_localpart
+from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
+from tests.e2e.matrix_helpers import (
+    MatrixPeer,
+    jid_of,
+    join_room_when_shown,
+    log_in,
+    new_account,
+    peer_factory,
+    shared_synapse,
+    start_matrix_gateway,
+)
+from tests.e2e.xmpp_client import Client, muc_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+NewClient = Callable[..., "asyncio.Future[Client]"]
+Peers = Callable[[str], "asyncio.Future[MatrixPeer]"]
+GROUPS = "https://slidge.im/command/core/groups"
+CREATE_GROUP = GROUPS + "/create-group"
+
+
+@pytest.fixture(scope="session")
+def synapse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Synapse:
+    return shared_synapse(request, tmp_path_factory)
+
+
+@pytest.fixture
+async def peers(synapse: Synapse) -> AsyncIterator[Peers]:
+    async with peer_factory(synapse) as make:
+        yield make
+
+
+def muc_jid(matrix_id: str) -> str:
+    return f"{id_to_localpart(matrix_id)}@{MATRIX_JID}"
+
+
+async def occupant(
+    client: Client, room: str, user_jid: str, ptype: str = "available", timeout: float = 30
+) -> tuple[str, set[int], dict[str, str]]:
+    """The next presence in ``room`` of the occupant who is ``user_jid``: its nick, status
+    codes and item attributes."""
+    async with asyncio.timeout(timeout):
+        while True:
+            pres = await client.presences.get()
+            if pres["from"].bare != room or pres["type"] != ptype:
+                continue
+            codes, item = muc_status(pres)
+            if JID(item.get("jid", "")).bare == user_jid:
+                return pres["from"].resource, codes, item
+
+
+def occupant_at_join(client: Client, room: str, user_jid: str) -> tuple[str, dict[str, str]]:
+    for nick, pres in client.occupants[room].items():
+        _codes, item = muc_status(pres)
+        if JID(item.get("jid", "")).bare == user_jid:
+            return nick, item
+    raise AssertionError(f"{user_jid} is not among the occupants of {room}")
+
+
+async def invitation(client: Client, timeout: float = 30) -> tuple[str, str]:
+    """The next XEP-0249 invitation: (who invites, the room's JID)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await client.messages.get()
+            x = msg.xml.find("{jabber:x:conference}x")
+            if x is not None:
+                return msg["from"].bare, str(x.get("jid"))
+
+
+async def test_join_by_alias_with_history_and_by_id_then_leave(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    await start_matrix_gateway(start_passerelle, backfill_count=20)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alias_name = "Lounge" + bob.user_id[1:].split(":")[0]
+    room = await bob.create_public_room("Lounge", alias=alias_name)
+    for n in range(3):
+        await bob.send_text(room, f"before alice came {n}")
+    alice = await new_client("alice")
+    alice.queue_bodyless_messages()
+    await log_in(alice, synapse, alice_mx)
+
+    # alice joins by the room's alias: a case-safe address that stays the room's.
+    alias = f"#{alias_name}:{synapse.server_name}"
+    room_jid = muc_jid(alias)
+    assert room_jid.startswith("#_lounge") and room_jid == room_jid.lower()
+    pres = await alice.join_muc(room_jid, "alice", timeout=60)
+    assert pres["type"] != "error", pres
+    await bob.wait_for_member(room, alice_mx.user_id)
+    await bob.send_text(room, "welcome alice")
+    assert (await alice.next_groupchat_text(room_jid, "welcome alice"))["body"]
+
+    # The room's history went into the MUC archive once, in order, before the live one.
+    bodies = [m["body"] for m in await alice.archive(room_jid) if m["body"]]
+    history = [f"before alice came {n}" for n in range(3)]
+    assert [b for b in bodies if b in history] == history, bodies
+    assert bodies.count("welcome alice") == 1, bodies
+    assert bodies.index("before alice came 2") < bodies.index("welcome alice")
+
+    # And by the room's ID; then she leaves it from XMPP (XEP-0077 remove on the MUC).
+    garden = await bob.create_public_room("Garden")
+    garden_jid = muc_jid(garden)
+    pres = await alice.join_muc(garden_jid, "alice", timeout=60)
+    assert pres["type"] != "error", pres
+    await bob.wait_for_member(garden, alice_mx.user_id)
+    leave = alice.make_iq_set(ito=garden_jid)
+    leave["register"]["remove"] = True
+    await leave.send(timeout=30)
+    await bob.wait_for_member(garden, alice_mx.user_id, "leave")
+
+
+async def test_invitations_both_ways_and_a_room_created_from_xmpp(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    await start_matrix_gateway(start_passerelle, auto_accept_invites=False)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob, carol = await peers("bob"), await peers("carol")
+    alice = await new_client("alice")
+    alice.queue_bodyless_messages()
+    await log_in(alice, synapse, alice_mx)
+
+    # bob invites alice on Matrix: she gets a XEP-0249 invitation from bob, not a join.
+    room = await bob.create_room("Invitation only", invite=[alice_mx.user_id])
+    inviter, room_jid = await invitation(alice)
+    assert inviter == jid_of(bob.user_id)
+    assert room_jid == muc_jid(room)
+    pres = await alice.join_muc(room_jid, "alice", timeout=60)
+    assert pres["type"] != "error", pres
+    await bob.wait_for_member(room, alice_mx.user_id)
+
+    # alice creates a room from XMPP (slidge's "create group" command) ...
+    result = await alice.run_command(
+        MATRIX_JID, GROUPS, command=CREATE_GROUP, group_name="Made on XMPP"
+    )
+    found = re.search(r"xmpp:([^?\s<\"]+)\?join", str(result))
+    assert found, result
+    made_jid = found.group(1)
+    pres = await alice.join_muc(made_jid, "alice", timeout=60)
+    assert pres["type"] != "error", pres
+
+    # ... and invites carol into it with XEP-0249: a Matrix invite.
+    alice.send_direct_invite(jid_of(carol.user_id), made_jid, "come in")
+    made = await carol.wait_for_invite(timeout=30)
+    assert muc_jid(made) == made_jid
+    await carol.join(made)
+    alice.send_groupchat(made_jid, "hello carol")
+    got = await carol.wait_for_message(made, "hello carol")
+    assert got["sender"] == alice_mx.user_id
+    name = await carol.call("GET", f"/rooms/{made}/state/m.room.name/")
+    assert name["name"] == "Made on XMPP"
+
+
+async def test_members_power_levels_and_moderation(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    await start_matrix_gateway(start_passerelle)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob, carol, dave, erin = [await peers(n) for n in ("bob", "carol", "dave", "erin")]
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    invited = [alice_mx.user_id, carol.user_id, dave.user_id, erin.user_id]
+    room = await bob.create_room("Court", invite=invited)
+    await bob.set_power(room, alice_mx.user_id, 100)
+    await carol.join(room)
+    await bob.wait_for_member(room, alice_mx.user_id)
+    room_jid = muc_jid(room)
+    await join_room_when_shown(alice, room_jid, "alice")
+
+    # Power levels as affiliations and roles: bob created the room (100), so is alice.
+    _nick, item = occupant_at_join(alice, room_jid, jid_of(bob.user_id))
+    assert (item["affiliation"], item["role"]) == ("owner", "moderator")
+    carol_nick, item = occupant_at_join(alice, room_jid, jid_of(carol.user_id))
+    assert (item["affiliation"], item["role"]) == ("member", "participant")
+
+    # dave joins; alice makes him an admin from XMPP (power 50 on Matrix), bob makes him
+    # an owner on Matrix (100); then he leaves by himself.
+    await dave.join(room)
+    dave_nick, codes, item = await occupant(alice, room_jid, jid_of(dave.user_id))
+    assert item["affiliation"] == "member"
+    await alice.set_affiliation(room_jid, "admin", nick=dave_nick)
+    levels = await bob.wait_for(
+        lambda e: (
+            e.get("type") == "m.room.power_levels"
+            and e["content"].get("users", {}).get(dave.user_id) == 50
+        )
+    )
+    assert levels["sender"] == alice_mx.user_id
+    while (item["affiliation"], item["role"]) != ("admin", "moderator"):
+        _nick, codes, item = await occupant(alice, room_jid, jid_of(dave.user_id))
+    await bob.set_power(room, dave.user_id, 100)
+    while (item["affiliation"], item["role"]) != ("owner", "moderator"):
+        _nick, codes, item = await occupant(alice, room_jid, jid_of(dave.user_id))
+    await dave.leave(room)
+    _nick, codes, item = await occupant(alice, room_jid, jid_of(dave.user_id), "unavailable")
+    assert not codes & {301, 307}
+
+    # alice kicks carol from XMPP: a Matrix kick, shown as a kick.
+    await alice.kick(room_jid, carol_nick, "too loud")
+    kicked = await bob.wait_for_member(room, carol.user_id, "leave")
+    assert kicked["sender"] == alice_mx.user_id
+    assert kicked["content"].get("reason") == "too loud"
+    _nick, codes, _item = await occupant(alice, room_jid, jid_of(carol.user_id), "unavailable")
+    assert 307 in codes
+
+    # erin joins; alice bans her from XMPP (affiliation outcast): a Matrix ban.
+    await erin.join(room)
+    erin_nick, _codes, _item = await occupant(alice, room_jid, jid_of(erin.user_id))
+    await alice.set_affiliation(room_jid, "outcast", nick=erin_nick, reason="spam")
+    banned = await bob.wait_for_member(room, erin.user_id, "ban")
+    assert banned["sender"] == alice_mx.user_id
+    _nick, codes, _item = await occupant(alice, room_jid, jid_of(erin.user_id), "unavailable")
+    assert 301 in codes
+
+
+async def test_own_messages_from_another_matrix_client_show_as_hers(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    await start_matrix_gateway(start_passerelle)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    alice.register_plugin("xep_0280")
+    carbons: asyncio.Queue[Message] = asyncio.Queue()
+    alice.add_event_handler("carbon_sent", carbons.put_nowait)
+    await alice.plugin["xep_0280"].enable(timeout=20)  # as XMPP clients do
+    await log_in(alice, synapse, alice_mx)
+    phone = MatrixPeer(synapse, alice_mx)  # alice's other Matrix client, another device
+    try:
+        dm = await bob.create_dm(alice_mx.user_id)
+        await bob.send_text(dm, "hi alice")
+        assert (await alice.next_message(jid_of(bob.user_id)))["body"] == "hi alice"
+
+        # In a direct chat: a carbon of a message she sent to bob (XEP-0280, privileged).
+        await phone.send_text(dm, "sent from my phone")
+        async with asyncio.timeout(30):
+            carbon = await carbons.get()
+        sent = carbon["carbon_sent"]
+        assert sent["body"] == "sent from my phone"
+        assert sent["to"].bare == jid_of(bob.user_id)
+        assert carbon["from"].bare == alice.boundjid.bare
+
+        # In a room: a message from her own occupant.
+        room = await bob.create_public_room("Phone room")
+        room_jid = muc_jid(room)
+        pres = await alice.join_muc(room_jid, "alice", timeout=60)  # joins it on Matrix
+        assert pres["type"] != "error", pres
+        await phone.send_text(room, "room message from my phone")
+        msg = await alice.next_groupchat_text(room_jid, "room message from my phone")
+        assert msg["from"].resource == pres["from"].resource  # her own nick
+    finally:
+        await phone.close()
