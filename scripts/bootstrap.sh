@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-demo}
 packages=(ca-certificates python3 python3-venv libmagic1 prosody prosody-modules lua-unbound ngircd)
 if [ "$mode" = test ]; then
-    packages+=(inspircd atheme-services postgresql)
+    packages+=(inspircd atheme-services postgresql postfix dovecot-imapd dovecot-lmtpd)
 fi
 
 missing=()
@@ -22,6 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     echo "bootstrap: installing ${missing[*]}"
+    # Postfix asks how to configure the system mailer: the tests run their own instance.
+    echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

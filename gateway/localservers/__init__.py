@@ -9,6 +9,7 @@ process and stops exactly that process. A server that dies or never listens rais
 from gateway.localservers.errors import LocalServerError, ServerCommandError, ServerStartError
 from gateway.localservers.inspircd import InspIRCd, ServicesLink
 from gateway.localservers.ircservices import Atheme
+from gateway.localservers.mail import MailServer
 from gateway.localservers.ngircd import NgIrcd
 from gateway.localservers.ports import free_port, wait_for_port
 from gateway.localservers.postgres import PostgreSQL
@@ -20,6 +21,7 @@ __all__ = [
     "ComponentSpec",
     "InspIRCd",
     "LocalServerError",
+    "MailServer",
     "NgIrcd",
     "PostgreSQL",
     "Prosody",

@@ -1,0 +1,116 @@
+"""Email addresses as XMPP contacts: ``alice@example.org`` is ``alice\\40example.org@<gateway>``.
+
+A contact stands for the address; the chat behind it (plain, or encrypted after a
+SecureJoin or Autocrypt) is looked up, or created, when the user writes
+(:meth:`Session.chat_for`). The escaping is :mod:`.translate` (lower-cased XEP-0106); a
+JID that names no address is refused here, so slidge tries it as a room instead.
+Adding an address to the roster (a subscription request) accepts or starts the chat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from slidge.contact import LegacyContact, LegacyRoster
+from slidge.util.types import ChatState, Sticker, XMPPMessage
+from slixmpp.exceptions import XMPPError
+
+from .errors import EmailError, as_xmpp_error
+from .translate import MsgId, address_to_localpart, localpart_to_address
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Contact", "Roster"]
+
+
+class Contact(LegacyContact):
+    session: Session
+    REPLIES = True
+    CORRECTION = True
+    RETRACTION = True
+
+    async def update_info(self) -> None:
+        self.name = self.legacy_id
+        if not self.session.opened:
+            return
+        try:
+            info = await self.session.account.contact_for(self.legacy_id)
+        except (EmailError, ValueError):
+            return
+        if info is not None and info.display_name and info.display_name != info.address:
+            self.name = info.display_name
+
+    async def on_message(self, message: XMPPMessage) -> str | None:
+        try:
+            chat_id = await self.session.chat_for(self.legacy_id)
+            return await self.session.send_message(chat_id, message)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+
+    async def on_sticker(self, sticker: Sticker) -> str | None:
+        raise NotImplementedError
+
+    async def on_react(self, legacy_msg_id: str, emojis: list[str], thread: str | None) -> None:
+        try:
+            await self.session.account.react(self._msg(legacy_msg_id), emojis)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+
+    async def on_retract(self, legacy_msg_id: str, thread: str | None) -> None:
+        try:
+            await self.session.account.delete_for_all(self._msg(legacy_msg_id))
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+
+    async def on_displayed(self, legacy_msg_id: str, thread: str | None) -> None:
+        try:
+            await self.session.account.mark_seen([self._msg(legacy_msg_id)])
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+
+    async def on_chat_state(self, chat_state: ChatState, thread: str | None) -> None:
+        return  # email has no typing notifications
+
+    async def on_friend_request(self, text: str = "") -> None:
+        """The user added this address to their roster: accept or start the chat."""
+        try:
+            chat_id = await self.session.chat_for(self.legacy_id)
+            await self.session.account.accept_chat(chat_id)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+        await self.accept_friend_request()
+
+    async def on_friend_accept(self) -> None:
+        return
+
+    async def on_friend_delete(self, text: str = "") -> None:
+        return  # the chat stays; blocking is an explicit command
+
+    async def available_emojis(self, legacy_msg_id: str | None = None) -> set[str] | None:
+        return None
+
+    @staticmethod
+    def _msg(legacy_msg_id: str) -> MsgId:
+        try:
+            return MsgId(int(legacy_msg_id))
+        except ValueError:
+            raise XMPPError(
+                "item-not-found", f"No email message has the id {legacy_msg_id!r}"
+            ) from None
+
+
+class Roster(LegacyRoster[Contact]):
+    session: Session
+
+    async def legacy_id_to_jid_username(self, legacy_id: str) -> str:
+        try:
+            return address_to_localpart(legacy_id)
+        except ValueError as e:
+            raise XMPPError("bad-request", str(e)) from e
+
+    async def jid_username_to_legacy_id(self, jid_username: str) -> str:
+        try:
+            return localpart_to_address(jid_username)
+        except ValueError as e:
+            raise XMPPError("item-not-found", str(e)) from e

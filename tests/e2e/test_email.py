@@ -1,0 +1,284 @@
+"""Stories of an XMPP user on email through Passerelle, with ordinary email correspondents.
+
+A real Postfix + Dovecot on loopback carries the mail; the correspondents are people with
+a mail program (SMTP and IMAP, nothing else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from gateway.localservers.mail import MailServer
+from tests.e2e.conftest import EMAIL_JID, PasserelleProcess
+from tests.e2e.email_helpers import (
+    PlainPeer,
+    contact_jid,
+    mail_server_fixture,  # noqa: F401  (the mail_server fixture)
+    new_mailbox,
+    next_message_containing,
+    register,
+    registration_fields,
+    start_email_gateway,
+    text_of,
+)
+from tests.e2e.xmpp_client import Client
+
+pytestmark = pytest.mark.e2e
+NewClient = Callable[..., "asyncio.Future[Client]"]
+StartPasserelle = Callable[..., PasserelleProcess]
+
+
+async def test_mail_server_carries_mail_between_two_mailboxes(mail_server: MailServer) -> None:
+    alice = PlainPeer(mail_server, *new_mailbox(mail_server, "alice"))
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    await alice.send(bob.address, "Lunch?", "At noon, as usual.")
+    got = await bob.next_mail()
+    assert got["Subject"] == "Lunch?"
+    assert "At noon" in text_of(got)
+
+
+async def test_wrong_password_is_refused_and_nothing_is_stored(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    passerelle = start_email_gateway(start_passerelle)
+    xmpp = await new_client("wrongpw")
+    address, password = new_mailbox(mail_server, "wrongpw")
+    fields = registration_fields(mail_server, address, "not-" + password)
+    with pytest.raises(IqError) as err:
+        await xmpp.register(EMAIL_JID, **fields)
+    assert err.value.condition == "not-authorized"
+    assert "authentication failed" in err.value.text.lower(), err.value.text
+    accounts = passerelle.config.parent / "data" / "email" / "accounts"
+    assert not accounts.exists() or not any(accounts.iterdir())
+    # With the right password, the same user gets in.
+    await register(xmpp, mail_server, address, password)
+    assert passerelle.proc.poll() is None
+
+
+async def test_plaintext_to_a_remote_server_is_refused(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("plain")
+    address, password = new_mailbox(mail_server, "plain")
+    fields = registration_fields(mail_server, address, password)
+    fields["imap_host"] = "imap.example.org"
+    with pytest.raises(IqError) as err:
+        await xmpp.register(EMAIL_JID, **fields)
+    assert err.value.condition == "not-allowed"
+    assert "unencrypted" in err.value.text
+
+
+async def test_one_to_one_with_an_ordinary_email_user(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("anna")
+    address, password = new_mailbox(mail_server, "anna")
+    await register(xmpp, mail_server, address, password, name="Anna Lyse")
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "Bob"), name="Bob Plain")
+    bob_jid = contact_jid(bob.address)
+
+    # Anna writes first: bob gets an ordinary mail, readable in any mail program.
+    xmpp.send_chat(bob_jid, "Hello Bob, this is Anna on XMPP")
+    mail = await bob.next_mail()
+    assert "Hello Bob, this is Anna on XMPP" in text_of(mail)
+    assert mail["From"].addresses[0].addr_spec == address
+    assert mail["From"].addresses[0].display_name == "Anna Lyse"
+    assert "-----BEGIN PGP" not in mail.as_string()
+
+    # Bob answers from his mail program; anna reads it from bob's contact.
+    await bob.send(
+        address, "Re: hello", "Hi Anna! Plain mail works.", In_Reply_To=mail["Message-ID"]
+    )
+    answer = await xmpp.next_message(bob_jid, timeout=30)
+    assert "Hi Anna! Plain mail works." in answer["body"]
+
+
+async def test_classic_mail_from_a_stranger_is_a_contact_request(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("cora")
+    address, password = new_mailbox(mail_server, "cora")
+    await register(xmpp, mail_server, address, password)
+    stranger = PlainPeer(mail_server, *new_mailbox(mail_server, "Stranger"), name="Sam Stranger")
+
+    await stranger.send(address, "Quarterly report", "Please find the numbers below.")
+    notice = await next_message_containing(xmpp, EMAIL_JID, "Contact request", timeout=30)
+    assert stranger.address in notice["body"]
+    message = await xmpp.next_message(contact_jid(stranger.address), timeout=10)
+    # The subject of a classic mail is shown with its text.
+    assert "Quarterly report" in message["body"]
+    assert "Please find the numbers below." in message["body"]
+    assert contact_jid(stranger.address) not in xmpp.client_roster
+
+    # Accepting puts the stranger in the roster.
+    xmpp.send_chat(EMAIL_JID, f"accept {stranger.address}")
+    await xmpp.next_roster_push(contact_jid(stranger.address))
+
+
+async def test_mail_sent_while_passerelle_is_down_arrives_once(
+    start_passerelle: StartPasserelle,
+    new_client: NewClient,
+    mail_server: MailServer,
+    tmp_path: Path,
+) -> None:
+    passerelle = start_email_gateway(start_passerelle)
+    xmpp = await new_client("dora")
+    address, password = new_mailbox(mail_server, "dora")
+    await register(xmpp, mail_server, address, password)
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    bob_jid = contact_jid(bob.address)
+    xmpp.send_chat(bob_jid, "first contact")
+    await bob.next_mail()
+    await bob.send(address, "Re: first contact", "before the restart")
+    assert "before the restart" in (await xmpp.next_message(bob_jid, timeout=30))["body"]
+
+    assert await asyncio.to_thread(passerelle.stop) == 0
+    await bob.send(address, "while you were away", "sent while Passerelle was down")
+
+    # Same configuration and data directory, started again.
+    restarted = PasserelleProcess(passerelle.config)
+    try:
+        first = await restarted.wait_for("Slidge has successfully started", timeout=90)
+        await restarted.wait_for("Slidge has successfully started", after=first + 1, timeout=90)
+        got = await xmpp.next_message(bob_jid, timeout=40)
+        assert "sent while Passerelle was down" in got["body"]
+        # Nothing delivered twice: neither the old message nor the new one.
+        with pytest.raises(TimeoutError):
+            again = await xmpp.next_message(bob_jid, timeout=5)
+            pytest.fail(f"delivered twice: {again['body']!r}")
+    finally:
+        await asyncio.to_thread(restarted.stop)
+
+
+async def test_html_mail_arrives_as_text_and_as_the_whole_mail(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("hana")
+    address, password = new_mailbox(mail_server, "hana")
+    await register(xmpp, mail_server, address, password)
+    shop = PlainPeer(mail_server, *new_mailbox(mail_server, "shop"), name="The Shop")
+    html = (
+        "<html><body><h1>Spring sale</h1><p>Everything <b>half price</b>.</p>"
+        "<table><tr><td>Boots</td><td>40 EUR</td></tr></table></body></html>"
+    )
+    await shop.send(address, "Spring sale", "Everything half price.", html=html)
+    shop_jid = contact_jid(shop.address)
+    got = await xmpp.email_next(shop_jid, "{jabber:x:oob}x", timeout=40)
+    url = got.xml.find("{jabber:x:oob}x/{jabber:x:oob}url").text
+    assert url.endswith(".html"), url
+    text = await xmpp.next_message(shop_jid, timeout=10)
+    assert "Spring sale" in text["body"] and "half price" in text["body"]
+
+
+async def test_block_hides_a_stranger(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("ines")
+    address, password = new_mailbox(mail_server, "ines")
+    await register(xmpp, mail_server, address, password)
+    spam = PlainPeer(mail_server, *new_mailbox(mail_server, "spam"))
+    await spam.send(address, "You won", "Claim your prize")
+    await next_message_containing(xmpp, EMAIL_JID, "Contact request", timeout=30)
+    xmpp.send_chat(EMAIL_JID, f"block {spam.address}")
+    await next_message_containing(xmpp, EMAIL_JID, "is blocked")
+    await spam.send(address, "You won again", "Claim it now")
+    friend = PlainPeer(mail_server, *new_mailbox(mail_server, "friend"))
+    await friend.send(address, "Dinner", "Dinner tonight?")
+    # The friend's mail, sent after the spam, arrives; the spam never does.
+    async with asyncio.timeout(40):
+        while True:
+            msg = await xmpp.messages.get()
+            assert msg["from"].bare != contact_jid(spam.address) or "won again" not in msg["body"]
+            if msg["from"].bare == contact_jid(friend.address):
+                break
+
+
+async def test_unregister_deletes_the_account(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    passerelle = start_email_gateway(start_passerelle)
+    xmpp = await new_client("jude")
+    address, password = new_mailbox(mail_server, "jude")
+    await register(xmpp, mail_server, address, password)
+    accounts = passerelle.config.parent / "data" / "email" / "accounts"
+    assert len(list(accounts.iterdir())) == 1
+    await xmpp.unregister(EMAIL_JID)
+    for _ in range(50):
+        if not any(accounts.iterdir()):
+            break
+        await asyncio.sleep(0.2)
+    assert not any(accounts.iterdir()), list(accounts.iterdir())
+    assert passerelle.proc.poll() is None
+
+
+def _core_pids(data_dir: Path) -> list[int]:
+    """The deltachat-rpc-server processes whose accounts live under ``data_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "exe").resolve().name == "deltachat-rpc-server":
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(e.startswith(b"DC_ACCOUNTS_PATH=" + str(data_dir).encode()) for e in environ):
+            pids.append(int(proc.name))
+    return pids
+
+
+async def test_a_crashed_delta_chat_core_is_restarted(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    passerelle = start_email_gateway(start_passerelle)
+    xmpp = await new_client("kira")
+    address, password = new_mailbox(mail_server, "kira")
+    await register(xmpp, mail_server, address, password)
+    data = passerelle.config.parent / "data" / "email"
+    pids = await asyncio.to_thread(_core_pids, data)
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    await next_message_containing(xmpp, EMAIL_JID, "Mail is interrupted", timeout=30)
+    await next_message_containing(xmpp, EMAIL_JID, "Mail is flowing again", timeout=60)
+    assert passerelle.proc.poll() is None
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    xmpp.send_chat(contact_jid(bob.address), "still here after the crash")
+    assert "still here after the crash" in text_of(await bob.next_mail())
+
+
+async def test_registering_again_keeps_the_account_and_its_mail(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("lena")
+    address, password = new_mailbox(mail_server, "lena")
+    await register(xmpp, mail_server, address, password)
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    bob_jid = contact_jid(bob.address)
+    xmpp.send_chat(bob_jid, "before registering again")
+    await bob.next_mail()
+    await bob.send(address, "Re: before", "first answer")
+    assert "first answer" in (await xmpp.next_message(bob_jid, timeout=30))["body"]
+
+    # A wrong password is refused and changes nothing; the right one is accepted again.
+    with pytest.raises(IqError) as err:
+        await xmpp.register(EMAIL_JID, **registration_fields(mail_server, address, "wrong"))
+    assert err.value.condition == "not-authorized", err.value.text
+    await xmpp.register(EMAIL_JID, **registration_fields(mail_server, address, password))
+
+    await bob.send(address, "Re: before", "second answer")
+    got = await xmpp.next_message(bob_jid, timeout=40)
+    assert "second answer" in got["body"], got["body"]  # not "first answer" again
