@@ -6,6 +6,7 @@ process and stops exactly that process. A server that dies or never listens rais
 `ServerStartError` with the end of its log.
 """
 
+from gateway.localservers.biboumi import Biboumi
 from gateway.localservers.errors import LocalServerError, ServerCommandError, ServerStartError
 from gateway.localservers.inspircd import InspIRCd, ServicesLink
 from gateway.localservers.ircservices import Atheme
@@ -18,6 +19,7 @@ from gateway.localservers.synapse import Synapse
 
 __all__ = [
     "Atheme",
+    "Biboumi",
     "ComponentSpec",
     "InspIRCd",
     "LocalServerError",

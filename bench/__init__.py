@@ -1,0 +1,1 @@
+"""Benchmarks of Passerelle against the gateways it replaces, on loopback (see README.md)."""
