@@ -31,6 +31,8 @@ async def test_register_talk_correct_unregister(
     answer = await alice.next_message(ECHO)
     assert answer["body"] == "hello, echo"
     assert answer["type"] == "chat"
+    # The network's SQLite database runs in WAL mode (gateway.slidge_fixes, fix 7).
+    assert (passerelle.config.parent / "data" / "echo" / "passerelle.sqlite-wal").exists()
 
     # alice corrects her message; echo corrects its answer (XEP-0308), it does not resend it.
     alice.send_chat(ECHO, "hello, Echo!", replace=sent["id"])
