@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from slidge.contact import LegacyContact, LegacyRoster
-from slidge.util.types import ChatState, Sticker, XMPPMessage
+from slidge.util.types import XMPPMessage
 from slixmpp.exceptions import XMPPError
 
+from .actions import MessageActions
 from .errors import EmailError, as_xmpp_error
-from .translate import MsgId, address_to_localpart, localpart_to_address
+from .translate import address_to_localpart, localpart_to_address
 
 if TYPE_CHECKING:
     from .session import Session
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Contact", "Roster"]
 
 
-class Contact(LegacyContact):
+class Contact(MessageActions, LegacyContact):
     session: Session
     REPLIES = True
     CORRECTION = True
@@ -48,30 +49,6 @@ class Contact(LegacyContact):
         except EmailError as e:
             raise as_xmpp_error(e) from e
 
-    async def on_sticker(self, sticker: Sticker) -> str | None:
-        raise NotImplementedError
-
-    async def on_react(self, legacy_msg_id: str, emojis: list[str], thread: str | None) -> None:
-        try:
-            await self.session.account.react(self._msg(legacy_msg_id), emojis)
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-
-    async def on_retract(self, legacy_msg_id: str, thread: str | None) -> None:
-        try:
-            await self.session.account.delete_for_all(self._msg(legacy_msg_id))
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-
-    async def on_displayed(self, legacy_msg_id: str, thread: str | None) -> None:
-        try:
-            await self.session.account.mark_seen([self._msg(legacy_msg_id)])
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-
-    async def on_chat_state(self, chat_state: ChatState, thread: str | None) -> None:
-        return  # email has no typing notifications
-
     async def on_friend_request(self, text: str = "") -> None:
         """The user added this address to their roster: accept or start the chat."""
         try:
@@ -89,15 +66,6 @@ class Contact(LegacyContact):
 
     async def available_emojis(self, legacy_msg_id: str | None = None) -> set[str] | None:
         return None
-
-    @staticmethod
-    def _msg(legacy_msg_id: str) -> MsgId:
-        try:
-            return MsgId(int(legacy_msg_id))
-        except ValueError:
-            raise XMPPError(
-                "item-not-found", f"No email message has the id {legacy_msg_id!r}"
-            ) from None
 
 
 class Roster(LegacyRoster[Contact]):

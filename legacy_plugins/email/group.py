@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant, MucType
-from slidge.util.types import ChatState, Sticker, XMPPMessage
+from slidge.util.types import XMPPMessage
 from slixmpp.exceptions import XMPPError
 
+from .actions import MessageActions
 from .client import ChatInfo
 from .contact import Contact
 from .errors import EmailError, as_xmpp_error
-from .translate import SELF_CONTACT, ChatId, MsgId, group_legacy_id, localpart_to_group
+from .translate import SELF_CONTACT, ChatId, group_legacy_id, localpart_to_group
 
 if TYPE_CHECKING:
     from .session import Session
@@ -73,7 +74,7 @@ class Participant(LegacyParticipant[Contact]):
             raise as_xmpp_error(e) from e
 
 
-class MUC(LegacyMUC[Participant]):
+class MUC(MessageActions, LegacyMUC[Participant]):
     session: Session
     REPLIES = True
     CORRECTION = True
@@ -141,30 +142,6 @@ class MUC(LegacyMUC[Participant]):
         except EmailError as e:
             raise as_xmpp_error(e) from e
 
-    async def on_sticker(self, sticker: Sticker) -> str | None:
-        raise NotImplementedError
-
-    async def on_react(self, legacy_msg_id: str, emojis: list[str], thread: str | None) -> None:
-        try:
-            await self.session.account.react(self._msg(legacy_msg_id), emojis)
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-
-    async def on_retract(self, legacy_msg_id: str, thread: str | None) -> None:
-        try:
-            await self.session.account.delete_for_all(self._msg(legacy_msg_id))
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-
-    async def on_displayed(self, legacy_msg_id: str, thread: str | None) -> None:
-        try:
-            await self.session.account.mark_seen([self._msg(legacy_msg_id)])
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-
-    async def on_chat_state(self, chat_state: ChatState, thread: str | None) -> None:
-        return
-
     async def on_set_subject(self, subject: str) -> None:
         raise XMPPError("feature-not-implemented", "Delta Chat groups have no subject; rename it")
 
@@ -176,15 +153,6 @@ class MUC(LegacyMUC[Participant]):
 
     async def available_emojis(self, legacy_msg_id: str | None = None) -> set[str] | None:
         return None
-
-    @staticmethod
-    def _msg(legacy_msg_id: str) -> MsgId:
-        try:
-            return MsgId(int(legacy_msg_id))
-        except ValueError:
-            raise XMPPError(
-                "item-not-found", f"No email message has the id {legacy_msg_id!r}"
-            ) from None
 
 
 class Bookmarks(LegacyBookmarks[MUC]):
