@@ -30,6 +30,7 @@ from gateway.runtime import network_config
 
 from . import contact, group  # noqa: F401  (slidge finds the classes by subclassing)
 from .config import Config
+from .mentions import STASH
 from .session import Session
 from .translate import irc_username, nick_problem
 
@@ -58,6 +59,8 @@ class Gateway(BaseGateway[Session]):
     def __init__(self) -> None:
         super().__init__()
         self._registering = asyncio.Lock()
+        # Synchronous, so it runs before slidge's (scheduled) handler of the same stanza.
+        self.add_event_handler("groupchat_message", STASH.remember)
         dispatcher = getattr(self, "_BaseGateway__dispatcher", None)
         original: Callable[[Presence], Awaitable[None]] | None = getattr(
             dispatcher, "on_presence", None

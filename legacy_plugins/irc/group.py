@@ -32,6 +32,7 @@ from .client import IrcClientError
 from .config import Config
 from .contact import Contact
 from .events import Channel
+from .mentions import MentionsOnMessages, with_irc_nicks
 from .translate import AddressError, ChannelAddress
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class Bookmarks(LegacyBookmarks["MUC"]):
         raise NotImplementedError
 
 
-class Participant(LegacyParticipant[Contact]):
+class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
     muc: MUC
 
     async def on_kick(self, reason: str | None) -> None:
@@ -181,6 +182,7 @@ class MUC(LegacyMUC[Participant]):
 
     async def on_message(self, message: XMPPMessage) -> str:
         client = await self.session.client_for(self.address.server)
+        message = with_irc_nicks(self, message)  # XEP-0372 mentions: IRC nicks in the line
         return await self.session.send_message(client, self.channel, message)
 
     async def on_set_subject(self, subject: str) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import events as ev
 from .client import JOIN_ERRORS, IrcClient
 from .events import Channel
+from .mentions import room_mentions
 from .translate import AddressError, Affiliation, Role, irc_to_xmpp, mask_matches, notice_text
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ async def on_message(
             muc.get_system_participant().send_text(body, when=when)
             return
         part = await session.participant(muc, client, event.sender.nick)
-        part.send_text(body, legacy_msg_id=event.msgid, when=when)
+        mentions = room_mentions(client, muc, event.channel, body)  # XEP-0372
+        part.send_text(body, legacy_msg_id=event.msgid, when=when, mentions=mentions)
     elif from_server:
         await session.tell(client, body)
     else:

@@ -415,3 +415,28 @@ class Client(slixmpp.ClientXMPP):
             msg = await self.next_groupchat_text(room, timeout=timeout)
             texts.append((msg["from"].resource, msg["body"]))
         return texts
+
+    # --- XEP-0372 mentions (tests/e2e/test_irc_mentions.py) -------------------------
+    # Added for the IRC mention stories; the methods above are shared and unchanged.
+
+    def send_groupchat_mentioning(
+        self, room: str, body: str, mentions: list[tuple[int, int, str]]
+    ) -> Message:
+        """A groupchat message marking `body[begin:end]` as a mention of `uri`, for each
+        (begin, end, uri) — as Converse or Movim send them."""
+        msg = self.make_message(mto=room, mbody=body, mtype="groupchat")
+        msg["id"] = self.new_id()
+        for begin, end, uri in mentions:
+            attrs = {"type": "mention", "begin": str(begin), "end": str(end), "uri": uri}
+            ET.SubElement(msg.xml, "{urn:xmpp:reference:0}reference", attrs)
+        msg.send()
+        return msg
+
+
+def mention_references(msg: Message) -> list[tuple[int, int, str]]:
+    """The XEP-0372 mentions of `msg` as (begin, end, uri), in document order."""
+    return [
+        (int(ref.get("begin", "-1")), int(ref.get("end", "-1")), ref.get("uri", ""))
+        for ref in msg.xml.findall("{urn:xmpp:reference:0}reference")
+        if ref.get("type") == "mention"
+    ]
