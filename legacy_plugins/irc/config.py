@@ -145,6 +145,9 @@ class Config(NetworkConfig):
     history_on_join: Annotated[int, Field(ge=0, le=1000)] = 20
     """At most this many messages from the room archive are replayed to a client that
     joins (fewer if the client asks for fewer; the full archive stays available by MAM)."""
+    chathistory_count: Annotated[int, Field(ge=0, le=1000)] = 100
+    """On servers that offer IRCv3 `chathistory`: at most this many of a channel's newest
+    messages are fetched into the room archive on each join and rejoin (0: never)."""
     connect_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
     """Seconds to wait for a server to accept and register a connection."""
     reconnect_max_delay: Annotated[float, Field(gt=0, le=3600)] = 60.0

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import chathistory
 from . import events as ev
 from .client import JOIN_ERRORS, IrcClient
 from .events import Channel
@@ -44,6 +45,7 @@ _Handler = Callable[["Session", IrcClient, Any, tuple[Channel, ...]], Awaitable[
 async def dispatch(
     session: Session, client: IrcClient, event: ev.Event, channels: tuple[Channel, ...]
 ) -> None:
+    await chathistory.observe(session, client, event)  # IRCv3 back-fill on (re)join
     handler = _HANDLERS.get(type(event))
     if handler is not None:
         await handler(session, client, event, channels)
@@ -61,6 +63,8 @@ async def on_message(
         body = notice_text(body)
     if event.channel is not None:
         muc = await session.room(client, event.channel)
+        if not chathistory.is_new(client, muc, event):
+            return  # history the archive has already (a replay, a back-fill overlap)
         if from_server:  # a server notice to the channel
             muc.get_system_participant().send_text(body, when=when)
             return
