@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from gateway import config as config_mod
-from gateway.child import EXIT_CONFIG, RedactSecrets, _die_with_parent
+from gateway.child import EXIT_CONFIG, RedactSecrets, _config_secrets, _die_with_parent
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway.link")
@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"passerelle: {args.config}: link: no enabled [link] section", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
 
-    RedactSecrets([link.secret.get_secret_value()]).install()
+    # The component secret and the database password (``[storage] url``).
+    secrets = _config_secrets(cfg, link)  # type: ignore[arg-type]
+    RedactSecrets(secrets).install()
     logging.basicConfig(
         stream=sys.stdout,
         level=link.log_level or cfg.settings.log_level,
@@ -59,13 +61,21 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("slixmpp").setLevel(logging.WARNING)
 
     from .service import LinkFatal
+    from .store import StoreError
 
     try:
         asyncio.run(_run(cfg))
-    except* LinkFatal as group:
-        for exc in group.exceptions:
+    except* LinkFatal as fatal:
+        for exc in fatal.exceptions:
             log.error("%s", exc)
         sys.exit(EXIT_CONFIG)
+    except* StoreError as broken:
+        codes = [EXIT_CONFIG]
+        for error in broken.exceptions:
+            log.error("%s", error)
+            if isinstance(error, StoreError):
+                codes.append(error.exit_code)
+        sys.exit(codes[-1])
     log.info("stopped")
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import hmac
 import re
 import unicodedata
-from collections.abc import Container, Iterator, Set
+from collections.abc import Callable, Container, Iterator, Set
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
 from legacy_plugins.irc.events import Channel, Nick, casefold
@@ -34,6 +36,7 @@ from legacy_plugins.irc.translate import (
 
 __all__ = [
     "PUPPET_SUFFIX",
+    "OriginIds",
     "OutgoingText",
     "Recent",
     "SelfPing",
@@ -41,11 +44,13 @@ __all__ = [
     "irc_nick",
     "is_own_occupant",
     "link_id",
+    "looks_like_puppet",
     "muc_nick",
     "muc_nick_candidates",
     "outgoing_text",
     "puppet_localpart",
     "relay_text",
+    "replay_after",
     "self_ping_verdict",
     "strip_fallback",
 ]
@@ -159,6 +164,76 @@ class Recent(Generic[_K, _V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def items(self) -> list[tuple[_K, _V]]:
+        """Oldest first."""
+        return list(self._items.items())
+
+
+class OriginIds:
+    """The origin-ids our occupants put on their messages, signed with a key only this
+    component knows (derived from its secret): ``pl-<nonce>-<mac>``. An id is recognised
+    as ours from the id alone — in the room's MAM archive after a restart too, when no
+    memory of what was sent is left. Anyone can copy an id they saw, but that only
+    keeps their own message from reaching IRC."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"passerelle link origin-id\0" + secret.encode()).digest()
+
+    def _mac(self, nonce: str) -> str:
+        return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def make(self, nonce: str) -> str:
+        """The origin-id for a message with a fresh random `nonce` (hex)."""
+        return f"pl-{nonce}-{self._mac(nonce)}"
+
+    def __contains__(self, origin_id: object) -> bool:
+        if not isinstance(origin_id, str) or not origin_id.startswith("pl-"):
+            return False
+        nonce, _, mac = origin_id[3:].rpartition("-")
+        return bool(nonce) and hmac.compare_digest(mac, self._mac(nonce))
+
+
+def looks_like_puppet(template: str, nick: str, fold: Callable[[str], str]) -> bool:
+    """Whether IRC nick `nick` has the shape `template` gives our XMPP users' puppets
+    (``dave[x]`` for ``{nick}[x]``). A template with no marker around ``{nick}`` fits
+    every nick, so nothing is recognised that way."""
+    before, _, after = template.partition("{nick}")
+    before, after = fold(_ascii_nick_chars(before)), fold(_ascii_nick_chars(after))
+    if not before and not after:
+        return False
+    folded = fold(nick)
+    return (
+        len(folded) > len(before) + len(after)
+        and folded.startswith(before)
+        and folded.endswith(after)
+    )
+
+
+def replay_after(
+    *,
+    mark_msgid: str | None,
+    mark_time: datetime | None,
+    msgid: str | None,
+    time: datetime | None,
+    passed: bool,
+) -> tuple[bool, bool]:
+    """Whether a line of the IRC server's history on join is new to the link, and whether
+    the link's mark has now been passed (the lines after it in this replay are new).
+
+    The mark is the last channel line the link handled. The replay is in order: the mark
+    itself (same msgid) is passed and not new; without it in the replay (it scrolled
+    out, or lines carry no msgid), a line is new when its server-time is later than the
+    mark's. History times may be cut to the second (InspIRCd 3), so a line said in the
+    same second as the mark but not found by msgid is taken as old: a line may be lost
+    rather than said twice. With no mark at all, nothing in the history is new."""
+    if passed:
+        return True, True
+    if mark_msgid is not None and msgid == mark_msgid:
+        return False, True
+    if mark_time is not None and time is not None and time > mark_time:
+        return True, True
+    return False, False
 
 
 def is_own_occupant(

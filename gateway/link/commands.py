@@ -1,11 +1,12 @@
 """Admin commands (XEP-0050 ad-hoc commands) on the link component's JID.
 
-``list`` shows every link and its state; ``add`` links an existing room to an IRC
-channel (kept in the database, so it survives restarts); ``remove`` deletes a link an
-admin added (links from ``gateway.toml`` are removed there); ``pause`` stops a link —
-it leaves the room and the channel — or resumes it. Only the bare JIDs in ``admins``
-may run them; anyone else gets ``forbidden``. Problems are reported as the command's
-notes, in words for the admin (``LinkError``).
+``list`` shows every link and its state; ``check`` asks each room what its owner must
+still grant (members-only, moderated, no archive) and lists whom it refused; ``add``
+links an existing room to an IRC channel (kept in the database, so it survives
+restarts); ``remove`` deletes a link an admin added (links from ``gateway.toml`` are
+removed there); ``pause`` stops a link — it leaves the room and the channel — or resumes
+it. Only the bare JIDs in ``admins`` may run them; anyone else gets ``forbidden``.
+Problems are reported as the command's notes, in words for the admin (``LinkError``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def register_commands(service: LinkService) -> None:
     adhoc = service.component.plugin["xep_0050"]
     commands: dict[str, tuple[str, Handler]] = {
         "list": ("List channel links", _list),
+        "check": ("Check what the linked rooms must grant", _check),
         "add": ("Link an IRC channel to a room", _add),
         "remove": ("Remove a channel link", _remove),
         "pause": ("Pause or resume a channel link", _pause),
@@ -81,6 +83,10 @@ def _truthy(value: object) -> bool:
 async def _list(service: LinkService, iq: Iq, session: Session) -> Session:
     lines = [info.describe() for info in service.list_links()]
     return _done(session, "info", "\n".join(lines) if lines else "There is no link yet.")
+
+
+async def _check(service: LinkService, iq: Iq, session: Session) -> Session:
+    return _done(session, "info", await service.check_links())
 
 
 # --- add -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,9 +39,11 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from gateway.errors import RemoteError
 
-from .bridge import Recent, SelfPing, self_ping_verdict
+from .bridge import OriginIds, Recent, SelfPing, self_ping_verdict
 
 __all__ = [
+    "ArchiveError",
+    "ArchivePage",
     "JoinResult",
     "LinkComponent",
     "MucPresence",
@@ -62,6 +65,11 @@ CORRECT_NS = "urn:xmpp:message-correct:0"
 REPLY_NS = "urn:xmpp:reply:0"
 FALLBACK_NS = "urn:xmpp:fallback:0"
 OOB_NS = "jabber:x:oob"
+MAM_NS = "urn:xmpp:mam:2"
+RSM_NS = "http://jabber.org/protocol/rsm"
+FORWARD_NS = "urn:xmpp:forward:0"
+DATA_NS = "jabber:x:data"
+ARCHIVE_MAX = 1000  # archived messages collected per query, whatever the server sends
 JOIN_TIMEOUT = 20.0
 GHOST_EVERY = 60.0  # seconds between two attempts to make the same stale occupant leave
 IQ_TIMEOUT = 20.0
@@ -118,6 +126,28 @@ class RoomMessage:
     """Ranges of the body that only repeat the replied-to message (XEP-0428)."""
     attachment: str | None = None
     delayed: bool = False
+    real_jid: str | None = None
+    """The sender's real JID, when the room shows it (archived messages of
+    non-anonymous rooms)."""
+
+
+class ArchiveError(RemoteError):
+    """The room's archive refused a query (or did not answer)."""
+
+    def __init__(self, condition: str, text: str = "") -> None:
+        super().__init__(f"{condition} {text}".strip())
+        self.condition = condition
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    """An answer of the room's MAM archive, oldest message first."""
+
+    messages: tuple[RoomMessage, ...]
+    complete: bool
+    """No message after `after` was left out."""
+    last: str | None
+    """The stanza-id of the newest message returned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +184,9 @@ class Occupancy(Protocol):
 
     def on_error(self, jid: str, condition: str, text: str) -> None:
         """The room refused a message one of our occupants sent."""
+
+    def on_private(self, jid: str, nick: str, body: str) -> None:
+        """A private message (XEP-0045 §7.5) from occupant `nick` to our occupant `jid`."""
 
 
 def _error_of(stanza: StanzaBase) -> tuple[str | None, str]:
@@ -204,14 +237,18 @@ def parse_presence(pres: Presence) -> MucPresence:
 
 def parse_message(msg: Message) -> RoomMessage:
     """Read a groupchat message from a room. Never raises on odd input."""
-    xml = msg.xml
-    frm, to = msg["from"], msg["to"]
+    return parse_message_xml(msg.xml, msg.namespace, stanza_id=None)
+
+
+def parse_message_xml(xml: ET.Element, ns: str, *, stanza_id: str | None) -> RoomMessage:
+    """Read a room message from its XML in namespace `ns` (``jabber:client`` when it
+    was forwarded by the archive, which gives its `stanza_id`). Never raises."""
+    frm, to = JID(xml.get("from", "")), JID(xml.get("to", ""))
 
     def attr(path: str, name: str) -> str | None:
         element = xml.find(path)
         return element.get(name) if element is not None else None
 
-    stanza_id = None
     for element in xml.findall(f"{{{SID_NS}}}stanza-id"):
         if element.get("by") == frm.bare:
             stanza_id = element.get("id")
@@ -225,14 +262,15 @@ def parse_message(msg: Message) -> RoomMessage:
             if start.isdecimal() and end.isdecimal():
                 fallback.append((int(start), int(end)))
     url = xml.find(f"{{{OOB_NS}}}x/{{{OOB_NS}}}url")
-    subject = xml.find(f"{{{msg.namespace}}}subject")
+    subject = xml.find(f"{{{ns}}}subject")
+    text = xml.find(f"{{{ns}}}body")
     return RoomMessage(
         room=frm.bare,
         nick=frm.resource,
         to=to.full,
-        body=msg["body"],
+        body=(text.text or "") if text is not None else "",
         subject=(subject.text or "") if subject is not None else None,
-        id=msg["id"] or None,
+        id=xml.get("id") or None,
         origin_id=attr(f"{{{SID_NS}}}origin-id", "id"),
         stanza_id=stanza_id,
         replace_id=attr(f"{{{CORRECT_NS}}}replace", "id"),
@@ -241,6 +279,7 @@ def parse_message(msg: Message) -> RoomMessage:
         fallback=tuple(fallback),
         attachment=(url.text or None) if url is not None else None,
         delayed=xml.find(f"{{{DELAY_NS}}}delay") is not None,
+        real_jid=attr(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item", "jid"),
     )
 
 
@@ -255,8 +294,9 @@ class LinkComponent(ComponentXMPP):
         self.plugin["xep_0030"].add_identity(
             category="gateway", itype="irc", name="Passerelle IRC channel link", jid=self.boundjid
         )
-        self.sent_ids: Recent[str, bool] = Recent(4096)
-        """origin-ids of every message our occupants sent: their echoes are ours."""
+        self.sent_ids = OriginIds(secret)
+        """Recognises the origin-id of every message our occupants sent, before and
+        after a restart: their echoes are ours."""
         self.online = asyncio.Event()
         self.state_changes: asyncio.Queue[StateChange] = asyncio.Queue()
         self.fatal: str | None = None
@@ -264,6 +304,8 @@ class LinkComponent(ComponentXMPP):
         self._rooms: dict[str, list[Occupancy]] = {}
         self._waiters: dict[tuple[str, str], asyncio.Future[JoinResult]] = {}
         self._ghosts: Recent[tuple[str, str], float] = Recent(1024)
+        self._archive: dict[str, tuple[str, str, list[RoomMessage]]] = {}
+        """MAM queries in flight by queryid: (room, our JID that asked, results)."""
         # The stock handlers keep a roster per JID for every presence: thousands of
         # entries for a busy room, and nothing we use. Ours replace them.
         for name in ("IM", "IMError", "Presence"):
@@ -339,10 +381,9 @@ class LinkComponent(ComponentXMPP):
         msg = self.make_message(mto=JID(room), mfrom=JID(jid), mtype="groupchat", mbody=body)
         if subject is not None:
             msg["subject"] = subject
-        origin_id = uuid.uuid4().hex
+        origin_id = self.sent_ids.make(secrets.token_hex(8))
         msg["id"] = origin_id
         ET.SubElement(msg.xml, f"{{{SID_NS}}}origin-id", {"id": origin_id})
-        self.sent_ids.put(origin_id, True)
         msg.send()
         return origin_id
 
@@ -363,6 +404,53 @@ class LinkComponent(ComponentXMPP):
         except IqTimeout:
             return self_ping_verdict("timeout")
         return "joined"
+
+    async def archive(self, room: str, jid: str, after: str | None, limit: int) -> ArchivePage:
+        """The newest `limit` messages of `room`'s MAM archive after stanza-id `after`
+        (all of them from the start if `after` is None), oldest first, asked as our
+        occupant `jid`. Raises `ArchiveError` with the room's error condition
+        (``item-not-found`` when `after` is no longer in the archive)."""
+        queryid = uuid.uuid4().hex
+        iq = self.make_iq_set(ito=JID(room), ifrom=JID(jid))
+        query = ET.SubElement(iq.xml, f"{{{MAM_NS}}}query", {"queryid": queryid})
+        form = ET.SubElement(query, f"{{{DATA_NS}}}x", {"type": "submit"})
+        fields = {"FORM_TYPE": MAM_NS, **({"after-id": after} if after else {})}
+        for var, value in fields.items():
+            field = ET.SubElement(form, f"{{{DATA_NS}}}field", {"var": var})
+            ET.SubElement(field, f"{{{DATA_NS}}}value").text = value
+        rsm = ET.SubElement(query, f"{{{RSM_NS}}}set")
+        ET.SubElement(rsm, f"{{{RSM_NS}}}max").text = str(limit)
+        ET.SubElement(rsm, f"{{{RSM_NS}}}before")  # the newest page: the last `limit`
+        collected: list[RoomMessage] = []
+        self._archive[queryid] = (room, jid, collected)
+        try:
+            result = await iq.send(timeout=IQ_TIMEOUT)  # type: ignore[no-untyped-call]
+        except IqError as exc:
+            condition = exc.iq["error"]["condition"]
+            raise ArchiveError(condition, exc.iq["error"]["text"] or "") from None
+        except IqTimeout:
+            raise ArchiveError("remote-server-timeout", f"no answer in {IQ_TIMEOUT:g} s") from None
+        finally:
+            del self._archive[queryid]
+        fin = result.xml.find(f"{{{MAM_NS}}}fin")
+        complete = fin is not None and fin.get("complete") in ("true", "1")
+        last = result.xml.find(f"{{{MAM_NS}}}fin/{{{RSM_NS}}}set/{{{RSM_NS}}}last")
+        return ArchivePage(tuple(collected), complete, last.text if last is not None else None)
+
+    def _archived(self, msg: Message, result: ET.Element) -> bool:
+        """A message of a MAM query of ours: collected, and True."""
+        pending = self._archive.get(result.get("queryid", ""))
+        if pending is None:
+            return False
+        room, jid, collected = pending
+        if msg["from"].full != room or msg["to"].full != jid or len(collected) >= ARCHIVE_MAX:
+            return True
+        inner = result.find(f"{{{FORWARD_NS}}}forwarded/{{jabber:client}}message")
+        if inner is not None and inner.get("type") == "groupchat":
+            parsed = parse_message_xml(inner, "jabber:client", stanza_id=result.get("id"))
+            if parsed.room == room:
+                collected.append(parsed)
+        return True
 
     async def room_features(self, room: str) -> frozenset[str] | None:
         """The room's disco#info features, or None if the room does not exist. Raises
@@ -436,8 +524,17 @@ class LinkComponent(ComponentXMPP):
                 else:
                     log.info("error from %s to %s: %s %s", msg["from"], to, condition, text)
                 return
+            result = msg.xml.find(f"{{{MAM_NS}}}result")
+            if result is not None and self._archived(msg, result):
+                return
+            if mtype == "chat" and msg.xml.find(f"{{{MUC_USER_NS}}}x") is not None:
+                room, to = msg["from"].bare, msg["to"].full
+                owner = self._owner(room, to)
+                if owner is not None and msg["from"].resource and msg["body"]:
+                    owner.on_private(to, msg["from"].resource, msg["body"])
+                return
             if mtype != "groupchat":
-                return  # private messages to puppets, chat to the component: not relayed
+                return  # chat to the component itself: nothing to do
             # The room sends each message to every occupant of ours; only the listener's
             # copy is read (and parsed).
             room, to = msg["from"].bare, msg["to"].full

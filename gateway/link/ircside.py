@@ -39,9 +39,10 @@ from legacy_plugins.irc.client import (
 from legacy_plugins.irc.config import ServerTarget
 from legacy_plugins.irc.events import Channel
 from legacy_plugins.irc.flood import DEFAULT_BURST, DEFAULT_RATE_PER_S
+from legacy_plugins.irc.protocol import LocalProtocolError
 from legacy_plugins.irc.translate import irc_username
 
-from .bridge import irc_nick
+from .bridge import Recent, irc_nick
 
 __all__ = ["RELAY_NICK", "ChannelLink", "IrcServer", "PuppetKey"]
 
@@ -72,6 +73,12 @@ class ChannelLink(Protocol):
 
     def irc_connected(self) -> None:
         """The relay connection is (again) registered."""
+
+    def irc_own_line(self, event: ev.MessageReceived) -> None:
+        """A line one of our own connections said in the channel (not relayed)."""
+
+    def irc_private(self, occupant: str, event: ev.MessageReceived) -> None:
+        """An IRC user wrote privately to the puppet of XMPP occupant `occupant`."""
 
 
 @dataclass(slots=True)
@@ -105,6 +112,8 @@ class IrcServer:
         self._pongs: dict[str, asyncio.Future[None]] = {}
         self._tokens = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
+        self._pm_notices: Recent[str, bool] = Recent(256)
+        """Whom the relay told that it reads no private message (once each, lately)."""
 
     @property
     def name(self) -> str:
@@ -303,10 +312,19 @@ class IrcServer:
             return
         if client is not self.relay or isinstance(event, ev.ServerReply):
             self._own_event(client, event)
+        if _is_private(event):
+            assert isinstance(event, ev.MessageReceived)
+            self._private(client, event)
+            return
         if client is not self.relay:
             return
         if isinstance(event, ev.NickChanged):
             self._nick_seen(event)
+        if isinstance(event, ev.MessageReceived) and event.channel is not None:
+            if event.own or self.is_own(event.sender.nick):
+                for link in self._links_on(event.channel):
+                    link.irc_own_line(event)
+                return
         for link in self._concerned(event, channels):
             link.irc_event(event)
 
@@ -334,6 +352,29 @@ class IrcServer:
         folded = {self.fold(channel) for channel in channels}
         return [link for link in self._links if self.fold(link.channel) in folded]
 
+    def _private(self, client: IrcClient, event: ev.MessageReceived) -> None:
+        """A private message to one of our connections: to a puppet, it goes to the
+        XMPP person privately; to the relay, the sender is told it is not read."""
+        if self.is_own(event.sender.nick):
+            return
+        puppet = next((p for p in self._puppets.values() if p.client is client), None)
+        if puppet is not None:
+            puppet.link.irc_private(puppet.occupant, event)
+            return
+        if client is self.relay and self._pm_notices.get(self.fold(event.sender.nick)) is None:
+            self._pm_notices.put(self.fold(event.sender.nick), True)
+            with contextlib.suppress(IrcClientError, LocalProtocolError):
+                client.send(
+                    "NOTICE",
+                    event.sender.nick,
+                    "I relay IRC channels to XMPP rooms; messages to me are not read. "
+                    "To write to an XMPP person privately, write to their nick (…[x]).",
+                )
+
+    def _links_on(self, channel: Channel) -> list[ChannelLink]:
+        folded = self.fold(channel)
+        return [link for link in self._links if self.fold(link.channel) == folded]
+
     def _nick_seen(self, event: ev.NickChanged) -> None:
         """A puppet took the nick it asked for: it is no longer in flight."""
         new = self.fold(event.new)
@@ -356,6 +397,13 @@ class IrcServer:
     async def on_irc_status(self, client: IrcClient, status: Status, text: str) -> None:
         if client is self.relay:
             log.info("relay on %r: %s", self.name, text)
+            if status == "disconnected" and "certificate not trusted" in text:
+                log.warning(
+                    "IRC server %r: its TLS certificate is not trusted; for a channel link, "
+                    "add its CA to the system's trust store or point Passerelle's "
+                    "SSL_CERT_FILE environment variable at a file with it",
+                    self.name,
+                )
             if status == "connected":
                 for link in self._links:
                     link.irc_connected()
@@ -376,6 +424,18 @@ class IrcServer:
             backoff=RECONNECT,
             allow_private=True,
         )
+
+
+def _is_private(event: ev.Event) -> bool:
+    """A message (not a notice: those are never answered) sent to us by a person."""
+    return (
+        isinstance(event, ev.MessageReceived)
+        and event.channel is None
+        and not event.own
+        and not event.history
+        and event.kind != "notice"
+        and not event.sender.is_server
+    )
 
 
 class _Spawn(Protocol):

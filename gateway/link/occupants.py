@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .bridge import muc_nick, muc_nick_candidates, puppet_localpart
+from .bridge import Recent, muc_nick, muc_nick_candidates, puppet_localpart
 from .component import LinkComponent, MucPresence
 
 __all__ = ["IrcOccupants", "XmppPuppet"]
@@ -62,6 +62,10 @@ class IrcOccupants:
         """Called when a join found no room (and created one, undone at once)."""
         self._by_nick: dict[str, XmppPuppet] = {}
         self._by_jid: dict[str, XmppPuppet] = {}
+        self.refused: Recent[str, tuple[str, str]] = Recent(100)
+        """Bare JIDs of IRC users' occupants the room refused lately, with the IRC nick
+        and the room's reason (``registration-required``: members-only; ``forbidden``:
+        no voice in a moderated room): what the admin's ``check`` lists."""
 
     def __repr__(self) -> str:
         return f"<IrcOccupants of {self._room}>"
@@ -79,6 +83,12 @@ class IrcOccupants:
     def irc_nick_of(self, nick: str) -> str | None:
         """The IRC nick of the occupant called `nick` in the room, if it is one of ours."""
         return next((p.irc_nick for p in self._by_nick.values() if p.nick == nick), None)
+
+    def by_jid(self, jid: str) -> XmppPuppet | None:
+        return self._by_jid.get(jid)
+
+    def by_nick(self, irc_nick: str) -> XmppPuppet | None:
+        return self._by_nick.get(self._fold(irc_nick))
 
     def irc_nicks(self) -> list[str]:
         return [p.irc_nick for p in self._by_nick.values()]
@@ -116,6 +126,7 @@ class IrcOccupants:
                     "%r: the room refused %s as %r: %s %s",
                     self, irc_nick, nick, result.error, result.text,
                 )  # fmt: skip
+                self.refused.put(puppet.jid.partition("/")[0], (irc_nick, result.error or ""))
                 break
         self._forget(puppet)
         return None
@@ -186,5 +197,7 @@ class IrcOccupants:
 
     def on_error(self, jid: str, condition: str) -> None:
         puppet = self._by_jid.get(jid)
+        if puppet is not None and condition == "forbidden":
+            self.refused.put(jid.partition("/")[0], (puppet.irc_nick, condition))
         if puppet is not None and condition == "not-acceptable":
             puppet.joined = False  # the room forgot it: join again on its next line

@@ -13,6 +13,15 @@ The link also keeps its occupants in the room: the listener joins only a room th
 exists (a join that creates one is undone and reported to the admins), re-joins after a
 kick or a lost connection, and checks its membership with XEP-0410 self-pings when the
 room is quiet.
+
+Nothing said while the link was away is lost, where the servers keep it: each side's
+position (the room's stanza-id, the channel line's msgid and server-time) is saved as
+messages are handled. On every join of the room, the room's MAM archive is read after
+the saved stanza-id (the newest `CATCH_UP_MAX` messages at most, in order), while live
+messages wait, then those live messages not already read go on. On every join of the
+channel, lines of the IRC server's history on join (InspIRCd's chanhistory) after the
+saved line are relayed. Our own occupants' and puppets' messages are recognised in
+both (signed origin-ids; our puppets' nick shape) and never relayed back.
 """
 
 from __future__ import annotations
@@ -20,8 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Literal
 
 from gateway.backoff import Backoff
@@ -39,21 +51,27 @@ from .bridge import (
     Reply,
     channel_localpart,
     is_own_occupant,
+    looks_like_puppet,
     muc_nick_candidates,
     outgoing_text,
     relay_text,
+    replay_after,
     strip_fallback,
 )
-from .component import LinkComponent, MucPresence, RoomMessage
+from .component import MAM_NS, ArchiveError, LinkComponent, MucPresence, RoomMessage
 from .ircside import IrcServer
 from .occupants import IrcOccupants
+from .store import Position
 
 __all__ = ["Link", "LinkState"]
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 1000  # items waiting in each direction (e.g. while the other side is down)
-SELF_PING_EVERY = 300.0  # seconds of quiet before checking that the room still has us
+SELF_PING_EVERY = float(os.environ.get("PASSERELLE_LINK_SELF_PING_EVERY", "") or 300.0)
+"""Seconds of quiet before checking that the room still has us (the environment variable
+is for tests and troubleshooting)."""
+CATCH_UP_MAX = 100  # archived room messages relayed after the link was away, at most
 ROOM_RETRY = Backoff(initial=10.0, cap=600.0)
 HISTORY = 500  # recent room messages kept for corrections and reply quotes
 
@@ -85,7 +103,46 @@ class SubjectChanged:
     subject: str
 
 
-ToIrc = Say | OccupantLeft | OccupantRenamed | SubjectChanged
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A room message was handled (relayed or not): its stanza-id is the new position."""
+
+    stanza_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A line from the relay to the channel, about the link itself."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class IrcSeen:
+    """A channel line of our own was seen: the new IRC position."""
+
+    msgid: str | None
+    time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateSay:
+    """A private message from XMPP occupant `nick` to IRC user `to`."""
+
+    nick: str
+    to: str
+    text: OutgoingText
+
+
+@dataclass(frozen=True, slots=True)
+class IrcPrivate:
+    """IRC user `event.sender` wrote privately to the puppet of XMPP occupant `to`."""
+
+    to: str
+    event: ev.MessageReceived
+
+
+ToIrc = Say | OccupantLeft | OccupantRenamed | SubjectChanged | Seen | Notice | PrivateSay
 
 
 class Link:
@@ -99,6 +156,8 @@ class Link:
         server: IrcServer,
         *,
         allow_puppets: bool,
+        position: Position | None = None,
+        save_position: Callable[[Position], None] | None = None,
     ) -> None:
         self.id = link_id
         self.spec = spec
@@ -125,7 +184,7 @@ class Link:
             room_lost=self._rejoin.set,
         )
         self._to_irc: asyncio.Queue[ToIrc] = asyncio.Queue(QUEUE_MAX)
-        self._to_xmpp: asyncio.Queue[ev.Event] = asyncio.Queue(QUEUE_MAX)
+        self._to_xmpp: asyncio.Queue[ev.Event | IrcSeen | IrcPrivate] = asyncio.Queue(QUEUE_MAX)
         self._room_ready = asyncio.Event()
         self._channel_ready = asyncio.Event()
         self._history: Recent[str, tuple[str, str]] = Recent(HISTORY)
@@ -134,6 +193,15 @@ class Link:
         self._reported = ""
         self._heard = 0.0
         """When the listener last received something from the room (loop time)."""
+        self._position = position or Position()
+        self._save_position = save_position or (lambda _position: None)
+        self._held: list[RoomMessage] | None = None
+        """Live room messages that wait while the archive is read after a join."""
+        self._replay_passed = False
+        """In the IRC server's current history replay, the saved line was passed."""
+        self._features: frozenset[str] = frozenset()
+        self.archive_note = ""
+        """Why lines said in the room while the link is away would be lost, if they would."""
 
     def __repr__(self) -> str:
         return f"<Link {self.id}>"
@@ -157,6 +225,44 @@ class Link:
     def irc_puppets(self) -> int:
         return self._server.puppets_of(self)
 
+    async def check(self) -> list[str]:
+        """What the room's owner must grant for this link, from the room's
+        configuration and from what the room refused so far, in words for an admin."""
+        try:
+            features = await self._component.room_features(self.room)
+        except RemoteError as exc:
+            return [f"cannot check the room: {exc}"]
+        if features is None:
+            return [f"the room {self.room} does not exist: create it (persistent)"]
+        domain = self._component.boundjid.domain
+        listener = self.listener_jid.partition("/")[0]
+        refused = self._occupants.refused.items()
+        lines = [f"problem: {self.problem}"] if self.problem else []
+        if "muc_membersonly" in features:
+            lines.append(
+                f"the room is members-only: make {listener} (the link's listener) a member, "
+                f"and each IRC user's JID (nick%server@{domain}) who should speak as "
+                "themselves; the others are relayed by the listener as <nick> text"
+            )
+        if "muc_moderated" in features:
+            lines.append(
+                "the room is moderated: give voice to the link's occupants (or make them "
+                "members), or IRC users cannot speak"
+            )
+        if refused:
+            lines.append(
+                "refused so far: "
+                + ", ".join(f"{jid} (IRC {nick}: {why})" for jid, (nick, why) in refused)
+            )
+        if "muc_passwordprotected" in features:
+            lines.append("the room has a password, which the link does not support: remove it")
+        if MAM_NS not in features:
+            lines.append(
+                "the room keeps no archive (MAM): what is said in it while the link is "
+                "away is not relayed"
+            )
+        return lines or ["nothing to grant: the room lets the link in"]
+
     def irc_event(self, event: ev.Event) -> None:
         try:
             self._to_xmpp.put_nowait(event)
@@ -169,6 +275,23 @@ class Link:
                         event.sender.nick,
                         f"Not relayed to {self.room}: it is unreachable",
                     )
+
+    def irc_own_line(self, event: ev.MessageReceived) -> None:
+        """A line of one of our own connections in the channel: it moves the position."""
+        if event.history or (event.msgid is None and event.time is None):
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self._to_xmpp.put_nowait(IrcSeen(event.msgid, event.time))
+
+    def irc_private(self, occupant: str, event: ev.MessageReceived) -> None:
+        try:
+            self._to_xmpp.put_nowait(IrcPrivate(occupant, event))
+        except asyncio.QueueFull:
+            self._notice(event.sender.nick, f"Not relayed to {occupant}: too much is waiting")
+
+    def _notice(self, nick: str, text: str) -> None:
+        with contextlib.suppress(QueueFull, LocalProtocolError):
+            self._server.relay.send("NOTICE", nick, text)
 
     def irc_connected(self) -> None:
         log.info("%s: relay connected to IRC", self)
@@ -220,7 +343,9 @@ class Link:
         while True:
             await self._component.online.wait()
             self.state = "joining"
+            self._held = []
             if not await self._join_listener():
+                self._held = None
                 failures += 1
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(ROOM_RETRY.delay(failures, random.random())):  # noqa: S311
@@ -231,6 +356,7 @@ class Link:
             self._rejoin.clear()
             self._room_ready.set()
             self._maybe_linked()
+            await self._catch_up()
             await self._stay_in_room()
             self._room_ready.clear()
             self._occupants.unjoined()
@@ -275,7 +401,68 @@ class Link:
             )
         if "muc_passwordprotected" in features:
             return "refused", f"the room {self.room} has a password; remove it"
+        self._features = features
         return None
+
+    async def _catch_up(self) -> None:
+        """Read the room's archive after the saved position, then let the live messages
+        that waited meanwhile go on (those the archive had are skipped)."""
+        seen: set[str] = set()
+        try:
+            seen = await self._read_archive()
+        finally:
+            held, self._held = self._held or [], None
+            for message in held:
+                if message.stanza_id is None or message.stanza_id not in seen:
+                    self._handle(message, archived=False)
+
+    async def _read_archive(self) -> set[str]:
+        if MAM_NS not in self._features:
+            self.archive_note = (
+                f"the room {self.room} keeps no archive (MAM): what is said in it while "
+                "the link is away is not relayed"
+            )
+            log.warning("%s: %s", self, self.archive_note)
+            return set()
+        self.archive_note = ""
+        after = self._position.room_id
+        try:
+            page = await self._component.archive(
+                self.room, self.listener_jid, after, CATCH_UP_MAX if after else 1
+            )
+        except ArchiveError as exc:
+            if after is None or exc.condition != "item-not-found":
+                log.warning("%s: cannot read the archive of %s: %s", self, self.room, exc)
+                return set()
+            log.warning(
+                "%s: the archive of %s no longer has message %s; what was said in the "
+                "room while the link was away is not relayed", self, self.room, after,
+            )  # fmt: skip
+            after = None
+            try:
+                page = await self._component.archive(self.room, self.listener_jid, None, 1)
+            except ArchiveError as again:
+                log.warning("%s: cannot read the archive of %s: %s", self, self.room, again)
+                return set()
+        if after is None:  # nothing to catch up: start from the newest archived message
+            if page.last is not None:
+                self._queue(Seen(page.last))
+            return set()
+        if page.messages:
+            log.info(
+                "%s: %d messages were said in the room while the link was away; relaying them",
+                self, len(page.messages),
+            )  # fmt: skip
+        if not page.complete:
+            self._queue(
+                Notice(
+                    f"Older messages said in {self.room} while the link was away are not "
+                    f"relayed (only the last {CATCH_UP_MAX} are)."
+                )
+            )
+        for message in page.messages:
+            self._handle(message, archived=True)
+        return {m.stanza_id for m in page.messages if m.stanza_id}
 
     async def _join_listener(self) -> bool:
         problem = await self._room_problem()
@@ -324,14 +511,19 @@ class Link:
     async def _pump_to_xmpp(self) -> None:
         while True:
             event = await self._to_xmpp.get()
+            if isinstance(event, IrcSeen):
+                self._irc_position(event.msgid, event.time)
+                continue
             await self._room_ready.wait()
             try:
                 await self._to_room(event)
             except Exception:
                 log.exception("%s: could not relay %r", self, event)
 
-    async def _to_room(self, event: ev.Event) -> None:
-        if isinstance(event, ev.MessageReceived):
+    async def _to_room(self, event: ev.Event | IrcPrivate) -> None:
+        if isinstance(event, IrcPrivate):
+            await self._private_to_room(event.to, event.event)
+        elif isinstance(event, ev.MessageReceived):
             await self._say_in_room(event)
         elif isinstance(event, ev.NickChanged):
             await self._occupants.rename(event.old, event.new)
@@ -343,12 +535,37 @@ class Link:
             if self.spec.relay_joins_parts:
                 await self._occupants.occupant(event.nick)
         elif isinstance(event, ev.ChannelMembers):
+            self._replay_passed = False  # (re)joined: the server's history comes next
             await self._members(event.members)
         elif isinstance(event, ev.Topic):
             await self._topic(event)
 
+    def _irc_position(self, msgid: str | None, time: datetime | None) -> None:
+        if msgid is None and time is None:
+            return  # the server tags nothing (ngIRCd): there is no position to keep
+        self._position = replace(self._position, irc_msgid=msgid, irc_time=time)
+        self._save_position(self._position)
+
+    def _new_in_history(self, event: ev.MessageReceived) -> bool:
+        """Whether a line of the server's history on join was said while the link was
+        away (after the saved position) by someone other than our own puppets."""
+        new, self._replay_passed = replay_after(
+            mark_msgid=self._position.irc_msgid,
+            mark_time=self._position.irc_time,
+            msgid=event.msgid,
+            time=event.time,
+            passed=self._replay_passed,
+        )
+        if new and looks_like_puppet(
+            self.spec.irc_nick_template, event.sender.nick, self._server.fold
+        ):
+            return False
+        return new
+
     async def _say_in_room(self, event: ev.MessageReceived) -> None:
-        if event.history:
+        if event.history and not self._new_in_history(event):
+            if self._replay_passed:
+                self._irc_position(event.msgid, event.time)
             return
         text = irc_to_xmpp(event.text, action=event.kind == "action")
         if event.kind == "notice":
@@ -364,6 +581,19 @@ class Link:
             self._component.send_groupchat(
                 self.room, self.listener_jid, f"<{event.sender.nick}> {text}"
             )
+        self._irc_position(event.msgid, event.time)
+
+    async def _private_to_room(self, to: str, event: ev.MessageReceived) -> None:
+        """An IRC user's private message to an XMPP person's puppet: a private message
+        in the room, from the IRC user's occupant to that person (XEP-0045 §7.5)."""
+        puppet = await self._occupants.occupant(event.sender.nick)
+        if puppet is None or puppet.nick is None:
+            self._notice(
+                event.sender.nick, f"Not relayed to {to}: the room {self.room} refused you"
+            )
+            return
+        text = irc_to_xmpp(event.text, action=event.kind == "action")
+        self._component.send_private(self.room, to, puppet.jid, text)
 
     async def _members(self, members: tuple[Member, ...]) -> None:
         """The channel's member list (the relay joined, maybe again after a
@@ -408,8 +638,23 @@ class Link:
 
     def on_message(self, message: RoomMessage) -> None:
         self._heard = asyncio.get_running_loop().time()
-        if message.delayed:
+        if self._held is not None:  # the archive is being read: after it
+            if len(self._held) < QUEUE_MAX:
+                self._held.append(message)
+            else:
+                log.warning("%s: too many room messages during a join; dropping one", self)
             return
+        self._handle(message, archived=False)
+
+    def _handle(self, message: RoomMessage, *, archived: bool) -> None:
+        """A room message, live or from the archive, in the room's order."""
+        if message.delayed and not archived:
+            return  # history sent on join (we ask for none)
+        self._relay(message)
+        if message.stanza_id:
+            self._queue(Seen(message.stanza_id))
+
+    def _relay(self, message: RoomMessage) -> None:
         body = (
             strip_fallback(message.body, list(message.fallback))
             if message.fallback
@@ -421,7 +666,7 @@ class Link:
                 self._history.put(key, (message.nick, body))
         if message.replace_id and body:
             self._history.put(message.replace_id, (message.nick, body))
-        if not message.nick or self._is_ours(message.nick, None, message.origin_id):
+        if not message.nick or self._is_ours(message.nick, message.real_jid, message.origin_id):
             return
         if message.subject is not None and not message.body:
             self._subject_changed(message.nick, message.subject)
@@ -439,7 +684,28 @@ class Link:
 
     def on_error(self, jid: str, condition: str, text: str) -> None:
         log.warning("%s: the room refused a message from %s: %s %s", self, jid, condition, text)
+        puppet = self._occupants.by_jid(jid)
+        if puppet is not None and condition == "item-not-found":  # a private message
+            self._notice(puppet.irc_nick, f"Not relayed: {text or 'that person left the room'}")
+            return
         self._occupants.on_error(jid, condition)
+
+    def on_private(self, jid: str, nick: str, body: str) -> None:
+        """An XMPP occupant wrote privately to one of our occupants."""
+        self._heard = asyncio.get_running_loop().time()
+        if self._is_ours(nick, None):
+            return
+        puppet = self._occupants.by_jid(jid)
+        if puppet is None:  # the listener
+            self._component.send_private(
+                self.room, nick, jid,
+                f"I read this room for the IRC channel {self.channel}; private messages "
+                "to me are not relayed. Write to an IRC user's nick instead.",
+            )  # fmt: skip
+            return
+        text = outgoing_text(body)
+        if text is not None:
+            self._queue(PrivateSay(nick, puppet.irc_nick, text))
 
     def _is_ours(self, nick: str, real_jid: str | None, origin_id: str | None = None) -> bool:
         return is_own_occupant(
@@ -481,6 +747,11 @@ class Link:
     async def _pump_to_irc(self) -> None:
         while True:
             item = await self._to_irc.get()
+            if isinstance(item, Seen):
+                self._position = replace(self._position, room_id=item.stanza_id)
+                self._save_position(self._position)
+                continue
+            await self._channel_ready.wait()
             try:
                 await self._to_channel(item)
             except Exception:
@@ -493,6 +764,14 @@ class Link:
             return
         if isinstance(item, OccupantRenamed):
             server.rename_puppet(self, item.old, item.new, self.spec.irc_nick_template)
+            return
+        if isinstance(item, Seen):
+            return  # handled by the pump
+        if isinstance(item, Notice):
+            self._notice(self.channel, item.text)
+            return
+        if isinstance(item, PrivateSay):
+            await self._private_to_irc(item)
             return
         if isinstance(item, SubjectChanged):
             topic = " ".join(xmpp_to_irc(item.subject).text.split())
@@ -512,6 +791,31 @@ class Link:
         except QueueFull as exc:
             self._component.send_private(
                 self.room, item.nick, self.listener_jid, f"Not relayed to IRC: {exc}"
+            )
+        except LocalProtocolError as exc:
+            log.warning("%s: not sending a line IRC cannot carry: %s", self, exc)
+
+    async def _private_to_irc(self, item: PrivateSay) -> None:
+        """Through the XMPP person's own IRC connection, which opens for it; without
+        one, the private message cannot be sent as them and they are told so."""
+        client = None
+        if self._allow_puppets and self._server.settings.max_irc_connections > 0:
+            client = await self._server.puppet_for(self, item.nick, self.spec.irc_nick_template)
+        puppet = self._occupants.by_nick(item.to)
+        if client is None or puppet is None or puppet.nick is None:
+            if puppet is not None and puppet.nick is not None:
+                self._component.send_private(
+                    self.room, item.nick, puppet.jid,
+                    "Not relayed: private messages to IRC need an IRC connection of your "
+                    "own, which this link cannot open now.",
+                )  # fmt: skip
+            return
+        try:
+            await self._switch_to(client)
+            client.send_text(item.to, item.text.text, action=item.text.action)
+        except QueueFull as exc:
+            self._component.send_private(
+                self.room, item.nick, puppet.jid, f"Not relayed to IRC: {exc}"
             )
         except LocalProtocolError as exc:
             log.warning("%s: not sending a line IRC cannot carry: %s", self, exc)

@@ -7,6 +7,10 @@ loop (reconnecting with backoff; a refused secret or unknown component is fatal)
 add, remove, pause and resume them at run time through :mod:`gateway.link.commands`,
 which call the methods below. Stopping leaves every room and QUITs every IRC
 connection before the XMPP stream is closed.
+
+Each link's position (how far it relayed each side) changes with every message; one
+task writes the latest positions to the database from a thread, so a slow database
+never holds up the event loop, and writes them once more on the way out.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .bridge import link_id
 from .component import LinkComponent
 from .ircside import IrcServer, server_target
 from .room import Link
-from .store import LinkStore
+from .store import LinkStore, Position, link_db
 
 __all__ = ["LinkError", "LinkFatal", "LinkInfo", "LinkService", "spec_id"]
 
@@ -93,7 +97,13 @@ class LinkService:
         self.component = LinkComponent(
             settings.jid, settings.secret.get_secret_value(), self.admins
         )
-        self.store = LinkStore(cfg.data_dir / "link" / "link.sqlite")
+        storage = cfg.settings.storage.url
+        url, connect_args = link_db(
+            storage.get_secret_value() if storage is not None else None, cfg.data_dir
+        )
+        self.store = LinkStore(url, connect_args)
+        self._dirty: dict[str, Position] = {}
+        self._dirty_event = asyncio.Event()
         self._xmpp = (cfg.settings.xmpp.host, cfg.settings.xmpp.port)
         self._config_links = list(cfg.settings.links)
         self._entries: dict[str, _Entry] = {}
@@ -111,6 +121,7 @@ class LinkService:
             self._tasks = tasks
             register_commands(self)
             xmpp = tasks.create_task(self._run_xmpp(), name="xmpp")
+            writer = tasks.create_task(self._write_positions(), name="positions")
             self._load_links()
             for entry in self._entries.values():
                 if not entry.paused:
@@ -125,6 +136,9 @@ class LinkService:
             await self._shutdown()
             xmpp.cancel()
             stopping.cancel()
+            writer.cancel()
+        self._flush_positions()
+        self.store.close()
 
     def _load_links(self) -> None:
         paused = self.store.paused()
@@ -157,6 +171,33 @@ class LinkService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(3):
                     await self.component.disconnect(wait=2)
+
+    def _position_changed(self, link_id: str, position: Position) -> None:
+        self._dirty[link_id] = position
+        self._dirty_event.set()
+
+    async def _write_positions(self) -> None:
+        """Write changed positions, the latest of each, one batch at a time."""
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            batch, self._dirty = self._dirty, {}
+            try:
+                await asyncio.to_thread(self.store.save_positions, batch)
+            except Exception as exc:  # the database is away: keep them for the next try
+                for key, position in batch.items():
+                    self._dirty.setdefault(key, position)
+                log.warning("cannot save the links' positions (%s); retrying in 5 s", exc)
+                await asyncio.sleep(5)
+                self._dirty_event.set()
+
+    def _flush_positions(self) -> None:
+        if self._dirty:
+            try:
+                self.store.save_positions(self._dirty)
+            except Exception as exc:
+                log.warning("cannot save the links' positions on the way out: %s", exc)
+            self._dirty = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         assert self._tasks is not None
@@ -219,6 +260,8 @@ class LinkService:
             self.component,
             self._server_for(entry.spec),
             allow_puppets=self.settings.max_irc_connections > 0,
+            position=self.store.position(entry.id),
+            save_position=lambda position: self._position_changed(entry.id, position),
         )
         entry.link = link
         entry.task = self._spawn(self._run_link(link), f"link {entry.id}")
@@ -266,6 +309,17 @@ class LinkService:
             )
         return infos
 
+    async def check_links(self) -> str:
+        """Each link with what its room's owner must grant, for the ``check`` command."""
+        parts = []
+        for entry in self._entries.values():
+            if entry.link is None:
+                parts.append(f"{entry.id}: {'paused' if entry.paused else 'stopped'}")
+                continue
+            lines = await entry.link.check()
+            parts.append(f"{entry.id} ({entry.link.state}):\n" + "\n".join(f"- {x}" for x in lines))
+        return "\n".join(parts) if parts else "There is no link yet."
+
     async def add_link(self, spec: LinkConfig, by: str) -> list[str]:
         """Add and start a link; return warnings about the room for the admin."""
         key = spec_id(spec)
@@ -297,6 +351,7 @@ class LinkService:
             raise LinkError(f"{key} comes from gateway.toml: remove it there (or pause it)")
         del self._entries[key]
         await self._stop(entry)
+        self._dirty.pop(key, None)
         self.store.remove(key)
         log.info("%s removed %s", by, key)
 

@@ -12,12 +12,14 @@ import asyncio
 import itertools
 import os
 import re
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.localservers import ComponentSpec, NgIrcd, Prosody
+from gateway.localservers import ComponentSpec, InspIRCd, NgIrcd, Prosody
+from gateway.localservers.prosody import lua_str
 from tests.e2e.conftest import PASSWORD, PasserelleProcess
 from tests.e2e.irc_helpers import IrcPerson
 from tests.e2e.irc_helpers import People as IrcPeople
@@ -39,9 +41,11 @@ def room_jid(name: str) -> str:
     return f"{name}@{MUC_DOMAIN}"
 
 
-def link_toml(room: str, irc_port: int, channel: str, **options: object) -> str:
-    """One ``[[links]]`` entry for the test ngIRCd."""
-    lines = ["[[links]]", f'muc = "{room}"', f'irc = "irc://127.0.0.1:{irc_port}/{channel}"']
+def link_toml(
+    room: str, irc_port: int, channel: str, scheme: str = "irc", **options: object
+) -> str:
+    """One ``[[links]]`` entry for a test IRC server (``scheme="ircs"``: over TLS)."""
+    lines = ["[[links]]", f'muc = "{room}"', f'irc = "{scheme}://127.0.0.1:{irc_port}/{channel}"']
     for key, value in options.items():
         lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else repr(value)}")
     return "\n".join(lines) + "\n"
@@ -76,9 +80,43 @@ def linked(room: str, channel: str) -> str:
     return rf"^link \| .*linked {re.escape(room)} ↔ {re.escape(channel)} "
 
 
+class LinkProsody(Prosody):
+    """The stories' Prosody, with its admin shell (``mod_admin_shell`` over
+    ``mod_admin_socket``) on: what a server admin types into ``prosodyctl shell``, a
+    story can do too."""
+
+    def render_config(self) -> str:
+        text = super().render_config()
+        first = 'modules_enabled = { "roster"'
+        assert first in text, "the global modules_enabled line moved"
+        return text.replace(first, 'modules_enabled = { "admin_shell", "admin_socket", "roster"', 1)
+
+    def shell(self, lua: str) -> str:
+        """Run Lua in the server (``prosodyctl shell ">…"``) and return what it printed."""
+        result = subprocess.run(
+            ["prosodyctl", "--config", str(self.config_path), "shell", f">{lua}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def forget_occupant(self, room: str, jid: str) -> str:
+        """Make `room` forget the occupant with full JID `jid` without telling anyone —
+        no presence, as when the MUC service loses its state — and return its nick."""
+        host = room.partition("@")[2]
+        return self.shell(
+            f"local r = prosody.hosts[{lua_str(host)}].modules.muc.get_room_from_jid("
+            f"{lua_str(room)}); local nick = r._jid_nick[{lua_str(jid)}]; "
+            f"r._occupants[nick] = nil; r._jid_nick[{lua_str(jid)}] = nil; print(nick)"
+        ).splitlines()[0]
+
+
 @pytest.fixture(scope="module", name="link_prosody")
-def link_prosody_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    server = Prosody(
+def link_prosody_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkProsody]:
+    server = LinkProsody(
         tmp_path_factory.mktemp("link-prosody"),
         components=[ComponentSpec(LINK_JID, LINK_SECRET, privileged=False)],
     )
@@ -124,6 +162,24 @@ def start_link_fixture(link_prosody: Prosody, tmp_path: Path) -> Iterator[StartL
         process.stop()
         if os.environ.get("PASSERELLE_TEST_VERBOSE"):
             print(process.output())
+
+
+async def linked_room(
+    name: str,
+    irc_port: int,
+    alice: Client,
+    dave: IrcPerson,
+    start_link: StartLink,
+    **room_config: str,
+) -> tuple[str, str, PasserelleProcess]:
+    """Room `name` made by alice (persistent, with `room_config`), `#name` joined by dave,
+    and a Passerelle that has linked them: (room, channel, Passerelle)."""
+    room, channel = room_jid(name), f"#{name}"
+    await alice.link_create_room(room, "alice", persistentroom="1", **room_config)
+    await dave.join(channel)
+    gateway = start_link(link_toml(room, irc_port, channel))
+    await gateway.wait_for(linked(room, channel))
+    return room, channel, gateway
 
 
 async def channel_texts(
@@ -207,15 +263,19 @@ class Conversation:
 
 async def three_and_three(
     n: int,
-    ngircd: NgIrcd,
+    ngircd: NgIrcd | InspIRCd,
     people: People,
     irc_people: IrcPeople,
     start_link: StartLink,
     name: str = "story",
+    *,
+    link_port: int | None = None,
+    scheme: str = "irc",
     **options: object,
 ) -> Conversation:
     """alice, bob and carol in room `{name}{n}`, dave, erin and frank in `#{name}{n}`,
-    everyone's nick ending in `n`, and a Passerelle that links them."""
+    everyone's nick ending in `n`, and a Passerelle that links them (through
+    `link_port` with `scheme` if given, e.g. the server's TLS port and ``ircs``)."""
     room, channel = room_jid(f"{name}{n}"), f"#{name}{n}"
     alice, bob, carol = [await people(name) for name in ("alice", "bob", "carol")]
     await alice.link_create_room(room, f"alice{n}", persistentroom="1")
@@ -224,7 +284,8 @@ async def three_and_three(
     irc = {f"{name}{n}": await irc_people(f"{name}{n}") for name in ("dave", "erin", "frank")}
     for person in irc.values():
         await person.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel, **options))
+    port = link_port if link_port is not None else ngircd.port
+    gateway = start_link(link_toml(room, port, channel, scheme, **options))
     await gateway.wait_for(linked(room, channel))
     xmpp = {f"alice{n}": alice, f"bob{n}": bob, f"carol{n}": carol}
     return Conversation(room, channel, xmpp, irc, gateway)

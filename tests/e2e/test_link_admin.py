@@ -18,6 +18,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     StartLink,
     channel_texts,
     link_prosody_fixture,
+    link_toml,
     linked,
     people_fixture,
     room_jid,
@@ -101,3 +102,35 @@ async def talk_once(
     assert (await alice.link_room_texts(room, 1))[0] == ("alice", f"{text} from the room")
     dave.say(channel, f"{text} from IRC")  # type: ignore[attr-defined]
     assert await alice.link_room_texts(room, 1) == [("adave1", f"{text} from IRC")]
+
+
+async def test_check_says_what_a_members_only_room_must_grant(
+    ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
+) -> None:
+    room, channel = room_jid("members1"), "#members1"
+    admin, alice = await people(ADMIN), await people("alice")
+    await alice.link_create_room(room, "alice", persistentroom="1", membersonly="1")
+    # The owner lets the link's listener in, as the README says, but no IRC user yet.
+    listener = f"#members1%127.0.0.1@{LINK_JID}"
+    await alice.set_affiliation(room, "member", jid=listener)
+    dave = await irc_people("mdave1")
+    await dave.join(channel)
+    gateway = start_link(link_toml(room, ngircd.port, channel))
+    await gateway.wait_for(linked(room, channel))
+
+    # dave's own occupant is refused: the listener speaks for him, and nothing is lost.
+    dave.say(channel, "can I come in?")
+    assert await alice.link_room_texts(room, 1) == [("#members1", "<mdave1> can I come in?")]
+    alice.send_groupchat(room, "not yet")
+    assert await channel_texts(dave, channel, 1) == [("alice[x]", "not yet")]
+
+    # The admin's check says what the room must grant, and whom it refused.
+    checked = notes(await admin.run_command(LINK_JID, "check"))
+    assert "members-only" in checked and listener in checked, checked
+    dave_jid = f"mdave1%127.0.0.1@{LINK_JID}"
+    assert f"{dave_jid} (IRC mdave1: registration-required)" in checked, checked
+
+    # The owner makes dave a member: from his next line on, he speaks as himself.
+    await alice.set_affiliation(room, "member", jid=dave_jid)
+    dave.say(channel, "thanks")
+    assert (await alice.link_room_texts(room, 2))[-1] == ("mdave1", "thanks")

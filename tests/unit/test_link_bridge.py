@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.link.bridge import (
+    OriginIds,
     OutgoingText,
     Recent,
     Reply,
@@ -14,14 +17,17 @@ from gateway.link.bridge import (
     irc_nick,
     is_own_occupant,
     link_id,
+    looks_like_puppet,
     muc_nick,
     muc_nick_candidates,
     outgoing_text,
     puppet_localpart,
     relay_text,
+    replay_after,
     self_ping_verdict,
     strip_fallback,
 )
+from legacy_plugins.irc.events import casefold
 from legacy_plugins.irc.translate import nick_problem
 
 
@@ -219,3 +225,67 @@ def test_recent_forgets_the_oldest() -> None:
     recent.put("c", 4)
     assert "b" not in recent and recent.get("a") == 3 and recent.get("c") == 4
     assert len(recent) == 2
+
+
+def test_origin_ids_are_recognised_after_a_restart_and_not_forged() -> None:
+    ids = OriginIds("component secret")
+    made = ids.make("0123abcd")
+    assert made.startswith("pl-0123abcd-")
+    assert made in OriginIds("component secret")  # a new process, same secret
+    assert made not in OriginIds("another secret")
+    for other in ("", "pl-", "pl--", "pl-0123abcd-", "pl-0123abcd-0000000000000000", None, 3):
+        assert other not in ids
+    assert made.replace("0123abcd", "0123abce") not in ids
+
+
+@given(st.text())
+def test_origin_ids_never_raise(text: str) -> None:
+    assert (text in OriginIds("s")) in (True, False)
+
+
+@pytest.mark.parametrize(
+    ("template", "nick", "expected"),
+    [
+        ("{nick}[x]", "bob[x]", True),
+        ("{nick}[x]", "BOB[X]", True),
+        ("{nick}[x]", "bob{x}", True),  # rfc1459: [] and {} are the same letters
+        ("{nick}[x]", "[x]", False),  # nothing where {nick} is
+        ("{nick}[x]", "bob", False),
+        ("{nick}[x]", "bob[x]_", False),
+        ("xmpp-{nick}", "xmpp-bob", True),
+        ("xmpp-{nick}", "bob", False),
+        ("{nick}", "anyone", False),  # no marker: nobody is recognised by shape
+    ],
+)
+def test_looks_like_puppet(template: str, nick: str, expected: bool) -> None:
+    assert looks_like_puppet(template, nick, casefold) is expected
+
+
+T0 = datetime(2026, 11, 21, 12, 0, 0, 718000, tzinfo=UTC)  # the mark, said live
+SAME_SECOND = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)  # history cuts to the second
+LATER = datetime(2026, 11, 21, 12, 0, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("mark", "line", "passed", "expected"),
+    [
+        (("m1", T0), ("m0", SAME_SECOND), False, (False, False)),  # before the mark
+        (("m1", T0), ("m1", SAME_SECOND), False, (False, True)),  # the mark itself
+        (("m1", T0), ("m2", SAME_SECOND), True, (True, True)),  # after it, same second
+        (("m1", T0), ("m2", LATER), False, (True, True)),  # the mark scrolled out
+        ((None, T0), (None, LATER), False, (True, True)),  # no msgids: by time
+        ((None, T0), (None, SAME_SECOND), False, (False, False)),  # same second: old
+        ((None, None), ("m2", LATER), False, (False, False)),  # no mark: nothing is new
+        (("m1", T0), ("m2", None), False, (False, False)),  # no time, not the mark
+    ],
+)
+def test_replay_after(
+    mark: tuple[str | None, datetime | None],
+    line: tuple[str | None, datetime | None],
+    passed: bool,
+    expected: tuple[bool, bool],
+) -> None:
+    got = replay_after(
+        mark_msgid=mark[0], mark_time=mark[1], msgid=line[0], time=line[1], passed=passed
+    )
+    assert got == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +15,9 @@ from slixmpp import JID
 from gateway.config import LinkConfig
 from gateway.link import room as room_mod
 from gateway.link.bridge import Recent, SelfPing, irc_nick
-from gateway.link.component import JoinResult, MucPresence, RoomMessage
+from gateway.link.component import MAM_NS, ArchivePage, JoinResult, MucPresence, RoomMessage
 from gateway.link.room import Link
+from gateway.link.store import Position
 from legacy_plugins.irc import events as ev
 from legacy_plugins.irc.events import Channel, ISupport, Nick, Prefix, casefold
 
@@ -42,6 +44,10 @@ class FakeComponent:
         self.verdict: SelfPing = "joined"
         self.pings = 0
         self.links: list[Any] = []
+        self.pages: list[ArchivePage] = []
+        self.queries: list[tuple[str | None, int]] = []
+        self.archive_open = asyncio.Event()
+        self.archive_open.set()
 
     def attach(self, link: Any) -> None:
         self.links.append(link)
@@ -78,6 +84,11 @@ class FakeComponent:
 
     async def room_features(self, room: str) -> frozenset[str] | None:
         return self.features
+
+    async def archive(self, room: str, jid: str, after: str | None, limit: int) -> ArchivePage:
+        self.queries.append((after, limit))
+        await self.archive_open.wait()
+        return self.pages.pop(0) if self.pages else ArchivePage((), True, None)
 
     async def destroy(self, room: str, jid: str, reason: str) -> None:
         self.destroyed.append(room)
@@ -153,11 +164,20 @@ async def until(condition: Callable[[], object], timeout: float = 2.0) -> None:
 
 
 class Rig:
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, position: Position | None = None, **options: Any) -> None:
         self.component = FakeComponent()
         self.server = FakeServer()
+        self.positions: list[Position] = []
         spec = LinkConfig(muc=ROOM, irc="ircs://irc.example.net/#lounge", **options)
-        self.link = Link("the link", spec, self.component, self.server, allow_puppets=True)  # type: ignore[arg-type]
+        self.link = Link(
+            "the link",
+            spec,
+            self.component,  # type: ignore[arg-type]
+            self.server,  # type: ignore[arg-type]
+            allow_puppets=True,
+            position=position,
+            save_position=self.positions.append,
+        )
         self.task: asyncio.Task[None] | None = None
 
     async def start(self, wait: bool = True) -> None:
@@ -352,6 +372,88 @@ async def test_our_own_occupants_are_never_relayed_back(rig: Rig) -> None:
     await until(lambda: rig.server.log)
     await asyncio.sleep(0.05)
     assert rig.server.log == [("say", "alice[x]", "real")]
+
+
+def archived(nick: str, body: str, stanza_id: str, **fields: Any) -> RoomMessage:
+    return RoomMessage(ROOM, nick, LISTENER, body, stanza_id=stanza_id, delayed=True, **fields)
+
+
+async def test_after_a_join_the_archive_is_relayed_first_then_live_lines_once() -> None:
+    rig = Rig(Position(room_id="s1"))
+    rig.component.features = frozenset({"muc_open", MAM_NS})
+    rig.component.archive_open.clear()
+    rig.component.sent_ids.put("ours", True)
+    rig.component.pages = [
+        ArchivePage(
+            (
+                archived("bob", "said while away", "s2"),
+                archived("dave", "our puppet's line", "s3", origin_id="ours"),
+                archived("carol", "/me too", "s4"),
+            ),
+            complete=True,
+            last="s4",
+        )
+    ]
+    await rig.start()
+    # Live lines arrive while the archive is read: one the archive has too, one new.
+    rig.room_says("carol", "/me too", stanza_id="s4")
+    rig.room_says("alice", "live", stanza_id="s5")
+    rig.component.archive_open.set()
+    await until(lambda: len([e for e in rig.server.log if e[0] == "say"]) == 3)
+    await until(lambda: rig.positions and rig.positions[-1].room_id == "s5")
+    await asyncio.sleep(0.05)
+    assert [e for e in rig.server.log if e[0] == "say"] == [
+        ("say", "bob[x]", "said while away"),
+        ("say", "carol[x]", "ACTION too"),
+        ("say", "alice[x]", "live"),
+    ]
+    assert rig.component.queries == [("s1", room_mod.CATCH_UP_MAX)]
+    assert [p.room_id for p in rig.positions] == ["s2", "s3", "s4", "s5"]
+    await rig.stop()
+
+
+async def test_a_first_join_relays_nothing_old_and_starts_from_the_newest() -> None:
+    rig = Rig()
+    rig.component.features = frozenset({"muc_open", MAM_NS})
+    rig.component.pages = [ArchivePage((archived("bob", "old", "s9"),), False, "s9")]
+    await rig.start()
+    await until(lambda: rig.positions)
+    assert rig.component.queries == [(None, 1)]
+    assert rig.positions == [Position(room_id="s9")] and rig.server.log == []
+    await rig.stop()
+
+
+async def test_history_lines_after_the_saved_line_are_relayed_once() -> None:
+    mark = datetime(2026, 11, 21, 12, 0, 0, 718000, tzinfo=UTC)
+    later = datetime(2026, 11, 21, 12, 0, 5, tzinfo=UTC)
+    rig = Rig(Position(irc_msgid="m2", irc_time=mark))
+    await rig.start()
+
+    def history(nick: str, text: str, msgid: str) -> None:
+        rig.link.irc_event(
+            ev.MessageReceived(
+                Prefix(nick, nick, "host"),
+                CHANNEL,
+                text,
+                "privmsg",
+                CHANNEL,
+                time=later if msgid > "m2" else mark,
+                msgid=msgid,
+                history=True,
+            )
+        )
+
+    rig.link.irc_event(ev.ChannelMembers(CHANNEL, ()))
+    history("dave", "already relayed", "m1")
+    history("erin", "the saved line", "m2")
+    history("dave", "said while away", "m3")
+    history("bob[x]", "our puppet, before the crash", "m4")
+    history("erin", "me too", "m5")
+    await until(lambda: len(rig.component.said) == 2)
+    await asyncio.sleep(0.05)
+    assert [body for _, body, _ in rig.component.said] == ["said while away", "me too"]
+    assert rig.positions[-1] == Position(irc_msgid="m5", irc_time=later)
+    await rig.stop()
 
 
 async def test_the_relay_bot_speaks_when_there_is_no_puppet(rig: Rig) -> None:
