@@ -423,6 +423,45 @@ async def test_a_first_join_relays_nothing_old_and_starts_from_the_newest() -> N
     await rig.stop()
 
 
+async def test_more_than_the_catch_up_bound_is_said_on_irc() -> None:
+    rig = Rig(Position(room_id="s1"))
+    rig.component.features = frozenset({"muc_open", MAM_NS})
+    rig.component.pages = [ArchivePage((archived("bob", "the newest", "s200"),), False, "s200")]
+    await rig.start()
+    await until(lambda: len(rig.server.log) == 2)
+    notice, said = rig.server.log
+    assert notice[:3] == ("NOTICE", "passerelle", "#lounge") and "not relayed" in notice[3]
+    assert said == ("say", "bob[x]", "the newest")
+    await rig.stop()
+
+
+async def test_a_room_without_archive_says_so_and_relays_live_lines() -> None:
+    rig = Rig(Position(room_id="s1"))
+    await rig.start()  # features: no MAM
+    rig.room_says("alice", "live", stanza_id="s2")
+    await until(lambda: rig.server.log)
+    assert rig.component.queries == [] and "no archive" in rig.link.archive_note
+    assert "keeps no archive" in " ".join(await rig.link.check())
+    await rig.stop()
+
+
+async def test_private_messages_go_through_the_persons_own_connection(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "hi")  # dave's occupant joins
+    await until(lambda: rig.component.said)
+    rig.link.on_private(DAVE, "alice", "just for you")
+    await until(lambda: rig.server.log)
+    assert rig.server.log == [("say", "alice[x]", "just for you")]
+    # To the listener: an answer, nothing relayed.
+    rig.link.on_private(LISTENER, "alice", "hello?")
+    assert rig.component.private[-1][0] == "alice" and "not relayed" in rig.component.private[-1][1]
+    # From IRC to alice[x]: a private message in the room from dave's occupant.
+    event = ev.MessageReceived(Prefix("dave", "dave", "h"), "alice[x]", "psst", "privmsg", None)
+    rig.link.irc_private("alice", event)
+    await until(lambda: rig.component.private[-1] == ("alice", "psst"))
+    await rig.stop()
+
+
 async def test_history_lines_after_the_saved_line_are_relayed_once() -> None:
     mark = datetime(2026, 11, 21, 12, 0, 0, 718000, tzinfo=UTC)
     later = datetime(2026, 11, 21, 12, 0, 5, tzinfo=UTC)
