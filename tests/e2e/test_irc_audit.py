@@ -1,0 +1,199 @@
+"""What issue 3 asks that no other story proved, against real ngIRCd, InspIRCd and
+Prosody: self-pings (XEP-0410), the server policy's globs, servers users name with
+their own port and TLS, `fixed_server`, `&channels`, and multi-prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from gateway.localservers import InspIRCd, NgIrcd
+from tests.e2e.conftest import IRC_JID, PasserelleProcess
+from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
+    IrcPerson,
+    NewClient,
+    People,
+    irc_gateway_fixture,
+    irc_people_fixture,
+    ngircd_fixture,
+    registered,
+    room,
+    server_jid,
+    start_with_irc,
+)
+from tests.e2e.xmpp_client import Client, muc_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+
+async def self_ping(client: Client, occupant: str) -> str:
+    """XEP-0410: "ok", or the error condition of the ping to our own occupant JID."""
+    try:
+        await client.plugin["xep_0199"].send_ping(occupant, timeout=20)
+    except IqError as e:
+        return str(e.iq["error"]["condition"])
+    return "ok"
+
+
+async def test_self_pings_tell_a_client_whether_it_is_still_in_the_room(
+    ngircd: NgIrcd,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    irc_people: People,
+) -> None:
+    gateway = await start_with_irc(start_passerelle, ngircd.port)
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob61")
+    await bob.join("#story61")
+    room61 = room("#story61")
+    await alice.join_muc(room61, nick)
+    await bob.expect(rf"^:{nick}!\S+ JOIN :?#story61")
+    assert await self_ping(alice, f"{room61}/{nick}") == "ok"
+    # Someone else's client that is not in the room is told so (it would rejoin).
+    carol, _ = await registered(new_client, "carol")
+    assert await self_ping(carol, f"{room61}/{nick}") == "not-acceptable"
+
+    # Kicked on IRC: she is out of the room, and her client's next self-ping says so.
+    bob.send(f"KICK #story61 {nick} :out")
+    await alice.next_occupant(room61, nick, "unavailable")
+    assert await self_ping(alice, f"{room61}/{nick}") == "not-acceptable"
+    pres = await alice.join_muc(room61, nick)
+    assert pres["type"] == "available", pres
+    assert await self_ping(alice, f"{room61}/{nick}") == "ok"
+
+    # The gateway restarts: the client has to join again, and a self-ping tells it.
+    gateway.stop()
+    again = PasserelleProcess(gateway.config)
+    try:
+        await again.wait_for(r"^irc \| .*Slidge has successfully started")
+        assert await self_ping(alice, f"{room61}/{nick}") == "not-acceptable"
+        while not alice.presences.empty():  # what the stopping gateway said before
+            alice.presences.get_nowait()
+        pres = await alice.join_muc(room61, nick)
+        assert pres["type"] == "available", pres
+        assert await self_ping(alice, f"{room61}/{nick}") == "ok"
+    finally:
+        again.stop()
+
+
+async def test_allowed_and_denied_server_globs(
+    ngircd: NgIrcd,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+) -> None:
+    gateway = await start_with_irc(
+        start_passerelle,
+        ngircd.port,
+        extra='allowed_servers = ["*.allowed.test", "localhost"]\ndenied_servers = ["bad.*"]',
+    )
+    alice, nick = await registered(new_client, "alice")
+    for server, why in [
+        ("bad.allowed.test", "does not connect to IRC server 'bad.allowed.test'"),  # denied
+        ("elsewhere.test", "does not connect to IRC server 'elsewhere.test'"),  # not allowed
+        ("localhost", "private or local address"),  # allowed, but loopback
+    ]:
+        pres = await alice.join_muc(room("#x", server=server), nick)
+        assert pres["type"] == "error", server
+        assert pres["error"]["condition"] == "not-allowed", server
+        assert why in pres["error"]["text"], pres["error"]["text"]
+    # The admin's own server is reachable whatever the globs say.
+    pres = await alice.join_muc(room("#story62"), nick)
+    assert pres["type"] != "error", pres
+    assert gateway.proc.poll() is None
+
+
+async def test_a_server_she_names_takes_her_port_and_tls(
+    ngircd: NgIrcd,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    irc_people: People,
+) -> None:
+    # 'localhost' is not admin-defined: 6697 with TLS, unless she says otherwise. (The
+    # admin lets users reach loopback here, which real deployments would not.)
+    await start_with_irc(
+        start_passerelle,
+        ngircd.port,
+        extra='allowed_servers = ["localhost"]\nallow_private_addresses = true',
+    )
+    alice, nick = await registered(new_client, "alice")
+    form = await alice.plugin["xep_0050"].send_command(server_jid("localhost"), "configure")
+    fields = form["command"]["form"].get_fields()
+    assert (fields["port"]["value"], fields["tls"]["value"]) == ("6697", True)
+    result = await alice.run_command(
+        server_jid("localhost"), "configure", port=str(ngircd.port), tls="false"
+    )
+    assert result["command"]["status"] == "completed"
+
+    bob = await irc_people("bob63")
+    await bob.join("#story63")
+    pres = await alice.join_muc(room("#story63", server="localhost"), nick)
+    assert pres["type"] != "error", pres
+    await bob.expect(rf"^:{nick}!\S+ JOIN :?#story63")
+    bob.say("#story63", "found you on your port")
+    msg = await alice.next_groupchat(room("#story63", server="localhost"), "bob63")
+    assert msg["body"] == "found you on your port"
+
+
+async def test_a_fixed_server_needs_no_server_in_addresses_and_local_channels_work(
+    ngircd: NgIrcd,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    irc_people: People,
+) -> None:
+    await start_with_irc(start_passerelle, ngircd.port, extra='fixed_server = "127.0.0.1"')
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob64")
+    await bob.join("#story64")
+    await bob.join("&story64")
+
+    channel = f"#story64@{IRC_JID}"
+    pres = await alice.join_muc(channel, nick)
+    assert pres["type"] != "error", pres
+    bob.say("#story64", "no server in the address")
+    assert (await alice.next_groupchat(channel, "bob64"))["body"] == "no server in the address"
+    _, bob_item = muc_status(alice.occupants[channel]["bob64"])
+    assert bob_item["jid"].startswith(f"bob64@{IRC_JID}")
+
+    # A private message: the contact is nick@gateway.
+    alice.send_chat(f"bob64@{IRC_JID}", "psst")
+    assert await bob.heard(nick, "bob64") == "psst"
+    bob.say(nick, "psst back")
+    assert (await alice.next_message(f"bob64@{IRC_JID}"))["body"] == "psst back"
+
+    # &local channels: '&' is escaped as XEP-0106 says (\26).
+    local = f"\\26story64@{IRC_JID}"
+    pres = await alice.join_muc(local, nick)
+    assert pres["type"] != "error", pres
+    await bob.expect(rf"^:{nick}!\S+ JOIN :?&story64")
+    alice.send_groupchat(local, "on the local channel")
+    assert await bob.heard(nick, "&story64") == "on the local channel"
+
+
+async def test_multi_prefix_keeps_voice_under_op(
+    tmp_path: Path,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+) -> None:
+    # With multi-prefix the member list says "@+bob65": when bob loses his op he keeps
+    # his voice (a member), where a single "@" would leave him with nothing.
+    with InspIRCd(tmp_path / "inspircd") as server:
+        await start_with_irc(start_passerelle, server.port)
+        alice, nick = await registered(new_client, "alice")
+        bob = await IrcPerson.connect(server.port, "bob65")
+        try:
+            await bob.join("#story65")
+            bob.send("MODE #story65 +v bob65")
+            await bob.expect(r" MODE #story65 \+v :?bob65")
+            room65 = room("#story65")
+            await alice.join_muc(room65, nick)
+            _, item = muc_status(alice.occupants[room65]["bob65"])
+            assert (item["role"], item["affiliation"]) == ("moderator", "admin")
+            bob.send("MODE #story65 -o bob65")
+            changed = await alice.next_occupant(room65, "bob65")
+            _, item = muc_status(changed)
+            assert (item["role"], item["affiliation"]) == ("participant", "member")
+        finally:
+            await bob.close()
