@@ -32,6 +32,7 @@ import collections
 import logging
 import random
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -147,6 +148,7 @@ class IrcClient:
         connect_timeout: float,
         backoff: Backoff,
         allow_private: bool,
+        backlog: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.target = target
         self.identity = identity
@@ -158,6 +160,9 @@ class IrcClient:
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._allow_private = allow_private
+        self._backlog = backlog
+        """Awaited after each line read: returns once the XMPP side has caught up enough
+        (backpressure), so a burst goes out as it is read, not after the last line."""
         self.state = self._new_state()
         self.channels = ChannelTracker(lambda: self.state.isupport)
         self.wanted: dict[str, Channel] = {}
@@ -403,6 +408,8 @@ class IrcClient:
                     await self._handle(event)
                 for line in self.state.data_to_send():
                     self._put(line)
+                if self._backlog is not None:
+                    await self._backlog()
 
     def _refusal_hint(self) -> str:
         """What to check when the server hangs up before we are registered: servers

@@ -60,6 +60,8 @@ from .translate import (
 log = logging.getLogger(__name__)
 
 REMEMBERED_TEXTS = 500  # sent messages kept to turn corrections into short lines
+XMPP_BACKLOG = 20  # stanzas waiting to go out to XMPP before the IRC readers pause
+BACKLOG_WAIT = 5.0  # seconds an IRC reader waits at most for the XMPP queue to empty
 REFUSALS: dict[str, ErrorConditions] = {
     "401": "item-not-found",
     "403": "item-not-found",
@@ -180,6 +182,7 @@ class Session(BaseSession[Contact]):
                 connect_timeout=cfg.connect_timeout,
                 backoff=Backoff(initial=1.0, cap=cfg.reconnect_max_delay, healthy_after=60.0),
                 allow_private=cfg.allow_private_addresses,
+                backlog=self._xmpp_backlog,
             )
             self.clients[name] = client
             self._tasks[name] = self.create_task(self._run(client), name=f"irc-{name}")
@@ -195,6 +198,19 @@ class Session(BaseSession[Contact]):
                     raise XMPPError("not-allowed", str(e)) from e
                 raise XMPPError("remote-server-timeout", str(e)) from e
         return client
+
+    async def _xmpp_backlog(self) -> None:
+        """Backpressure for the IRC readers: while more than `XMPP_BACKLOG` stanzas wait
+        in slixmpp's send queue (each needs a few loop turns to go out), stop reading
+        until it is empty (or `BACKLOG_WAIT` passed, so a stuck stream can't stall IRC)."""
+        queue = self.xmpp.waiting_queue
+        if queue.qsize() <= XMPP_BACKLOG:
+            return
+        try:
+            async with asyncio.timeout(BACKLOG_WAIT):
+                await queue.join()
+        except TimeoutError:
+            log.debug("XMPP send queue still has %d stanzas", queue.qsize())
 
     async def _run(self, client: IrcClient) -> None:
         try:

@@ -155,3 +155,46 @@ async def test_a_lost_connection_fails_the_messages_waiting_for_their_echo() -> 
     irc._fail_deliveries()
     with pytest.raises(ConnectionFailed, match="may not have been delivered"):
         await sent
+
+
+async def test_the_reader_waits_for_the_backlog_hook_after_every_line() -> None:
+    """Backpressure: a burst already in the socket buffer is not read in one go; after
+    each line the reader awaits the hook (the XMPP send queue draining) before the next."""
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    class Recorder(Quiet):
+        async def on_irc_event(
+            self, client: IrcClient, event: ev.Event, channels: tuple[Channel, ...]
+        ) -> None:
+            if isinstance(event, ev.PongReceived):
+                seen.append(event.token)
+
+    async def backlog() -> None:
+        seen.append("wait")
+        if len(seen) >= 4:
+            await release.wait()  # the XMPP side is busy: reading stops here
+
+    target = ServerTarget("srv", "srv", 6697, True, True, None, "latin-1", True)
+    irc = IrcClient(
+        target,
+        Identity("alice", "alice", "Alice"),
+        Recorder(),
+        flood_burst=10,
+        flood_rate=1.0,
+        queue_size=10,
+        connect_timeout=5,
+        backoff=Backoff(),
+        allow_private=False,
+        backlog=backlog,
+    )
+    reader = asyncio.StreamReader(limit=READ_LIMIT)
+    reader.feed_data(b"".join(b":srv PONG srv :t%d\r\n" % i for i in range(4)))
+    reader.feed_eof()
+    reading = asyncio.create_task(irc._read(reader))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seen == ["t0", "wait", "t1", "wait"]  # stopped: lines 2 and 3 still unread
+    release.set()
+    assert "closed the connection" in await reading
+    assert seen == ["t0", "wait", "t1", "wait", "t2", "wait", "t3", "wait"]
