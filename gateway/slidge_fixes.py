@@ -32,11 +32,29 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
    loop (``bench/irc.py``: 37 to 98 msg/s IRC→XMPP on disk). :func:`apply` wraps the engine
    factory so each SQLite connection uses WAL with ``synchronous=NORMAL`` (163 to 192 msg/s in
    the same experiment); a crash may lose the last commits, never corrupt the database.
+8. ``LegacyMUC.get_user_participant`` re-stores the user's occupant (an ORM merge, which
+   reads it again, and a commit) every time it is called — on every message the user
+   sends — even when nothing changed. :func:`apply` skips that commit for an occupant
+   loaded from the database and not modified since (the room row it was loaded with
+   still refreshes the MUC, as after slidge's commit).
+9. ``MessageArchive.add`` opens a session, looks for duplicates, inserts and commits for
+   every room message: most of the CPU of a busy channel. :class:`ArchiveBatcher` queues
+   the rows and writes them in one transaction per tick (:data:`ARCHIVE_TICK`, or every
+   :data:`ARCHIVE_BATCH` messages), in order, with slidge's own duplicate checks. Every
+   archive read goes through ``MAMStore``, whose read methods flush first, so nobody
+   sees the archive without the queued rows; a clean exit (SIGTERM, or slidge exiting
+   after an error) flushes at exit. A SIGKILL loses at most the rows of the last tick —
+   messages already delivered live, missing from the room's history.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import functools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,6 +135,8 @@ def apply() -> None:
     # slidge.main imported get_engine by name; replace that name, where main() looks it up.
     main_module: Any = slidge.main
     main_module.get_engine = sqlite_wal_engine_factory(main_module.get_engine)
+    skip_unchanged_participant_commit()
+    batch_archive_writes()
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: object) -> None:
@@ -139,6 +159,209 @@ def sqlite_wal_engine_factory(get_engine: Any) -> Any:
         return engine
 
     return wal_get_engine
+
+
+def persisted_and_unchanged(stored: object) -> bool:
+    """Fix 8: whether an ORM object came from the database and was not modified since."""
+    from sqlalchemy import inspect
+
+    state: Any = inspect(stored)
+    return bool(state.has_identity) and not state.modified
+
+
+STORE_PARTICIPANT = "_LegacyMUC__store_participant"
+"""slidge's private ``LegacyMUC.__store_participant``, as Python mangles its name."""
+
+
+def skip_unchanged_participant_commit() -> None:
+    """Fix 8: no merge and commit for an occupant that is already stored as it is."""
+    from slidge.group.room import LegacyMUC
+
+    original = getattr(LegacyMUC, STORE_PARTICIPANT)
+    if getattr(original, "passerelle_fix", False):
+        return
+
+    @functools.wraps(original)
+    def store_participant(self: Any, p: Any) -> None:
+        if not self.get_lock("fill participants") and persisted_and_unchanged(p.stored):
+            self.stored = p.stored.room  # what slidge does after its commit
+            return
+        original(self, p)
+
+    store_participant.passerelle_fix = True  # type: ignore[attr-defined]
+    setattr(LegacyMUC, STORE_PARTICIPANT, store_participant)
+
+
+ARCHIVE_TICK = 0.05
+"""Seconds a room message may wait before its archive row is committed (fix 9)."""
+ARCHIVE_BATCH = 200
+"""Rows that make the archive commit at once, without waiting for the tick (fix 9)."""
+MAM_READS = (
+    "get_messages",
+    "get_first",
+    "get_last",
+    "get_first_and_last",
+    "get_most_recent_with_legacy_id",
+    "get_least_recent_with_legacy_id_after",
+    "get_by_legacy_id",
+    "pop_unread_up_to",
+    "is_displayed_by_user",
+    "nuke_older_than",
+)
+"""``MAMStore`` methods that read (or delete) archived rows: they flush the queue first."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ArchiveRow:
+    archive: Any  # slidge's MessageArchive: its room (and id) may be filled in at flush
+    message: Any  # slidge's HistoryMessage, built when the message was sent
+    archive_only: bool
+    legacy_msg_id: str | None
+
+
+class ArchiveBatcher:
+    """Fix 9: room archive rows queued in order and written in one transaction per tick."""
+
+    def __init__(self, tick: float = ARCHIVE_TICK, batch: int = ARCHIVE_BATCH) -> None:
+        self.tick = tick
+        self.batch = batch
+        self._rows: list[_ArchiveRow] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: _ArchiveRow) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.batch:
+            self.flush()
+            return
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a script, a test): write now
+                self.flush()
+                return
+            self._timer = loop.call_later(self.tick, self.flush)
+
+    def flush(self) -> None:
+        """Write every queued row now (in one transaction if all goes well)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            self._write(rows)
+        except SQLAlchemyError:
+            log.warning("Archiving %d room messages at once failed; one by one", len(rows))
+            for row in rows:
+                try:
+                    self._write([row])
+                except SQLAlchemyError as e:
+                    log.error("Could not archive a message of room %s: %s", row.archive.room, e)
+
+    @staticmethod
+    def _write(rows: list[_ArchiveRow]) -> None:
+        import sqlalchemy as sa
+        from slidge.db.models import Room
+
+        archive = rows[0].archive
+        mam = archive._MessageArchive__store
+        with mam.session(expire_on_commit=False) as orm:
+            for row in rows:
+                room = row.archive.room
+                if room.id is None:  # as slidge does: the room was stored after the message
+                    rooms = row.archive._MessageArchive__rooms_store
+                    row.archive.room = rooms.get(orm, room.user_account_id, room.legacy_id)
+            room_ids = {row.archive.room.id for row in rows}
+            existing = set(orm.scalars(sa.select(Room.id).where(Room.id.in_(room_ids))))
+            for row in rows:
+                room_id = row.archive.room.id
+                if room_id not in existing:  # the room was deleted meanwhile: so is its archive
+                    log.debug("Not archiving a message of deleted room %s", room_id)
+                    continue
+                mam.add_message(orm, room_id, row.message, row.archive_only, row.legacy_msg_id)
+            orm.commit()
+
+
+ARCHIVE = ArchiveBatcher()
+"""The process's archive queue (fix 9)."""
+
+
+def _archive_add(
+    self: Any,
+    msg: Any,
+    participant: Any = None,
+    archive_only: bool = False,
+    legacy_msg_id: str | None = None,
+) -> None:
+    """Fix 9: slidge's ``MessageArchive.add``, queueing the row instead of committing it."""
+    import uuid
+    import warnings
+    from copy import copy
+
+    from slidge.group.archive import archivable
+    from slidge.util.archive_msg import HistoryMessage
+
+    if not archivable(msg):
+        return
+    new_msg = copy(msg)
+    if participant and not participant.muc.is_anonymous:
+        new_msg["muc"]["role"] = participant.role or "participant"
+        new_msg["muc"]["affiliation"] = participant.affiliation or "member"
+        if participant.contact:
+            new_msg["muc"]["jid"] = participant.contact.jid.bare
+        elif participant.is_user:
+            new_msg["muc"]["jid"] = participant.user_jid.bare
+        elif participant.is_system:
+            new_msg["muc"]["jid"] = participant.muc.jid
+        else:
+            warnings.warn(
+                f"No real JID for participant '{participant.nickname}' in '{self.room.name}'",
+                stacklevel=2,
+            )
+            new_msg["muc"]["jid"] = f"{uuid.uuid4()}@{participant.xmpp.boundjid.bare}"
+    if "replace" in msg:
+        legacy_msg_id = None
+    ARCHIVE.add(
+        _ArchiveRow(
+            self,
+            HistoryMessage(new_msg),
+            archive_only,
+            None if legacy_msg_id is None else str(legacy_msg_id),
+        )
+    )
+
+
+def _flushing(read: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(read)
+    def flushed_first(*args: Any, **kwargs: Any) -> Any:
+        ARCHIVE.flush()
+        return read(*args, **kwargs)
+
+    flushed_first.passerelle_fix = True  # type: ignore[attr-defined]
+    return flushed_first
+
+
+def batch_archive_writes() -> None:
+    """Fix 9: queue room archive rows; flush before every archive read and at exit."""
+    from slidge.db.store import MAMStore
+    from slidge.group.archive import MessageArchive
+
+    if MessageArchive.add is _archive_add:
+        return
+    MessageArchive.add = _archive_add  # type: ignore[method-assign]
+    for name in MAM_READS:
+        attribute = MAMStore.__dict__[name]
+        if isinstance(attribute, staticmethod):
+            setattr(MAMStore, name, staticmethod(_flushing(attribute.__func__)))
+        else:
+            setattr(MAMStore, name, _flushing(attribute))
+    atexit.register(ARCHIVE.flush)
 
 
 POSTGRES_DRIVER = "postgresql+psycopg2"

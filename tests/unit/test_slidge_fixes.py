@@ -1,10 +1,13 @@
 """Detectors: each asserts a slidge 0.4.2 bug that gateway/slidge_fixes.py works around is
 still there. When one fails, upstream fixed the bug: delete the workaround and the test."""
 
+import asyncio
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import slidge.main
 from slidge.contact.roster import LegacyRoster
 from slidge.core.dispatcher.registration import RegistrationMixin
@@ -29,19 +32,37 @@ def test_bug4_sigterm_raises_into_running_code_is_still_there() -> None:
 
 
 def test_fixes_are_applied() -> None:
+    from slidge.db.store import MAMStore
+    from slidge.group.archive import MessageArchive
+    from slidge.group.room import LegacyMUC
+
     original_modify = RegistrationMixin._user_modify
     original_sigterm = slidge.main.handle_sigterm
     main_module: Any = slidge.main
     original_engine = main_module.get_engine
+    original_store = LegacyMUC.__dict__[slidge_fixes.STORE_PARTICIPANT]
+    original_add = MessageArchive.__dict__["add"]
+    original_reads = {name: MAMStore.__dict__[name] for name in slidge_fixes.MAM_READS}
     try:
         slidge_fixes.apply()
         assert RegistrationMixin._user_modify is slidge_fixes._user_modify
         assert slidge.main.handle_sigterm is slidge_fixes._stop_loop_on_sigterm
         assert main_module.get_engine.__name__ == "wal_get_engine"
+        store_participant = getattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT)
+        assert store_participant.passerelle_fix
+        assert MessageArchive.add is slidge_fixes._archive_add
+        assert all(getattr(MAMStore, name).passerelle_fix for name in slidge_fixes.MAM_READS)
+        slidge_fixes.apply()  # idempotent: nothing wrapped twice
+        assert getattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT) is store_participant
+        assert not hasattr(MAMStore.get_messages.__wrapped__, "passerelle_fix")
     finally:
         RegistrationMixin._user_modify = original_modify  # type: ignore[method-assign]
         slidge.main.handle_sigterm = original_sigterm
         main_module.get_engine = original_engine
+        setattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT, original_store)
+        MessageArchive.add = original_add  # type: ignore[method-assign]
+        for name, attribute in original_reads.items():
+            setattr(MAMStore, name, attribute)
 
 
 def test_fix7_slidge_opens_sqlite_without_wal_is_still_true() -> None:
@@ -68,3 +89,184 @@ def test_fix7_sqlite_connections_use_wal(tmp_path: Path) -> None:
             assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "delete"
     finally:
         plain.dispose()
+
+
+# -- fixes 8 and 9: fewer commits per message, on a real SQLite database ----------------
+
+
+def test_bug8_user_participant_is_committed_even_when_unchanged_is_still_there() -> None:
+    from slidge.group.room import LegacyMUC
+
+    original = getattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT)
+    original = getattr(original, "__wrapped__", original)
+    source = inspect.getsource(original)
+    assert "p.commit()" in source
+    assert "modified" not in source
+
+
+def test_bug9_archive_commits_every_message_is_still_there() -> None:
+    from slidge.group.archive import MessageArchive
+
+    assert MessageArchive.add is not slidge_fixes._archive_add
+    source = inspect.getsource(MessageArchive.add)
+    assert "orm.commit()" in source
+    assert "add_message" in source
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    import sqlalchemy as sa
+    from slidge.core import config
+    from slidge.db.meta import Base
+    from slidge.db.models import GatewayUser, Room
+    from slidge.db.store import SlidgeStore
+    from slixmpp import JID
+
+    monkeypatch.setattr(config, "HOME_DIR", tmp_path, raising=False)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'slidge.sqlite'}")
+    Base.metadata.create_all(engine)
+    store = SlidgeStore(engine)
+    with store.session() as orm:
+        user = GatewayUser(jid=JID("romeo@example.org"), legacy_module_data={})
+        orm.add(user)
+        for name in ("#a", "#b"):
+            orm.add(Room(user=user, legacy_id=name, jid_localpart=name, name=name))
+        orm.commit()
+    try:
+        yield store
+    finally:
+        engine.dispose()
+
+
+def _room(store: Any, legacy_id: str) -> Any:
+    from slidge.db.models import Room
+
+    with store.session(expire_on_commit=False) as orm:
+        return orm.query(Room).filter_by(legacy_id=legacy_id).one()
+
+
+def _rows(store: Any) -> list[tuple[str, str]]:
+    import sqlalchemy as sa
+    from slidge.db.models import ArchivedMessage, Room
+
+    with store.session() as orm:
+        query = (
+            sa.select(Room.legacy_id, ArchivedMessage.stanza_id)
+            .join(Room, Room.id == ArchivedMessage.room_id)
+            .order_by(ArchivedMessage.id)
+        )
+        return [(room, stanza_id) for room, stanza_id in orm.execute(query)]
+
+
+def _message(stanza_id: str, body: str = "hello") -> Any:
+    from slixmpp import Message
+    from slixmpp.plugins.xep_0203 import stanza as delay
+    from slixmpp.plugins.xep_0359 import stanza as stanza_id_stanza
+    from slixmpp.xmlstream import register_stanza_plugin
+
+    stanza_id_stanza.register_plugins()  # what slidge's XEP plugins do at start-up
+    register_stanza_plugin(Message, delay.Delay)
+    msg = Message()
+    msg["type"] = "groupchat"
+    msg["body"] = body
+    msg["stanza_id"]["id"] = stanza_id
+    return msg
+
+
+@pytest.fixture
+def batched() -> Iterator[None]:
+    from slidge.db.store import MAMStore
+    from slidge.group.archive import MessageArchive
+
+    add = MessageArchive.__dict__["add"]
+    reads = {name: MAMStore.__dict__[name] for name in slidge_fixes.MAM_READS}
+    slidge_fixes.batch_archive_writes()
+    try:
+        yield
+    finally:
+        slidge_fixes.ARCHIVE.flush()
+        MessageArchive.add = add  # type: ignore[method-assign]
+        for name, attribute in reads.items():
+            setattr(MAMStore, name, attribute)
+
+
+async def test_fix9_archive_rows_wait_for_the_tick_and_reads_see_them(
+    store: Any, batched: None
+) -> None:
+    from slidge.group.archive import MessageArchive
+
+    a = MessageArchive(_room(store, "#a"), store)
+    b = MessageArchive(_room(store, "#b"), store)
+    a.add(_message("1"))
+    b.add(_message("2"))
+    a.add(_message("3"))
+    assert len(slidge_fixes.ARCHIVE) == 3
+    assert _rows(store) == []  # not written yet: they wait for the tick
+    assert [m.id for m in a.get_all()] == ["1", "3"]  # a read flushes first
+    assert _rows(store) == [("#a", "1"), ("#b", "2"), ("#a", "3")]
+    a.add(_message("4"))
+    await asyncio.sleep(slidge_fixes.ARCHIVE_TICK * 4)  # the tick writes them
+    assert len(slidge_fixes.ARCHIVE) == 0
+    assert _rows(store)[-1] == ("#a", "4")
+
+
+async def test_fix9_duplicates_are_merged_as_slidge_does(store: Any, batched: None) -> None:
+    from slidge.group.archive import MessageArchive
+
+    a = MessageArchive(_room(store, "#a"), store)
+    a.add(_message("1", "first"))
+    a.add(_message("1", "again"))  # same stanza id, in the same batch
+    a.add(_message("2"), legacy_msg_id="L")
+    a.add(_message("3"), legacy_msg_id="L")  # same legacy id: slidge updates the row
+    slidge_fixes.ARCHIVE.flush()
+    a.add(_message("1", "third"))  # and across batches (the row takes the new time)
+    assert [(m.id, m.stanza["body"]) for m in a.get_all()] == [("3", "hello"), ("1", "third")]
+
+
+async def test_fix9_a_full_batch_is_written_at_once(store: Any, batched: None) -> None:
+    from slidge.group.archive import MessageArchive
+
+    a = MessageArchive(_room(store, "#a"), store)
+    for i in range(slidge_fixes.ARCHIVE_BATCH):
+        a.add(_message(str(i)))
+    assert len(slidge_fixes.ARCHIVE) == 0
+    assert len(_rows(store)) == slidge_fixes.ARCHIVE_BATCH
+
+
+async def test_fix9_rows_of_a_deleted_room_are_dropped_not_fatal(store: Any, batched: None) -> None:
+    from slidge.db.models import Room
+    from slidge.group.archive import MessageArchive
+
+    a = MessageArchive(_room(store, "#a"), store)
+    b = MessageArchive(_room(store, "#b"), store)
+    a.add(_message("1"))
+    b.add(_message("2"))
+    with store.session() as orm:
+        orm.delete(orm.query(Room).filter_by(legacy_id="#b").one())
+        orm.commit()
+    slidge_fixes.ARCHIVE.flush()
+    assert _rows(store) == [("#a", "1")]
+
+
+def test_fix9_without_an_event_loop_rows_are_written_at_once(store: Any, batched: None) -> None:
+    from slidge.group.archive import MessageArchive
+
+    MessageArchive(_room(store, "#a"), store).add(_message("1"))
+    assert _rows(store) == [("#a", "1")]
+
+
+def test_fix8_only_a_stored_unmodified_row_skips_the_commit(store: Any) -> None:
+    from slidge.db.models import Participant
+
+    room = _room(store, "#a")
+    new = Participant(room_id=room.id, nickname="n", resource="n", occupant_id="o")
+    new.nickname_no_illegal = "n"
+    assert not slidge_fixes.persisted_and_unchanged(new)  # never stored: commit it
+    with store.session(expire_on_commit=False) as orm:
+        orm.add(new)
+        orm.commit()
+    with store.session(expire_on_commit=False) as orm:
+        loaded = orm.query(Participant).filter_by(nickname="n").one()
+    assert slidge_fixes.persisted_and_unchanged(loaded)
+    loaded.role = "moderator"
+    assert not slidge_fixes.persisted_and_unchanged(loaded)  # changed: commit it
