@@ -197,3 +197,33 @@ async def test_multi_prefix_keeps_voice_under_op(
             assert (item["role"], item["affiliation"]) == ("participant", "member")
         finally:
             await bob.close()
+
+
+async def test_registration_by_chat_command(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
+) -> None:
+    # In a chat with the gateway, "register" asks the form's questions one by one.
+    alice = await new_client("alice")
+    nick = f"{alice.boundjid.user}_c"
+    alice.send_chat(IRC_JID, "register")
+    answers = {"IRC nick?": nick, "Real name": "Alice by Chat"}
+    dialogue: list[str] = []
+    for _ in range(100):  # the two questions, then slidge's preferences (defaults: "yes")
+        said = (await alice.next_message(IRC_JID))["body"]
+        dialogue.append(said)
+        if said.startswith("Welcome to IRC through Passerelle"):
+            break
+        if said.endswith("(or 'abort')"):
+            answer = next((a for q, a in answers.items() if said.startswith(q)), "yes")
+            alice.send_chat(IRC_JID, answer)
+    else:
+        raise AssertionError(f"no welcome message at the end of: {dialogue}")
+
+    bob = await irc_people("bob66")
+    await bob.join("#story66")
+    pres = await alice.join_muc(room("#story66"), nick)
+    assert pres["type"] != "error", pres
+    await bob.expect(rf"^:{nick}!\S+ JOIN :?#story66")
+    bob.send(f"WHOIS {nick}")
+    whois = await bob.expect(rf" 311 bob66 {nick} \S+ \S+ \* :(.*)$")
+    assert whois.group(1) == "Alice by Chat"
