@@ -29,7 +29,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -49,7 +49,15 @@ from .errors import (
 )
 from .ids import EventId, RoomId, UserId, is_user_id, server_name
 from .net import check_url, http_session, network_error
-from .translate import SyncBatch, TimelineEvent, parse_direct, parse_messages, parse_sync
+from .translate import (
+    Membership,
+    SyncBatch,
+    TimelineEvent,
+    parse_direct,
+    parse_members,
+    parse_messages,
+    parse_sync,
+)
 
 __all__ = ["Credentials", "MatrixClient", "discover_homeserver", "login"]
 
@@ -343,7 +351,7 @@ class MatrixClient:
                 )
             else:
                 joined.append(room)
-        return SyncBatch(batch.next_batch, tuple(joined), batch.invited, batch.left, batch.direct)
+        return dataclasses.replace(batch, joined=tuple(joined))
 
     async def _gap(self, room_id: RoomId, prev_batch: str, since: str) -> list[TimelineEvent]:
         """The events between ``since`` and a limited timeline, oldest first."""
@@ -595,6 +603,37 @@ class MatrixClient:
                 None,
             )
         return uri
+
+    # -- end-to-end encryption: the requests (the cryptography is :mod:`.crypto`) -------
+
+    async def keys_upload(self, body: Mapping[str, Any]) -> Any:
+        path = f"{CLIENT_V3}/keys/upload"
+        return await self._json("POST", path, "uploading encryption keys", body=dict(body))
+
+    async def keys_query(self, users: Iterable[str]) -> Any:
+        body: dict[str, Any] = {"device_keys": {user: [] for user in users}}
+        return await self._json("POST", f"{CLIENT_V3}/keys/query", "reading device keys", body=body)
+
+    async def keys_claim(self, devices: Mapping[str, Iterable[str]]) -> Any:
+        body = {
+            "one_time_keys": {
+                user: {device: "signed_curve25519" for device in ids}
+                for user, ids in devices.items()
+            }
+        }
+        path = f"{CLIENT_V3}/keys/claim"
+        return await self._json("POST", path, "claiming one-time keys", body=body)
+
+    async def send_to_device(self, event_type: str, messages: Mapping[str, Any]) -> None:
+        """Send to-device events (``messages``: user → device → content)."""
+        path = f"{CLIENT_V3}/sendToDevice/{quote(event_type, safe='')}/{uuid.uuid4().hex}"
+        await self._json("PUT", path, "sending keys to devices", body={"messages": dict(messages)})
+
+    async def room_members(self, room_id: RoomId) -> list[Membership]:
+        """Every member of the room, whatever sync's lazy loading has shown so far."""
+        path = f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/members"
+        data = await self._json("GET", path, f"members of {room_id}")
+        return parse_members(room_id, data)
 
     async def logout(self) -> None:
         """End this device's session on the homeserver (unregistration)."""

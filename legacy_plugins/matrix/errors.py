@@ -10,6 +10,7 @@
      +-- RateLimited            429 / M_LIMIT_EXCEEDED even after waiting (resource-constraint)
      +-- RequestFailed          any other error answer, with its errcode
      +-- NotSupported           something the gateway cannot do yet (feature-not-implemented)
+     +-- Undecryptable          an encrypted event this device has no key for (never an XMPP error)
 
 `client.py` raises them; `contact.py`, `group.py` and `gateway.py` let them through
 `as_xmpp_error`, so each message names the homeserver and says what to do next.
@@ -31,6 +32,7 @@ __all__ = [
     "NotSupported",
     "RateLimited",
     "RequestFailed",
+    "Undecryptable",
     "as_xmpp_error",
 ]
 
@@ -74,6 +76,10 @@ class RequestFailed(MatrixError):
 
 class NotSupported(MatrixError):
     """The gateway does not support this (yet)."""
+
+
+class Undecryptable(MatrixError):
+    """An end-to-end encrypted event this device cannot decrypt; the text says why."""
 
 
 _CONDITIONS: tuple[tuple[type[MatrixError], ErrorConditions], ...] = (

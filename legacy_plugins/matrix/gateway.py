@@ -9,6 +9,7 @@ position, never the password. A failed login answers the form with an error sayi
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from slidge import BaseGateway
@@ -17,7 +18,7 @@ from slixmpp import JID
 
 from gateway.runtime import network_config
 
-from . import contact, group  # noqa: F401  (slidge finds the classes by subclassing)
+from . import commands, contact, group  # noqa: F401  (slidge finds the classes by subclassing)
 from .client import login
 
 # Not imported as `Config`: slidge takes a `config` or `Config` attribute of this module for
@@ -29,6 +30,9 @@ from .session import Session
 
 # Slidge has configured logging before it imports this module.
 protect_logs()
+# nio's encryption logs a few lines per message at INFO: only at DEBUG here.
+if not logging.getLogger().isEnabledFor(logging.DEBUG):
+    logging.getLogger("nio").setLevel(logging.WARNING)
 
 
 class Gateway(BaseGateway[Session]):
@@ -51,7 +55,7 @@ class Gateway(BaseGateway[Session]):
     WELCOME_MESSAGE = (
         "Welcome to Matrix through Passerelle. Your direct chats are in your contact list "
         "(@alice:example.org is alice%example.org@<this gateway>), your rooms in your "
-        "bookmarks. Encrypted chats are not supported yet."
+        "bookmarks. Encrypted chats work: send 'device' to see this device's key."
     )
     ROSTER_GROUP = "Matrix"
 

@@ -17,15 +17,20 @@ and skipped, never allowed to end the session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+import secrets
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from urllib.parse import quote
 
-from slidge import BaseSession
+from slidge import BaseSession, global_config
 from slidge.util.types import LegacyAttachment, MessageReference, XMPPMessage
 from slixmpp import JID
 
@@ -37,6 +42,7 @@ from gateway.slidge_fixes import push_to_roster
 from .client import Credentials, MatrixClient
 from .config import Config
 from .contact import Contact
+from .crypto import E2EE, decrypt_file, encrypt_file
 from .errors import (
     HomeserverTimeout,
     HomeserverUnreachable,
@@ -45,6 +51,7 @@ from .errors import (
     NotSupported,
     RateLimited,
     RequestFailed,
+    Undecryptable,
     as_xmpp_error,
 )
 from .ids import EventId, RoomId, UserId
@@ -65,6 +72,7 @@ from .translate import (
     Typing,
     edit_content,
     media_content,
+    parse_event,
     reaction_content,
     text_content,
 )
@@ -78,10 +86,18 @@ Speaker: TypeAlias = "Contact | Participant"
 log = logging.getLogger(__name__)
 
 ENCRYPTED_NOTICE = (
-    "🔒 This chat is end-to-end encrypted on Matrix. Passerelle cannot decrypt it yet: "
-    "read and answer it in a Matrix client (Element, …)."
+    "🔒 This chat is end-to-end encrypted on Matrix. Passerelle decrypts and encrypts it "
+    "as your Matrix device {device}. It does not verify devices: it sends its keys to "
+    "every device of the people here and trusts the key it first sees for each. Send "
+    "'device' to the gateway to see this device's key and other people's devices."
 )
-UNREADABLE = "🔒 [an end-to-end encrypted message Passerelle cannot decrypt]"
+ENCRYPTED_UNAVAILABLE = (
+    "🔒 This chat is end-to-end encrypted on Matrix, and Passerelle cannot decrypt it: "
+    "{problem}. Read and answer it in a Matrix client (Element, …)."
+)
+UNREADABLE = "🔒 [an end-to-end encrypted message Passerelle cannot decrypt: {reason}]"
+_UNDECRYPTED_KEPT = 1000
+"""Undecryptable events kept for the day their key arrives."""
 _LIVE_WINDOW_S = 30.0
 """Messages older than this get a delay timestamp (XEP-0203)."""
 _SENDERS_KEPT = 20_000
@@ -102,6 +118,12 @@ class Session(BaseSession[Contact]):
         self._senders: OrderedDict[EventId, UserId] = OrderedDict()
         self._friends: set[UserId] = set()
         self._warned_encrypted: set[RoomId] = set()
+        self.e2ee: E2EE | None = None
+        self.e2ee_problem = "its encryption keys are not loaded yet"
+        """Why ``e2ee`` is None: said in encrypted chats."""
+        self._undecrypted: OrderedDict[EventId, Encrypted] = OrderedDict()
+        self._members: dict[RoomId, frozenset[UserId]] = {}
+        """Joined and invited members of encrypted rooms, to encrypt for."""
         self._arrivals: dict[RoomId, asyncio.Event] = {}
         self.invites: dict[RoomId, InvitedRoom] = {}
         """Invitations waiting for the user (``auto_accept_invites = false``)."""
@@ -142,6 +164,7 @@ class Session(BaseSession[Contact]):
         """Read ``m.direct``, the profile and every room's full state (and what happened
         since ``since``); the rooms' state is applied, their timelines are not."""
         self.rooms.set_direct(await self.matrix.get_direct())
+        await self._open_e2ee()
         first = await self.matrix.sync(since, full_state=True)
         name, _avatar = await self.matrix.profile(self.me)
         for room in first.joined:
@@ -150,9 +173,34 @@ class Session(BaseSession[Contact]):
             self.bookmarks.user_nick = name
         return first
 
+    async def _open_e2ee(self) -> None:
+        """Load the device's encryption keys; if encryption cannot work, remember why
+        (network trouble is raised: the first sync is retried)."""
+        if self.e2ee is not None:
+            return
+        key = self.user.legacy_module_data.get("e2ee_pickle_key")
+        if not isinstance(key, str) or not key:
+            key = secrets.token_urlsafe(32)
+            self.legacy_module_data_update({"e2ee_pickle_key": key})
+        try:
+            self.e2ee = await E2EE.open(self.matrix, self._e2ee_dir(), key)
+        except (NotSupported, RequestFailed) as e:
+            self.e2ee_problem = str(e)
+            log.warning("No end-to-end encryption for %s: %s", self.user_jid, e)
+
+    def _e2ee_dir(self) -> Path:
+        bare = quote(str(self.user_jid.bare).lower(), safe="@")
+        return Path(global_config.HOME_DIR) / "e2ee" / bare
+
+    def _close_e2ee(self) -> None:
+        if self.e2ee is not None:
+            self.e2ee.close()
+            self.e2ee = None
+
     async def logout(self) -> None:
         """Gateway shutdown: stop syncing; the Matrix device stays logged in."""
         self.cancel_all_tasks()
+        self._close_e2ee()
         if hasattr(self, "matrix"):
             await self.matrix.close()
 
@@ -167,6 +215,9 @@ class Session(BaseSession[Contact]):
             log.warning("Could not log %s out of Matrix: %s", self.user_jid, e)
         finally:
             await self.matrix.close()
+            self._close_e2ee()
+            # The device is gone: its keys can never be used again.
+            shutil.rmtree(self._e2ee_dir(), ignore_errors=True)
 
     async def _run(self, first: SyncBatch | None, since: str | None) -> None:
         try:
@@ -180,6 +231,7 @@ class Session(BaseSession[Contact]):
             if since is not None:
                 await self._on_batch(first, state_done=True)
             else:  # a login without a position: what the first sync shows is history
+                await self._e2ee_sync(first)
                 for invite in first.invited:
                     await self._guard(self._invited(invite))
                 self._save_position(first.next_batch)
@@ -234,7 +286,18 @@ class Session(BaseSession[Contact]):
         state.apply_summary(room.joined_count, room.invited_count, room.heroes)
         return state
 
+    async def _e2ee_sync(self, batch: SyncBatch) -> set[str]:
+        """Keys and device changes of a sync; the Megolm sessions whose keys arrived."""
+        if self.e2ee is None:
+            return set()
+        try:
+            return await self.e2ee.on_sync(batch)
+        except MatrixError as e:  # key uploads are tried again at the next sync
+            log.warning("Encryption keys of %s not updated: %s", self.user_jid, e)
+            return set()
+
     async def _on_batch(self, batch: SyncBatch, *, state_done: bool = False) -> None:
+        arrived = await self._e2ee_sync(batch)
         if batch.direct is not None:
             self.rooms.set_direct(batch.direct)
         for room_id in batch.left:
@@ -255,6 +318,8 @@ class Session(BaseSession[Contact]):
             arrival = self._arrivals.pop(room.room_id, None)
             if arrival is not None:
                 arrival.set()
+        if arrived:
+            await self._decrypt_late(arrived)
         self._save_position(batch.next_batch)
 
     async def _arrive(self, state: RoomState, room: JoinedRoom) -> tuple[TimelineEvent, ...]:
@@ -272,8 +337,15 @@ class Session(BaseSession[Contact]):
         return timeline
 
     async def _on_event(self, state: RoomState, event: TimelineEvent) -> None:
+        if isinstance(event, Encrypted) and not event.own_device:
+            clear = self._decrypt(event)
+            if clear is None:
+                return  # decrypted into something of no interest
+            event = clear
         if isinstance(event, Membership | StateChange):
             state.apply(event)
+            if isinstance(event, Membership):
+                self._members.pop(state.room_id, None)
             await self._on_state(state, event)
             return
         self._remember_sender(event.event_id, event.sender)
@@ -294,7 +366,40 @@ class Session(BaseSession[Contact]):
         elif isinstance(event, Redaction):
             await self._deliver_redaction(chat, speaker, event, carbon)
         elif isinstance(event, Encrypted):
-            speaker.send_text(UNREADABLE, legacy_msg_id=event.event_id, carbon=carbon)
+            reason = self.e2ee_problem if self.e2ee is None else event.reason
+            text = UNREADABLE.format(reason=reason)
+            speaker.send_text(text, legacy_msg_id=event.event_id, carbon=carbon)
+
+    def _decrypt(self, event: Encrypted) -> TimelineEvent | None:
+        """The event ``event`` holds; ``event`` itself, with the reason, if it cannot be
+        decrypted (kept for when its key arrives); None if it holds nothing to show."""
+        if self.e2ee is None:
+            return event
+        try:
+            clear = self.e2ee.decrypt(event)
+        except Undecryptable as e:
+            log.info("Cannot decrypt %s in %s yet: %s", event.event_id, event.room_id, e)
+            self._undecrypted[event.event_id] = event
+            while len(self._undecrypted) > _UNDECRYPTED_KEPT:
+                self._undecrypted.popitem(last=False)
+            return dataclasses.replace(event, reason=str(e))
+        parsed = parse_event(event.room_id, clear)
+        if isinstance(parsed, Membership | StateChange | Encrypted):
+            return None  # never encrypted by honest clients
+        return parsed
+
+    async def _decrypt_late(self, sessions: set[str]) -> None:
+        """Events that could not be decrypted, now that their keys have arrived: a text
+        corrects the notice shown in its place, anything else is delivered."""
+        for event in [e for e in self._undecrypted.values() if e.session_id in sessions]:
+            del self._undecrypted[event.event_id]
+            state = self.rooms.rooms.get(event.room_id)
+            clear = self._decrypt(event)
+            if state is None or clear is None or isinstance(clear, Encrypted):
+                continue
+            if isinstance(clear, Message) and clear.media is None and clear.replaces is None:
+                clear = dataclasses.replace(clear, replaces=clear.event_id)
+            await self._guard(self._on_event(state, clear))
 
     async def _deliver_message(
         self, chat: Chat, speaker: Speaker, msg: Message, carbon: bool
@@ -302,6 +407,9 @@ class Session(BaseSession[Contact]):
         text = to_xep0393(msg.text)
         if msg.kind == "emote":
             text = "/me " + text
+        if msg.replaces == msg.event_id:  # decrypted late: replaces the notice
+            speaker.correct(msg.event_id, text, carbon=carbon)
+            return
         if msg.replaces is not None:
             speaker.correct(msg.replaces, text, correction_event_id=msg.event_id, carbon=carbon)
             return
@@ -313,11 +421,10 @@ class Session(BaseSession[Contact]):
                 text, legacy_msg_id=msg.event_id, when=when, reply_to=reply, carbon=carbon
             )
             return
-        if msg.media.encrypted:
-            speaker.send_text(UNREADABLE, legacy_msg_id=msg.event_id, carbon=carbon)
-            return
         try:
             data, content_type = await self.matrix.download(msg.media.url)
+            if msg.media.file is not None:
+                data, content_type = decrypt_file(data, msg.media.file), None
         except MatrixError as e:
             log.warning("Could not download %s: %s", msg.media.url, e)
             speaker.send_text(
@@ -523,10 +630,14 @@ class Session(BaseSession[Contact]):
             return
         self._warned_encrypted.add(room_id)
         chat = await self._chat(room_id)
-        if isinstance(chat, Contact):
-            chat.send_text(ENCRYPTED_NOTICE)
+        if self.e2ee is None:
+            text = ENCRYPTED_UNAVAILABLE.format(problem=self.e2ee_problem)
         else:
-            chat.get_system_participant().send_text(ENCRYPTED_NOTICE)
+            text = ENCRYPTED_NOTICE.format(device=self.e2ee.device_id)
+        if isinstance(chat, Contact):
+            chat.send_text(text)
+        else:
+            chat.get_system_participant().send_text(text)
 
     # -- who is who ---------------------------------------------------------------------
 
@@ -602,16 +713,44 @@ class Session(BaseSession[Contact]):
                 await self.matrix.set_direct(content)
             return room_id
 
-    def _check_writable(self, room_id: RoomId) -> None:
+    def _encrypted(self, room_id: RoomId) -> bool:
+        """Whether events to ``room_id`` must be encrypted (`NotSupported` if they must
+        and cannot be)."""
         state = self.rooms.rooms.get(room_id)
-        if state is not None and state.encrypted:
+        if state is None or not state.encrypted:
+            return False
+        if self.e2ee is None:
             raise NotSupported(
-                "this Matrix chat is end-to-end encrypted, which Passerelle does not "
-                "support yet; answer from a Matrix client"
+                "this Matrix chat is end-to-end encrypted and Passerelle cannot encrypt: "
+                f"{self.e2ee_problem}; answer from a Matrix client"
             )
+        return True
+
+    def _check_writable(self, room_id: RoomId) -> None:
+        self._encrypted(room_id)
+
+    async def _send(self, room_id: RoomId, event_type: str, content: dict[str, Any]) -> EventId:
+        """Send an event, encrypted for the room's members if the room is encrypted."""
+        if self._encrypted(room_id) and self.e2ee is not None:
+            members = self._members.get(room_id)
+            if members is None:
+                everyone = await self.matrix.room_members(room_id)
+                members = frozenset(m.user for m in everyone if m.membership in ("join", "invite"))
+                self._members[room_id] = members
+            content = await self.e2ee.encrypt(room_id, members, event_type, content)
+            event_type = "m.room.encrypted"
+        return await self.matrix.send(room_id, event_type, content)
 
     async def send_message(self, room_id: RoomId, message: XMPPMessage) -> str | None:
-        """Send what the XMPP user wrote; returns the Matrix event ID (slidge maps it)."""
+        """Send what the XMPP user wrote; returns the Matrix event ID (slidge maps it).
+
+        One message at a time per room, in the order the user wrote them: the homeserver
+        orders concurrent requests as they reach it (a 1,000-message burst from XMPP
+        arrived with 583 out of order before this lock, see ``bench/matrix.py``)."""
+        async with self.lock(("send", room_id)):
+            return await self._send_message(room_id, message)
+
+    async def _send_message(self, room_id: RoomId, message: XMPPMessage) -> str | None:
         self._check_writable(room_id)
         await self._stop_typing(room_id)
         mentions = [UserId(m.contact.legacy_id) for m in message.mentions]
@@ -626,16 +765,21 @@ class Session(BaseSession[Contact]):
         else:
             reply = EventId(message.reply.msg_id) if message.reply else None
             content = text_content(body, reply_to=reply, mentions=mentions)
-        return await self.matrix.send(room_id, "m.room.message", content)
+        return await self._send(room_id, "m.room.message", content)
 
     async def _send_attachment(
         self, room_id: RoomId, url: str, content_type: str | None
     ) -> EventId:
         data, fetched_type, name = await self._fetch_xmpp_file(url)
         mimetype = content_type or fetched_type or "application/octet-stream"
-        mxc = await self.matrix.upload(data, mimetype, name)
-        content = media_content(mxc, name, mimetype, len(data))
-        return await self.matrix.send(room_id, "m.room.message", content)
+        if self._encrypted(room_id):
+            ciphertext, keys = encrypt_file(data)
+            mxc = await self.matrix.upload(ciphertext, "application/octet-stream", name)
+            content = media_content(mxc, name, mimetype, len(data), file=keys)
+        else:
+            mxc = await self.matrix.upload(data, mimetype, name)
+            content = media_content(mxc, name, mimetype, len(data))
+        return await self._send(room_id, "m.room.message", content)
 
     async def _fetch_xmpp_file(self, url: str) -> tuple[bytes, str | None, str]:
         """Download an attachment the user sent (an HTTP upload URL), within the size
@@ -647,9 +791,7 @@ class Session(BaseSession[Contact]):
         mine = self.reactions.keys(target, self.me)
         for key in emojis:
             if key not in mine:
-                event_id = await self.matrix.send(
-                    room_id, "m.reaction", reaction_content(target, key)
-                )
+                event_id = await self._send(room_id, "m.reaction", reaction_content(target, key))
                 self.reactions.add(target, self.me, key, event_id)
         for key, event_id in mine.items():
             if key not in emojis:

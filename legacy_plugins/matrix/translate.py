@@ -46,6 +46,7 @@ __all__ = [
     "edit_content",
     "media_content",
     "parse_event",
+    "parse_members",
     "parse_sync",
     "reaction_content",
     "strip_reply_fallback",
@@ -72,11 +73,13 @@ class Media:
     """A file an event points at."""
 
     url: str
-    """``mxc://server/id``; empty when the file is end-to-end encrypted."""
+    """``mxc://server/id`` (of the encrypted bytes when the file is encrypted)."""
     name: str
     mimetype: str | None = None
     size: int | None = None
     encrypted: bool = False
+    file: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """An encrypted file's ``file`` object: its key, IV and hash."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +127,19 @@ class Redaction:
 
 @dataclass(frozen=True, slots=True)
 class Encrypted:
-    """``m.room.encrypted``: a message the gateway cannot read."""
+    """``m.room.encrypted``: an end-to-end encrypted event, to decrypt (:mod:`.crypto`)."""
 
     room_id: RoomId
     event_id: EventId
     sender: UserId
     ts: int
+    session_id: str = ""
+    """The Megolm session it was encrypted with (the key that may arrive later)."""
+    own_device: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The whole event, as the decryption needs it."""
+    reason: str = ""
+    """Why it could not be decrypted (set by the session)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +224,12 @@ class SyncBatch:
     left: tuple[RoomId, ...] = ()
     direct: Mapping[UserId, tuple[RoomId, ...]] | None = field(default=None)
     """The user's ``m.direct`` account data, if this sync changed it."""
+    to_device: tuple[Mapping[str, Any], ...] = ()
+    """To-device events (encryption keys sent to this device), raw."""
+    device_lists_changed: frozenset[UserId] = frozenset()
+    """People whose devices changed (their keys must be fetched again)."""
+    one_time_keys: int | None = None
+    """How many of this device's one-time keys the homeserver still holds."""
 
 
 # --- small validators ----------------------------------------------------------------
@@ -270,8 +286,10 @@ def _media(content: Mapping[str, Any], kind: MsgKind) -> Media | None:
     url = _str(content.get("url"))
     if url is not None and url.startswith("mxc://"):
         return Media(url, name, mimetype, size)
-    if isinstance(content.get("file"), Mapping):
-        return Media("", name, mimetype, size, encrypted=True)
+    file = _obj(content.get("file"))
+    url = _str(file.get("url"))
+    if url is not None and url.startswith("mxc://"):
+        return Media(url, name, mimetype, size, encrypted=True, file=file)
     return None
 
 
@@ -356,9 +374,11 @@ def _parse_redaction(
 
 
 def _parse_encrypted(
-    head: _Head, _event: Mapping[str, Any], _content: Mapping[str, Any]
+    head: _Head, event: Mapping[str, Any], content: Mapping[str, Any]
 ) -> Encrypted:
-    return Encrypted(head.room_id, head.event_id, head.sender, head.ts)
+    r = head
+    session = _str(content.get("session_id")) or ""
+    return Encrypted(r.room_id, r.event_id, r.sender, r.ts, session, r.own, event)
 
 
 _ROOM_EVENTS: dict[
@@ -503,7 +523,18 @@ def parse_sync(body: object, me: UserId) -> SyncBatch:
     for item in _list(_obj(data.get("account_data")).get("events")):
         if _obj(item).get("type") == "m.direct":
             direct = parse_direct(_obj(item).get("content"))
-    return SyncBatch(next_batch, joined, invited, left, direct)
+    to_device = tuple(
+        _obj(e)
+        for e in _list(_obj(data.get("to_device")).get("events"))
+        if _str(_obj(e).get("type")) and is_user_id(_str(_obj(e).get("sender")) or "")
+    )
+    changed = frozenset(
+        UserId(u)
+        for u in _list(_obj(data.get("device_lists")).get("changed"))
+        if isinstance(u, str) and is_user_id(u)
+    )
+    otk = _int(_obj(data.get("device_one_time_keys_count")).get("signed_curve25519"))
+    return SyncBatch(next_batch, joined, invited, left, direct, to_device, changed, otk)
 
 
 def parse_messages(room_id: RoomId, body: object) -> tuple[list[TimelineEvent], str | None]:
@@ -512,6 +543,12 @@ def parse_messages(room_id: RoomId, body: object) -> tuple[list[TimelineEvent], 
     data = _obj(body)
     events = [parse_event(room_id, raw) for raw in _list(data.get("chunk"))]
     return [e for e in events if e is not None], _str(data.get("end"))
+
+
+def parse_members(room_id: RoomId, body: object) -> list[Membership]:
+    """A ``/members`` answer: each member's current membership."""
+    events = [parse_event(room_id, raw) for raw in _list(_obj(body).get("chunk"))]
+    return [e for e in events if isinstance(e, Membership)]
 
 
 class Bound(Protocol):
@@ -608,9 +645,16 @@ def msgtype_for(mimetype: str | None) -> str:
 
 
 def media_content(
-    mxc: str, name: str, mimetype: str | None, size: int, caption: str | None = None
+    mxc: str,
+    name: str,
+    mimetype: str | None,
+    size: int,
+    *,
+    caption: str | None = None,
+    file: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ``m.image``/``m.file``/… event for an uploaded file (caption per spec v1.10)."""
+    """An ``m.image``/``m.file``/… event for an uploaded file (caption per spec v1.10);
+    with ``file`` (keys of an encrypted upload), the file is given as encrypted."""
     info: dict[str, Any] = {"size": size}
     if mimetype:
         info["mimetype"] = mimetype
@@ -618,7 +662,10 @@ def media_content(
         "msgtype": msgtype_for(mimetype),
         "body": caption or name,
         "filename": name,
-        "url": mxc,
         "info": info,
     }
+    if file is not None:
+        content["file"] = {**file, "url": mxc}
+    else:
+        content["url"] = mxc
     return content

@@ -15,10 +15,12 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import nio  # type: ignore[import-untyped]
 import pytest
 from slixmpp.xmlstream import ET
 
@@ -329,3 +331,116 @@ class MatrixPeer:
                 and e.get("content", {}).get("membership") == membership
             )
         )
+
+
+class EncryptedPeer:
+    """A Matrix user on matrix-nio with end-to-end encryption and a store of its own, as
+    a user of Element would be: it decrypts what it receives and encrypts what it sends
+    to encrypted rooms (trusting every device, as a fresh client does)."""
+
+    def __init__(self, synapse: Synapse, account: MatrixAccount, store: Path) -> None:
+        store.mkdir(parents=True, exist_ok=True)
+        config = nio.AsyncClientConfig(
+            encryption_enabled=True, store_sync_tokens=True, request_timeout=60
+        )
+        self.client = nio.AsyncClient(
+            synapse.url, account.user_id, store_path=str(store), config=config
+        )
+        self.account = account
+        self.user_id = account.user_id
+        self.pending: list[tuple[str, Any]] = []
+        """(room ID, nio event) seen and not consumed yet; events are decrypted."""
+
+    async def start(self) -> None:
+        """Log in (a new device), publish its keys, and remember "now"."""
+        answer = await self.client.login(self.account.password, device_name="peer")
+        assert isinstance(answer, nio.LoginResponse), answer
+        await self._sync_once(full_state=True)
+        self.pending.clear()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _sync_once(self, full_state: bool = False) -> None:
+        answer = await self.client.sync(timeout=1000, full_state=full_state)
+        assert isinstance(answer, nio.SyncResponse), answer
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        if self.client.should_query_keys:
+            await self.client.keys_query()
+        if self.client.should_claim_keys:
+            await self.client.keys_claim(self.client.get_users_for_key_claiming())
+        await self.client.send_to_device_messages()
+        for room_id in answer.rooms.invite:
+            self.pending.append((room_id, "invite"))
+        for room_id, room in answer.rooms.join.items():
+            self.pending.extend((room_id, event) for event in room.timeline.events)
+
+    async def wait_for(self, match: Callable[[str, Any], bool], timeout: float = WAIT) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                for n, (room_id, event) in enumerate(self.pending):
+                    if match(room_id, event):
+                        del self.pending[n]
+                        return event
+                await self._sync_once()
+
+    async def wait_for_text(self, room_id: str, body: str, timeout: float = WAIT) -> Any:
+        """The message ``body`` from someone else in ``room_id``, decrypted."""
+        return await self.wait_for(
+            lambda r, e: (
+                r == room_id
+                and isinstance(e, nio.RoomMessageText)
+                and e.sender != self.user_id
+                and e.body == body
+            ),
+            timeout,
+        )
+
+    async def wait_for_member(self, room_id: str, user_id: str) -> None:
+        await self.wait_for(
+            lambda r, e: (
+                r == room_id
+                and isinstance(e, nio.RoomMemberEvent)
+                and e.state_key == user_id
+                and e.membership == "join"
+            )
+        )
+
+    async def create_encrypted_room(self, invite: list[str], *, direct: bool) -> str:
+        answer = await self.client.room_create(
+            is_direct=direct,
+            invite=invite,
+            name=None if direct else "Secret lounge",
+            preset=nio.RoomPreset.trusted_private_chat if direct else nio.RoomPreset.private_chat,
+            initial_state=[nio.EnableEncryptionBuilder().as_dict()],
+        )
+        assert isinstance(answer, nio.RoomCreateResponse), answer
+        return str(answer.room_id)
+
+    async def join(self, room_id: str) -> None:
+        answer = await self.client.join(room_id)
+        assert isinstance(answer, nio.JoinResponse), answer
+
+    async def send_text(self, room_id: str, body: str) -> str:
+        """Send ``body``, encrypted, once the room's members are known to this client."""
+        answer = await self.client.room_send(
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": body},
+            ignore_unverified_devices=True,
+        )
+        assert isinstance(answer, nio.RoomSendResponse), answer
+        return str(answer.event_id)
+
+    async def device_key(self, user_id: str, device_id: str) -> str:
+        """The ed25519 key the homeserver publishes for ``user_id``'s ``device_id``."""
+        url = f"{self.client.homeserver}/_matrix/client/v3/keys/query"
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        body = {"device_keys": {user_id: []}}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=body, headers=headers) as resp,
+        ):
+            data = await resp.json()
+        return str(data["device_keys"][user_id][device_id]["keys"][f"ed25519:{device_id}"])

@@ -24,6 +24,7 @@ from legacy_plugins.matrix.translate import (
     media_content,
     parse_direct,
     parse_event,
+    parse_members,
     parse_messages,
     parse_sync,
     reaction_content,
@@ -114,7 +115,7 @@ def test_edit_uses_the_new_content() -> None:
 MEDIA = [
     ({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/1", "info": {"mimetype": "image/png", "size": 3}}, Media("mxc://x/1", "cat.png", "image/png", 3), ""),
     ({"msgtype": "m.file", "body": "see this", "filename": "a.pdf", "url": "mxc://x/2"}, Media("mxc://x/2", "a.pdf"), "see this"),
-    ({"msgtype": "m.video", "body": "v.mp4", "file": {"url": "mxc://x/3"}}, Media("", "v.mp4", encrypted=True), ""),
+    ({"msgtype": "m.video", "body": "v.mp4", "file": {"url": "mxc://x/3"}}, Media("mxc://x/3", "v.mp4", encrypted=True), ""),
 ]
 # fmt: on
 
@@ -141,6 +142,9 @@ OTHERS = [
      Redaction(ROOM, EventId("$e1"), BOB, 1000, EventId("$t"))),
     (ev("m.room.encrypted", {"algorithm": "m.megolm.v1.aes-sha2"}),
      Encrypted(ROOM, EventId("$e1"), BOB, 1000)),
+    (ev("m.room.encrypted", {"algorithm": "m.megolm.v1.aes-sha2", "session_id": "S"},
+        unsigned={"transaction_id": "t1"}),
+     Encrypted(ROOM, EventId("$e1"), BOB, 1000, "S", own_device=True)),
     (ev("m.room.member", {"membership": "invite", "is_direct": True, "displayname": "Al"}, state_key=ME),
      Membership(ROOM, BOB, ME, "invite", displayname="Al", is_direct=True)),
     (ev("m.room.topic", {"topic": "news"}, state_key=""),
@@ -242,6 +246,46 @@ def test_parse_sync_without_next_batch_is_an_error() -> None:
         parse_sync({"rooms": {}}, ME)
 
 
+def test_an_encrypted_event_keeps_what_decryption_needs() -> None:
+    raw = ev("m.room.encrypted", {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "c"})
+    event = parse_event(ROOM, raw)
+    assert isinstance(event, Encrypted) and event.raw == raw and event.reason == ""
+
+
+def test_parse_sync_reads_encryption_keys_and_device_changes() -> None:
+    key_event = {"type": "m.room.encrypted", "sender": BOB, "content": {"algorithm": "x"}}
+    batch = parse_sync(
+        {
+            "next_batch": "s1",
+            "to_device": {"events": [key_event, {"type": "m.dummy"}, "junk", {"sender": BOB}]},
+            "device_lists": {"changed": [BOB, "not an id", 3], "left": [ME]},
+            "device_one_time_keys_count": {"signed_curve25519": 42},
+        },
+        ME,
+    )
+    assert batch.to_device == (key_event,)
+    assert batch.device_lists_changed == frozenset({BOB})
+    assert batch.one_time_keys == 42
+    empty = parse_sync({"next_batch": "s2", "device_one_time_keys_count": {"x": 1}}, ME)
+    assert (empty.to_device, empty.device_lists_changed, empty.one_time_keys) == (
+        (),
+        frozenset(),
+        None,
+    )
+
+
+def test_parse_members() -> None:
+    chunk = [
+        ev("m.room.member", {"membership": "join"}, state_key=BOB),
+        ev("m.room.member", {"membership": "invite"}, state_key=ME),
+        ev("m.room.member", {"membership": "join"}, state_key="not a user"),
+        ev("m.room.topic", {"topic": "x"}, state_key=""),
+    ]
+    members = parse_members(ROOM, {"chunk": chunk})
+    assert [(m.user, m.membership) for m in members] == [(BOB, "join"), (ME, "invite")]
+    assert parse_members(ROOM, {"chunk": "junk"}) == []
+
+
 def test_parse_messages_and_direct() -> None:
     events, end = parse_messages(
         ROOM, {"chunk": [msg({"msgtype": "m.text", "body": "x"})], "end": "t9"}
@@ -332,3 +376,15 @@ def test_reaction_and_media_content() -> None:
         "url": "mxc://x/1",
         "info": {"size": 5},
     }
+    keys = {"v": "v2", "key": {"k": "secret"}, "iv": "i", "hashes": {"sha256": "h"}}
+    encrypted = media_content("mxc://x/2", "a.png", "image/png", 5, file=keys)
+    assert "url" not in encrypted
+    assert encrypted["file"] == {**keys, "url": "mxc://x/2"}
+    assert encrypted["info"] == {"size": 5, "mimetype": "image/png"}
+    back = parse_event(ROOM, msg(encrypted))
+    assert isinstance(back, Message) and back.media is not None
+    assert (
+        back.media.encrypted
+        and back.media.url == "mxc://x/2"
+        and back.media.file == encrypted["file"]
+    )
