@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import json
 import time
@@ -32,6 +33,12 @@ WAIT = 20.0
 PASSWORD = "matrix password for tests"
 STARTED = r"^matrix \| .*Slidge has successfully started"
 """The Matrix network's line in Passerelle's output once its gateway is up."""
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
+    b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x01\xff"
+    b"\x89\x99=\x1d\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+"""A one-pixel PNG image."""
 _names = itertools.count(1)
 _SYNAPSE_KEY = pytest.StashKey[Synapse]()
 
@@ -432,6 +439,40 @@ class EncryptedPeer:
         )
         assert isinstance(answer, nio.RoomSendResponse), answer
         return str(answer.event_id)
+
+    async def send_image(self, room_id: str, data: bytes, name: str) -> str:
+        """Upload ``data`` encrypted and send it as an encrypted ``m.image``."""
+        upload, keys = await self.client.upload(
+            io.BytesIO(data),
+            content_type="application/octet-stream",
+            filename=name,
+            encrypt=True,
+            filesize=len(data),
+        )
+        assert isinstance(upload, nio.UploadResponse), upload
+        content = {
+            "msgtype": "m.image",
+            "body": name,
+            "info": {"mimetype": "image/png", "size": len(data)},
+            "file": {**keys, "url": upload.content_uri},
+        }
+        answer = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
+        assert isinstance(answer, nio.RoomSendResponse), answer
+        return str(answer.event_id)
+
+    async def fetch_file(self, event: Any) -> bytes:
+        """The clear bytes of an encrypted file event (``RoomEncryptedImage`` …)."""
+        media = event.url.removeprefix("mxc://")
+        url = f"{self.client.homeserver}/_matrix/client/v1/media/download/{media}"
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            data = await resp.read()
+        return bytes(
+            nio.crypto.decrypt_attachment(data, event.key["k"], event.hashes["sha256"], event.iv)
+        )
 
     async def device_key(self, user_id: str, device_id: str) -> str:
         """The ed25519 key the homeserver publishes for ``user_id``'s ``device_id``."""

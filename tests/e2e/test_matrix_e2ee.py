@@ -14,22 +14,28 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import nio  # type: ignore[import-untyped]
 import pytest
 
+from gateway.localservers.prosody import Prosody
 from gateway.localservers.synapse import Synapse
 from legacy_plugins.matrix.crypto import fingerprint
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import (
+    PNG,
     STARTED,
     EncryptedPeer,
     MatrixPeer,
+    http_get,
     jid_of,
     join_room_when_shown,
     log_in,
     new_account,
     shared_synapse,
     start_matrix_gateway,
+    understand_features,
+    xmpp_upload,
 )
 from tests.e2e.xmpp_client import Client
 
@@ -80,6 +86,7 @@ async def gateway_device(synapse: Synapse, user: object) -> str:
 
 async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_restart(
     synapse: Synapse,
+    prosody: Prosody,
     gateway: PasserelleProcess,
     new_client: NewClient,
     encrypted_peers: NewPeer,
@@ -87,6 +94,7 @@ async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_rest
     alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
     bob = await encrypted_peers("bob")
     alice = await new_client("alice")
+    understand_features(alice)
     await log_in(alice, synapse, alice_mx)
     bob_jid = jid_of(bob.user_id)
 
@@ -101,6 +109,19 @@ async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_rest
     alice.send_chat(bob_jid, "a secret for bob")
     answer = await bob.wait_for_text(room, "a secret for bob")
     assert answer.decrypted and answer.sender == alice_mx.user_id
+
+    # Files: encrypted on the homeserver, in clear on XMPP.
+    await bob.send_image(room, PNG, "dot.png")
+    got = await alice.next_matching(lambda m: m["from"].bare == bob_jid and bool(m["oob"]["url"]))
+    assert await http_get(got["oob"]["url"]) == PNG
+    url = await xmpp_upload(alice, prosody.upload_domain, PNG, "pixel.png", "image/png")
+    msg = alice.make_message(mto=bob_jid, mbody=url, mtype="chat")
+    msg["oob"]["url"] = url
+    msg.send()
+    image = await bob.wait_for(
+        lambda r, e: r == room and isinstance(e, nio.RoomEncryptedImage) and e.body == "pixel.png"
+    )
+    assert image.decrypted and await bob.fetch_file(image) == PNG
 
     # alice compares her gateway device's key with what the homeserver publishes.
     device = await gateway_device(synapse, alice_mx)

@@ -20,6 +20,7 @@ from gateway.localservers.synapse import Synapse
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import (
+    PNG,
     Event,
     MatrixPeer,
     http_get,
@@ -37,11 +38,6 @@ from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 NewClient = Callable[..., "asyncio.Future[Client]"]
-PNG = (
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
-    b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x01\xff"
-    b"\x89\x99=\x1d\x00\x00\x00\x00IEND\xaeB`\x82"
-)
 
 
 @pytest.fixture(scope="session")
