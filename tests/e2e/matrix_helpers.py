@@ -440,6 +440,13 @@ class EncryptedPeer:
         assert isinstance(answer, nio.RoomSendResponse), answer
         return str(answer.event_id)
 
+    async def react(self, room_id: str, target: str, key: str) -> None:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
+        answer = await self.client.room_send(
+            room_id, "m.reaction", content, ignore_unverified_devices=True
+        )
+        assert isinstance(answer, nio.RoomSendResponse), answer
+
     async def send_image(self, room_id: str, data: bytes, name: str) -> str:
         """Upload ``data`` encrypted and send it as an encrypted ``m.image``."""
         upload, keys = await self.client.upload(

@@ -106,9 +106,20 @@ async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_rest
 
     await bob.send_text(room, "a secret for alice")
     assert (await alice.next_message(bob_jid))["body"] == "a secret for alice"
-    alice.send_chat(bob_jid, "a secret for bob")
+    sent = alice.send_chat(bob_jid, "a secret for bob")
     answer = await bob.wait_for_text(room, "a secret for bob")
     assert answer.decrypted and answer.sender == alice_mx.user_id
+
+    # An edit and a reaction, encrypted too (their relation stays readable to servers).
+    alice.send_chat(bob_jid, "a secret for bob, corrected", replace=sent["id"])
+    edit = await bob.wait_for_text(room, "* a secret for bob, corrected")
+    assert edit.decrypted
+    assert edit.source["content"]["m.new_content"]["body"] == "a secret for bob, corrected"
+    assert edit.source["content"]["m.relates_to"]["event_id"] == answer.event_id
+    await bob.react(room, answer.event_id, "🔐")
+    reaction = await alice.next_matching(lambda m: "reactions" in m)
+    assert reaction["from"].bare == bob_jid and reaction["reactions"]["id"] == sent["id"]
+    assert {r["value"] for r in reaction["reactions"]} == {"🔐"}
 
     # Files: encrypted on the homeserver, in clear on XMPP.
     await bob.send_image(room, PNG, "dot.png")
