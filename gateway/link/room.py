@@ -199,6 +199,8 @@ class Link:
         """Live room messages that wait while the archive is read after a join."""
         self._replay_passed = False
         """In the IRC server's current history replay, the saved line was passed."""
+        self._replay_fresh = False
+        """The current history replay came with no saved line: none of it is relayed."""
         self._features: frozenset[str] = frozenset()
         self.archive_note = ""
         """Why lines said in the room while the link is away would be lost, if they would."""
@@ -535,7 +537,12 @@ class Link:
             if self.spec.relay_joins_parts:
                 await self._occupants.occupant(event.nick)
         elif isinstance(event, ev.ChannelMembers):
-            self._replay_passed = False  # (re)joined: the server's history comes next
+            # (Re)joined: the server's history comes next. With no saved line yet, all of
+            # it is old: the link starts from its last line.
+            self._replay_passed = False
+            self._replay_fresh = (
+                self._position.irc_msgid is None and self._position.irc_time is None
+            )
             await self._members(event.members)
         elif isinstance(event, ev.Topic):
             await self._topic(event)
@@ -563,8 +570,8 @@ class Link:
         return new
 
     async def _say_in_room(self, event: ev.MessageReceived) -> None:
-        if event.history and not self._new_in_history(event):
-            if self._replay_passed:
+        if event.history and (self._replay_fresh or not self._new_in_history(event)):
+            if self._replay_passed or self._replay_fresh:
                 self._irc_position(event.msgid, event.time)
             return
         text = irc_to_xmpp(event.text, action=event.kind == "action")

@@ -495,6 +495,22 @@ async def test_history_lines_after_the_saved_line_are_relayed_once() -> None:
     await rig.stop()
 
 
+async def test_a_first_replay_relays_nothing_and_starts_from_its_last_line(rig: Rig) -> None:
+    when = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+    await rig.start()
+    rig.link.irc_event(ev.ChannelMembers(CHANNEL, ()))
+    for msgid in ("m1", "m2"):
+        rig.link.irc_event(
+            ev.MessageReceived(
+                Prefix("dave", "dave", "h"), CHANNEL, "old", "privmsg", CHANNEL,
+                time=when, msgid=msgid, history=True,
+            )
+        )  # fmt: skip
+    await until(lambda: rig.positions and rig.positions[-1].irc_msgid == "m2")
+    assert rig.component.said == []
+    await rig.stop()
+
+
 async def test_the_relay_bot_speaks_when_there_is_no_puppet(rig: Rig) -> None:
     rig.server.refuse = True
     await rig.start()
