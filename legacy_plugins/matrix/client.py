@@ -48,7 +48,7 @@ from .errors import (
     RequestFailed,
 )
 from .ids import EventId, RoomId, UserId, is_user_id, server_name
-from .net import check_url, http_session, network_error
+from .net import check_url, http_session, network_error, read_body
 from .translate import (
     Membership,
     SyncBatch,
@@ -549,14 +549,15 @@ class MatrixClient:
 
     # -- media --------------------------------------------------------------------------
 
-    async def download(self, mxc: str) -> tuple[bytes, str | None]:
-        """The bytes and MIME type of ``mxc://server/id``, up to ``max_upload_size``."""
+    async def download(self, mxc: str, limit: int | None = None) -> tuple[bytes, str | None]:
+        """The bytes and MIME type of ``mxc://server/id``, up to ``limit`` bytes
+        (default: ``max_upload_size``)."""
         parts = urlsplit(mxc)
         if parts.scheme != "mxc" or not parts.netloc or not parts.path.strip("/"):
             raise RequestFailed(f"{mxc!r} is not a Matrix media URI")
         media = f"{quote(parts.netloc, safe='')}/{quote(parts.path.strip('/'), safe='')}"
         headers = {"Authorization": f"Bearer {self.creds.access_token}"}
-        limit = self.cfg.max_upload_size
+        limit = self.cfg.max_upload_size if limit is None else limit
         for prefix in ("/_matrix/client/v1/media/download", "/_matrix/media/v3/download"):
             url = f"{self.creds.homeserver}{prefix}/{media}"
             try:
@@ -567,12 +568,7 @@ class MatrixClient:
                         raise RequestFailed(
                             f"downloading {mxc}: HTTP {resp.status}", status=resp.status
                         )
-                    if (resp.content_length or 0) > limit:
-                        raise RequestFailed(f"{mxc} is larger than {limit} bytes", status=413)
-                    data = await resp.content.read(limit + 1)
-                    if len(data) > limit:
-                        raise RequestFailed(f"{mxc} is larger than {limit} bytes", status=413)
-                    return data, resp.content_type
+                    return await read_body(resp, limit, mxc), resp.content_type
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 raise network_error(self.creds.homeserver, e) from e
         raise RequestFailed(f"downloading {mxc}: not found", status=404)

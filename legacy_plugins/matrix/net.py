@@ -39,6 +39,7 @@ __all__ = [
     "http_session",
     "network_error",
     "protect_logs",
+    "read_body",
 ]
 
 
@@ -158,6 +159,21 @@ def network_error(url: str, exc: BaseException, server: str = "homeserver") -> M
     return HomeserverUnreachable(f"cannot reach the {server} {host}: {reason}")
 
 
+async def read_body(resp: aiohttp.ClientResponse, limit: int, name: str) -> bytes:
+    """The whole body of ``resp``; `RequestFailed` (413) as soon as it passes ``limit``
+    bytes. (``StreamReader.read(n)`` would return only what has arrived so far.)"""
+    if (resp.content_length or 0) > limit:
+        raise RequestFailed(f"{name} is larger than {limit} bytes", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise RequestFailed(f"{name} is larger than {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def fetch_url(cfg: Config, url: str) -> tuple[bytes, str | None, str]:
     """Download a file the XMPP user sent (an HTTP upload URL): its bytes, MIME type and
     name. Refused beyond ``max_upload_size`` or when the address policy forbids the host
@@ -169,11 +185,7 @@ async def fetch_url(cfg: Config, url: str) -> tuple[bytes, str | None, str]:
             async with http.get(url) as resp:
                 if resp.status != 200:
                     raise RequestFailed(f"fetching {url}: HTTP {resp.status}", status=resp.status)
-                if (resp.content_length or 0) > limit:
-                    raise RequestFailed(f"{name} is larger than {limit} bytes", status=413)
-                data = await resp.content.read(limit + 1)
-                if len(data) > limit:
-                    raise RequestFailed(f"{name} is larger than {limit} bytes", status=413)
+                data = await read_body(resp, limit, name)
                 return data, resp.content_type, name
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise network_error(url, e, "file server") from e

@@ -447,8 +447,11 @@ class EncryptedPeer:
         )
         assert isinstance(answer, nio.RoomSendResponse), answer
 
-    async def send_image(self, room_id: str, data: bytes, name: str) -> str:
-        """Upload ``data`` encrypted and send it as an encrypted ``m.image``."""
+    async def send_file(
+        self, room_id: str, data: bytes, name: str, mimetype: str = "image/png"
+    ) -> str:
+        """Upload ``data`` encrypted and send it as an encrypted ``m.image`` (or
+        ``m.file``, for another type)."""
         upload, keys = await self.client.upload(
             io.BytesIO(data),
             content_type="application/octet-stream",
@@ -458,9 +461,9 @@ class EncryptedPeer:
         )
         assert isinstance(upload, nio.UploadResponse), upload
         content = {
-            "msgtype": "m.image",
+            "msgtype": "m.image" if mimetype.startswith("image/") else "m.file",
             "body": name,
-            "info": {"mimetype": "image/png", "size": len(data)},
+            "info": {"mimetype": mimetype, "size": len(data)},
             "file": {**keys, "url": upload.content_uri},
         }
         answer = await self.client.room_send(

@@ -121,18 +121,26 @@ async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_rest
     assert reaction["from"].bare == bob_jid and reaction["reactions"]["id"] == sent["id"]
     assert {r["value"] for r in reaction["reactions"]} == {"🔐"}
 
-    # Files: encrypted on the homeserver, in clear on XMPP.
-    await bob.send_image(room, PNG, "dot.png")
-    got = await alice.next_matching(lambda m: m["from"].bare == bob_jid and bool(m["oob"]["url"]))
-    assert await http_get(got["oob"]["url"]) == PNG
-    url = await xmpp_upload(alice, prosody.upload_domain, PNG, "pixel.png", "image/png")
-    msg = alice.make_message(mto=bob_jid, mbody=url, mtype="chat")
-    msg["oob"]["url"] = url
-    msg.send()
-    image = await bob.wait_for(
-        lambda r, e: r == room and isinstance(e, nio.RoomEncryptedImage) and e.body == "pixel.png"
-    )
-    assert image.decrypted and await bob.fetch_file(image) == PNG
+    # Files: encrypted on the homeserver, in clear on XMPP; a large one arrives whole.
+    big = os.urandom(300_000)
+    for data, name, ctype in ((PNG, "dot.png", "image/png"), (big, "big.bin", "text/x-big")):
+        await bob.send_file(room, data, name, ctype)
+        got = await alice.next_matching(
+            lambda m: m["from"].bare == bob_jid and bool(m["oob"]["url"])
+        )
+        assert await http_get(got["oob"]["url"]) == data
+    for data, name, ctype, kind in (
+        (PNG, "pixel.png", "image/png", nio.RoomEncryptedImage),
+        (big, "large.bin", "text/x-large", nio.RoomEncryptedFile),
+    ):
+        url = await xmpp_upload(alice, prosody.upload_domain, data, name, ctype)
+        msg = alice.make_message(mto=bob_jid, mbody=url, mtype="chat")
+        msg["oob"]["url"] = url
+        msg.send()
+        file = await bob.wait_for(
+            lambda r, e, kind=kind, name=name: r == room and isinstance(e, kind) and e.body == name
+        )
+        assert file.decrypted and await bob.fetch_file(file) == data
 
     # alice compares her gateway device's key with what the homeserver publishes.
     device = await gateway_device(synapse, alice_mx)
