@@ -1,21 +1,32 @@
-"""What a user does to a message in any email chat, 1:1 or group: react, delete, mark read.
+"""What a user does in any email chat, 1:1 or group: send a sticker, react, delete, mark read.
 
 Shared by :class:`~.contact.Contact` and :class:`~.group.MUC`; both map the action to the
-same Delta Chat call on the message's id.
+same Delta Chat call on the message's id. :func:`core_avatar` turns the core's pictures
+into their avatars.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slidge.util.types import ChatState, Sticker
+from slidge.util.types import Avatar, ChatState, Sticker
 from slixmpp.exceptions import XMPPError
 
 from .errors import EmailError, as_xmpp_error
-from .translate import MsgId
+from .translate import ChatId, MsgId
 
 if TYPE_CHECKING:
     from .session import Session
+
+
+def core_avatar(profile_image: str | None) -> Avatar | None:
+    """An avatar from a picture of the core (a contact's profile image, a group image).
+    The core names its files by their content's hash, so the name is a stable id."""
+    if not profile_image:
+        return None
+    path = Path(profile_image)
+    return Avatar(path=path, unique_id=path.name)
 
 
 class MessageActions:
@@ -23,8 +34,15 @@ class MessageActions:
 
     session: Session
 
-    async def on_sticker(self, sticker: Sticker) -> str | None:
+    async def target_chat(self) -> ChatId:
+        """The Delta Chat chat this contact or room writes to."""
         raise NotImplementedError
+
+    async def on_sticker(self, sticker: Sticker) -> str | None:
+        try:
+            return await self.session.send_sticker(await self.target_chat(), sticker)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
 
     async def on_react(self, legacy_msg_id: str, emojis: list[str], thread: str | None) -> None:
         try:

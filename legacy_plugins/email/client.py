@@ -309,6 +309,14 @@ class EmailAccount:
     async def set_chat_name(self, chat_id: ChatId, name: str) -> None:
         await self.acall("set_chat_name", int(chat_id), name)
 
+    async def set_chat_image(self, chat_id: ChatId, image: Path | None) -> None:
+        """The group's image, for every member (None removes it); the core copies it."""
+        await self.acall("set_chat_profile_image", int(chat_id), str(image) if image else None)
+
+    async def set_self_avatar(self, image: Path | None) -> None:
+        """The user's profile image, sent to Delta Chat peers with the next messages."""
+        await self.acall("set_config", "selfavatar", str(image) if image else None)
+
     async def leave_group(self, chat_id: ChatId) -> None:
         await self.acall("leave_group", int(chat_id))
 

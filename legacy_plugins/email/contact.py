@@ -15,9 +15,10 @@ from slidge.contact import LegacyContact, LegacyRoster
 from slidge.util.types import XMPPMessage
 from slixmpp.exceptions import XMPPError
 
-from .actions import MessageActions
+from .actions import MessageActions, core_avatar
+from .client import ContactInfo
 from .errors import EmailError, as_xmpp_error
-from .translate import address_to_localpart, localpart_to_address
+from .translate import ChatId, address_to_localpart, localpart_to_address
 
 if TYPE_CHECKING:
     from .session import Session
@@ -39,13 +40,24 @@ class Contact(MessageActions, LegacyContact):
             info = await self.session.account.contact_for(self.legacy_id)
         except (EmailError, ValueError):
             return
-        if info is not None and info.display_name and info.display_name != info.address:
+        if info is not None:
+            self.refresh_from(info)
+
+    def refresh_from(self, info: ContactInfo) -> None:
+        """Name and avatar from the core: the ``From:`` name, the profile image a Delta
+        Chat peer sends (``Chat-User-Avatar``)."""
+        if info.display_name and info.display_name != info.address:
             self.name = info.display_name
+        avatar, current = core_avatar(info.profile_image), self.avatar
+        if (avatar and avatar.unique_id) != (current and current.unique_id):
+            self.avatar = avatar
+
+    async def target_chat(self) -> ChatId:
+        return await self.session.chat_for(self.legacy_id)
 
     async def on_message(self, message: XMPPMessage) -> str | None:
         try:
-            chat_id = await self.session.chat_for(self.legacy_id)
-            return await self.session.send_message(chat_id, message)
+            return await self.session.send_message(await self.target_chat(), message)
         except EmailError as e:
             raise as_xmpp_error(e) from e
 

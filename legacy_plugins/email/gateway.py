@@ -77,7 +77,9 @@ class Gateway(BaseGateway[Session]):
         "Welcome to email through Passerelle. Every address is a contact: alice@example.org "
         "is alice\\40example.org@<this gateway>. Delta Chat groups are rooms. Send 'help' "
         "for the commands: 'invite' gives your Delta Chat invite link, 'join <link>' "
-        "accepts someone else's, 'accept'/'block' answer contact requests."
+        "accepts someone else's, 'accept'/'block' answer contact requests. Mail already in "
+        "your inbox before you registered is not shown here: only what arrives from now on "
+        "(your mail program still has it)."
     )
     ROSTER_GROUP = "Email"
 

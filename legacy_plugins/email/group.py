@@ -19,7 +19,7 @@ from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant, MucType
 from slidge.util.types import XMPPMessage
 from slixmpp.exceptions import XMPPError
 
-from .actions import MessageActions
+from .actions import MessageActions, core_avatar
 from .client import ChatInfo
 from .contact import Contact
 from .errors import EmailError, as_xmpp_error
@@ -85,6 +85,9 @@ class MUC(MessageActions, LegacyMUC[Participant]):
     def chat_id(self) -> ChatId:
         return localpart_to_group(self.legacy_id)
 
+    async def target_chat(self) -> ChatId:
+        return self.chat_id
+
     async def update_info(self) -> None:
         self.type = MucType.GROUP
         try:
@@ -95,11 +98,14 @@ class MUC(MessageActions, LegacyMUC[Participant]):
             raise XMPPError("item-not-found", f"{self.legacy_id} is not a group")
         self.name = chat.name
         self.n_participants = len(chat.contact_ids)
+        if chat.profile_image:
+            self.avatar = core_avatar(chat.profile_image)
 
     async def refresh_from(self, chat: ChatInfo) -> None:
-        """The core says the group changed: name and members."""
+        """The core says the group changed: name, image and members."""
         if chat.name and chat.name != self.name:
             self.name = chat.name
+        await self.set_avatar(core_avatar(chat.profile_image))
         await self.refresh_members(chat)
 
     async def refresh_members(self, chat: ChatInfo | None = None) -> None:
@@ -142,8 +148,32 @@ class MUC(MessageActions, LegacyMUC[Participant]):
         except EmailError as e:
             raise as_xmpp_error(e) from e
 
+    async def on_set_config(self, name: str | None, description: str | None) -> None:
+        """The room's configuration form (``muc#roomconfig_roomname``), which is how XMPP
+        clients rename a group chat: renames the Delta Chat group for everyone."""
+        name = (name or "").strip()
+        if not name or name == self.name:
+            return
+        try:
+            await self.session.account.set_chat_name(self.chat_id, name)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+        self.name = name
+
+    async def on_avatar(self, data: bytes | None, mime: str | None) -> str | None:
+        """The room's avatar (vCard): the Delta Chat group image, for everyone. The
+        room's avatar follows when the core reports the change (ChatModified)."""
+        try:
+            await self.session.set_group_image(self.chat_id, data)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+        return None
+
     async def on_set_subject(self, subject: str) -> None:
-        raise XMPPError("feature-not-implemented", "Delta Chat groups have no subject; rename it")
+        raise XMPPError(
+            "feature-not-implemented",
+            "Delta Chat groups have no subject: change the room's name in its configuration",
+        )
 
     async def on_leave(self) -> None:
         try:

@@ -26,6 +26,7 @@ Incoming chats
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import os
 import random
 import tempfile
@@ -37,7 +38,13 @@ from urllib.parse import quote
 from slidge import BaseSession, global_config
 from slidge.command import SearchResult
 from slidge.command.base import FormField
-from slidge.util.types import LegacyAttachment, MessageReference, XMPPMessage
+from slidge.util.types import (
+    LegacyAttachment,
+    MessageReference,
+    Sticker,
+    XMPPAttachment,
+    XMPPMessage,
+)
 from slixmpp import JID
 from slixmpp.exceptions import XMPPError
 
@@ -66,6 +73,8 @@ from .translate import (
     html_file_name,
     normalize_address,
     reactions_of,
+    upload_file_name,
+    view_type_of_upload,
 )
 
 if TYPE_CHECKING:
@@ -99,9 +108,24 @@ class Session(BaseSession[Contact]):
     # --- slidge hooks ------------------------------------------------------------------
 
     async def login(self) -> str:
+        self._default_preferences()
         await self._open()
         self.create_task(self._pump(), name=f"email-pump-{self.user_jid.bare}")
         return f"Connected as {self.address}"
+
+    def _default_preferences(self) -> None:
+        """Fill in the preferences a XEP-0077 registration never stored (slidge 0.4.2 stores
+        them only through its ad-hoc registration), so "sync avatar" and the others take
+        the defaults the preferences form shows, and that form can be saved."""
+        prefs = self.user.preferences
+        missing = {
+            f.var: f.value in ("true", "1", True) if f.type == "boolean" else f.value
+            for f in self.xmpp.PREFERENCES
+            if f.var not in prefs
+        }
+        if missing:
+            prefs.update(missing)
+            self.xmpp.store.users.update(self.user)
 
     async def logout(self) -> None:
         self.cancel_all_tasks()
@@ -126,6 +150,33 @@ class Session(BaseSession[Contact]):
             fields=[FormField("address"), FormField("jid", type="jid-single")],
             items=[{"address": address, "jid": contact.jid.bare}],
         )
+
+    async def on_avatar(
+        self,
+        bytes_: bytes | None,
+        hash_: str | None,
+        type_: str | None,
+        width: int | None,
+        height: int | None,
+    ) -> None:
+        """The user's XMPP avatar (XEP-0084, when "sync avatar" is on): their Delta Chat
+        profile image, which Delta Chat peers receive with the next messages."""
+        path = await asyncio.to_thread(self._write_outbox, bytes_) if bytes_ else None
+        try:
+            await self.account.set_self_avatar(path)
+        except EmailError as e:
+            raise as_xmpp_error(e) from e
+        finally:
+            if path is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def set_group_image(self, chat_id: ChatId, data: bytes | None) -> None:
+        path = await asyncio.to_thread(self._write_outbox, data) if data else None
+        try:
+            await self.account.set_chat_image(chat_id, path)
+        finally:
+            if path is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def on_create_group(self, name: str, contacts: list[Contact]) -> str:
         """A new Delta Chat group: encrypted if every member has a key, else plain."""
@@ -232,6 +283,8 @@ class Session(BaseSession[Contact]):
             await self._failed(event.chat_id, event.msg_id)
         elif kind == "ChatModified" and event.chat_id:
             await self._chat_modified(event.chat_id)
+        elif kind == "ContactsChanged" and event.contact_id:
+            await self._contact_changed(event.contact_id)
         elif kind in ("SecurejoinInviterProgress", "SecurejoinJoinerProgress"):
             if event.progress == 1000 and event.contact_id:
                 await self._verified(event.contact_id)
@@ -270,6 +323,9 @@ class Session(BaseSession[Contact]):
         if chat.is_device or chat.is_self_talk or chat.kind not in ("Single", "Group"):
             self.log.debug("Not showing message %s of %s chat %s", msg.id, chat.kind, chat.id)
             return
+        if msg.from_other_device:
+            await self._deliver_own(chat, msg)
+            return
         if chat.kind == "Group":
             muc = await self.muc(chat.id)
             if msg.is_info:
@@ -294,7 +350,21 @@ class Session(BaseSession[Contact]):
         await self._send_as(sender, msg, body)
         self.store.remember(msg.id, msg.chat_id, msg.sender_address.lower(), body)
 
-    async def _send_as(self, sender: Contact | Participant, msg: DcMessage, body: str) -> None:
+    async def _deliver_own(self, chat: ChatInfo, msg: DcMessage) -> None:
+        """What the user sent from another device of the account: in a group, from the
+        user's own occupant; in a 1:1 chat, a carbon (XEP-0280, through the message
+        privilege) of a message to the contact."""
+        if chat.kind == "Group":
+            muc = await self.muc(chat.id)
+            await self._send_as(await muc.get_user_participant(), msg, body_of(msg))
+        elif chat.contact_ids:
+            partner = await self.account.contact(chat.contact_ids[0])
+            contact = await self.contacts.by_legacy_id(partner.address)
+            await self._send_as(contact, msg, body_of(msg), carbon=True)
+
+    async def _send_as(
+        self, sender: Contact | Participant, msg: DcMessage, body: str, *, carbon: bool = False
+    ) -> None:
         reply = None
         if msg.quoted_id is not None:
             reply = await self._reference(msg.quoted_id, msg.quoted_text)
@@ -318,9 +388,11 @@ class Session(BaseSession[Contact]):
                     )
                 )
         if attachments:
-            await sender.send_files(attachments, str(msg.id), body or None, reply_to=reply)
+            await sender.send_files(
+                attachments, str(msg.id), body or None, reply_to=reply, carbon=carbon
+            )
         else:
-            sender.send_text(body, str(msg.id), reply_to=reply)
+            sender.send_text(body, str(msg.id), reply_to=reply, carbon=carbon)
 
     async def _reference(self, msg_id: MsgId, text: str | None) -> MessageReference:
         """A XEP-0461 reference to a quoted message: its author from our memory."""
@@ -412,6 +484,21 @@ class Session(BaseSession[Contact]):
             await muc.add_to_bookmarks(auto_join=True)
         await muc.refresh_from(chat)
 
+    async def _contact_changed(self, contact_id: ContactId) -> None:
+        """A contact's name or profile image changed (a Delta Chat peer's avatar arrives
+        this way): update the XMPP contact."""
+        if contact_id == SELF_CONTACT:
+            return
+        info = await self.account.contact(contact_id)
+        if not info.address:
+            return
+        try:
+            contact = await self.contacts.by_legacy_id(info.address)
+        except (AddressError, XMPPError) as e:
+            self.log.debug("No XMPP contact for changed contact %s: %s", contact_id, e)
+            return
+        contact.refresh_from(info)
+
     async def _verified(self, contact_id: ContactId) -> None:
         contact_info = await self.account.contact(contact_id)
         contact = await self.contacts.by_legacy_id(contact_info.address)
@@ -466,21 +553,40 @@ class Session(BaseSession[Contact]):
             return str(await self.account.send(chat_id, body, quote=quote))
         last: MsgId | None = None
         for i, attachment in enumerate(message.attachments):
-            path = await self._download(attachment)
+            path, content_type = await self._download(attachment)
+            name = upload_file_name(attachment.url, content_type or attachment.content_type)
             try:
                 last = await self.account.send(
                     chat_id,
                     body if i == 0 else None,
                     quote=quote if i == 0 else None,
                     file=path,
-                    file_name=Path(attachment.url.split("?")[0]).name or "file",
+                    file_name=name,
+                    view_type=view_type_of_upload(name, content_type),
                 )
             finally:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
         return str(last) if last is not None else None
 
-    async def _download(self, attachment: Any) -> Path:
-        """Fetch an attachment the user uploaded (HTTP upload) into the account's outbox."""
+    async def send_sticker(self, chat_id: ChatId, sticker: Sticker) -> str:
+        """A XEP-0449 sticker from the user: a Delta Chat ``Sticker`` (an image that
+        Delta Chat shows without a bubble)."""
+        suffix = mimetypes.guess_extension(sticker.content_type or "", strict=False) or ".png"
+        data = await asyncio.to_thread(sticker.path.read_bytes)
+        path = await asyncio.to_thread(self._write_outbox, data)
+        quote = self._msg_id(sticker.reply.msg_id) if sticker.reply else None
+        try:
+            msg_id = await self.account.send(
+                chat_id, None, quote=quote, file=path, file_name=f"sticker{suffix}",
+                view_type="Sticker",
+            )  # fmt: skip
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return str(msg_id)
+
+    async def _download(self, attachment: XMPPAttachment) -> tuple[Path, str | None]:
+        """Fetch an attachment the user uploaded (HTTP upload) into the account's outbox;
+        returns the file and the Content-Type the upload service gave."""
         chunks: list[bytes] = []
         size = 0
         async with attachment.get() as response:
@@ -488,12 +594,14 @@ class Session(BaseSession[Contact]):
                 raise XMPPError(
                     "item-not-found", f"Could not fetch {attachment.url}: HTTP {response.status}"
                 )
+            content_type = response.headers.get("Content-Type")
             async for chunk in response.content.iter_chunked(65536):
                 size += len(chunk)
                 if size > MAX_ATTACHMENT:
                     raise XMPPError("not-acceptable", "The file is too big for email")
                 chunks.append(chunk)
-        return await asyncio.to_thread(self._write_outbox, b"".join(chunks))
+        path = await asyncio.to_thread(self._write_outbox, b"".join(chunks))
+        return path, content_type
 
     def _write_outbox(self, data: bytes) -> Path:
         outbox = self.account.directory / "outbox"

@@ -20,10 +20,13 @@ Groups as rooms
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Literal, NewType
+from urllib.parse import unquote, urlsplit
 
 MsgId = NewType("MsgId", int)
 """A message id in one Delta Chat account's database."""
@@ -156,10 +159,18 @@ class DcMessage:
     error: str | None = None
     has_html: bool = False
     """The mail has an HTML version richer than ``text`` (or ``text`` was cut short)."""
+    received_timestamp: int = 0
+    """When the core received it from the mail server; 0 for a message it made itself."""
 
     @property
     def outgoing(self) -> bool:
         return self.from_id == SELF_CONTACT
+
+    @property
+    def from_other_device(self) -> bool:
+        """Sent by the user from another Delta Chat device (or mail program) of the same
+        account: outgoing, yet received from the mail server (``bcc_self`` copies)."""
+        return self.outgoing and self.received_timestamp > 0
 
     @property
     def has_file(self) -> bool:
@@ -223,6 +234,7 @@ def parse_message(raw: Any) -> DcMessage:
         override_sender_name=_opt_str(raw, "overrideSenderName"),
         error=_opt_str(raw, "error"),
         has_html=bool(raw.get("hasHtml")),
+        received_timestamp=_opt_int(raw, "receivedTimestamp"),
     )
 
 
@@ -242,18 +254,11 @@ HIDDEN_INFO = frozenset(
 
 def delivery(msg: DcMessage) -> Delivery:
     """Whether a new message goes to XMPP now, never, or once it is fully downloaded."""
-    if msg.outgoing:
-        return "skip"  # sent by this account (from XMPP, or another device of the user)
+    if msg.outgoing and not msg.from_other_device:
+        return "skip"  # sent from XMPP through this gateway: the user saw it already
     if msg.download_state in ("Available", "InProgress"):
         return "wait"
-    if msg.is_info and msg.system_type in (
-        "ChatE2ee",
-        "SecurejoinWait",
-        "SecurejoinWaitTimeout",
-        "MultiDeviceSync",
-        "WebxdcStatusUpdate",
-        "IrohNodeAddr",
-    ):
+    if msg.is_info and msg.system_type in HIDDEN_INFO:
         return "skip"  # the core's own bookkeeping, nothing a person said
     return "deliver"
 
@@ -465,6 +470,41 @@ def login_params(
         smtp_security=security("smtp_security", smtp_host),
         display_name=values.get("name") or None,
     )
+
+
+# -- files from XMPP -------------------------------------------------------------------------
+
+VOICE_SUFFIXES = frozenset({".m4a", ".aac", ".ogg", ".oga", ".opus", ".amr", ".3ga", ".weba"})
+"""What XMPP clients record voice messages as: Conversations and Monal AAC in ``.m4a``
+(some Conversations versions Opus in ``.ogg``/``.oga``), Gajim and Dino Opus in ``.ogg``
+or ``.opus``. Music files (``.mp3``, ``.flac``, ``.wav``) stay audio files."""
+
+
+def view_type_of_upload(file_name: str, content_type: str | None) -> str | None:
+    """The Delta Chat view type to send an XMPP attachment as: ``Voice`` for a recording
+    (XMPP has no voice-message flag: an audio file with a recorder's suffix is one), None
+    to let the core decide from the file (image, video, audio, file)."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if not mime or mime == "application/octet-stream":
+        mime = mimetypes.guess_type(file_name, strict=False)[0] or ""
+    suffix = PurePosixPath(file_name.lower()).suffix
+    if mime.startswith(("video/", "image/", "text/")):
+        return None
+    if suffix in VOICE_SUFFIXES and (mime.startswith("audio/") or not mime):
+        return "Voice"
+    return None
+
+
+def upload_file_name(url: str, content_type: str | None) -> str:
+    """A file name for an attachment at ``url`` (its last path segment), with a suffix
+    from ``content_type`` if it has none: the core picks the view type by suffix."""
+    name = unquote(PurePosixPath(urlsplit(url).path).name) or "file"
+    if not PurePosixPath(name).suffix and content_type:
+        mime = content_type.split(";", 1)[0].strip().lower()
+        suffix = mimetypes.guess_extension(mime, strict=False)
+        if suffix:
+            name += suffix
+    return name
 
 
 # -- SecureJoin links ---------------------------------------------------------------------

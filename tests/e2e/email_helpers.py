@@ -20,11 +20,13 @@ import email.message
 import email.policy
 import imaplib
 import itertools
+import re
 import smtplib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from slixmpp.xmlstream import ET
@@ -34,6 +36,8 @@ from legacy_plugins.email.rpc import DeltaChatRpc
 from tests.e2e.conftest import EMAIL_JID, EMAIL_SECRET, PasserelleProcess
 from tests.e2e.xmpp_client import Client
 
+NewClient = Callable[..., "asyncio.Future[Client]"]
+StartPasserelle = Callable[..., PasserelleProcess]
 WAIT = 30.0
 MAIL_DOMAIN = "mail.test"
 _mailboxes = itertools.count(1)
@@ -95,6 +99,27 @@ async def register(
     """Register with a mailbox and wait until the session is logged in."""
     await client.register(EMAIL_JID, **registration_fields(mail, address, password, name))
     await logged_in(client)
+
+
+class User(NamedTuple):
+    """An XMPP user registered with the email gateway, and their mailbox."""
+
+    passerelle: PasserelleProcess
+    xmpp: Client
+    address: str
+    password: str
+
+
+async def signed_up_user(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail: MailServer, name: str
+) -> User:
+    """Passerelle with the email network, and a new XMPP user registered with a new
+    mailbox ``<name><n>@mail.test``."""
+    passerelle = start_email_gateway(start_passerelle)
+    xmpp = await new_client(name)
+    address, password = new_mailbox(mail, name)
+    await register(xmpp, mail, address, password)
+    return User(passerelle, xmpp, address, password)
 
 
 async def logged_in(client: Client, timeout: float = 60) -> None:
@@ -340,3 +365,55 @@ async def delta_peer(mail: MailServer, directory: Path, name: str) -> AsyncItera
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
         await rpc.close()
+
+
+# -- a verified pair: an XMPP user and a Delta Chat user after a SecureJoin -----------------
+
+
+@dataclass
+class Pair:
+    xmpp: Client
+    address: str
+    password: str
+    peer: DeltaPeer
+    peer_jid: str
+    peer_chat: int
+    passerelle: PasserelleProcess
+
+
+@pytest.fixture(name="verified_pair")
+async def verified_pair_fixture(
+    start_passerelle: StartPasserelle,
+    new_client: NewClient,
+    mail_server: MailServer,
+    tmp_path: Path,
+) -> AsyncIterator[Pair]:
+    """An XMPP user on email whose invite link a default Delta Chat user opened."""
+    passerelle = start_email_gateway(start_passerelle)
+    xmpp = await new_client("xena")
+    xmpp.queue_bodyless_messages()
+    address, password = new_mailbox(mail_server, "xena")
+    await register(xmpp, mail_server, address, password)
+    async with delta_peer(mail_server, tmp_path, "dora") as dora:
+        xmpp.send_chat(EMAIL_JID, "invite")
+        answer = await next_message_containing(xmpp, EMAIL_JID, "https://i.delta.chat")
+        link = re.search(r"https://i\.delta\.chat/\S+", answer["body"])
+        assert link is not None, answer["body"]
+        chat = await dora.join(link.group(0))
+        dora_jid = contact_jid(dora.address)
+        await next_message_containing(xmpp, EMAIL_JID, "are end-to-end encrypted", timeout=60)
+        await xmpp.next_roster_push(dora_jid)
+        yield Pair(xmpp, address, password, dora, dora_jid, chat, passerelle)
+
+
+async def group_jid(xmpp: Client, name: str) -> str:
+    """The room of group ``name``, from the gateway's "groups" command."""
+    pattern = re.compile(r"name: (.*)\njid: xmpp:(group-\d+@[^?\s]+)")
+    for _ in range(40):
+        xmpp.send_chat(EMAIL_JID, "groups")
+        listing = await xmpp.next_message(EMAIL_JID)  # the listing or "Empty results"
+        for found_name, jid in pattern.findall(listing["body"]):
+            if found_name.strip() == name:
+                return str(jid)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no group {name!r} in the listing: {listing['body']}")

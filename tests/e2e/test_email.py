@@ -25,6 +25,7 @@ from tests.e2e.email_helpers import (
     next_message_containing,
     register,
     registration_fields,
+    signed_up_user,
     start_email_gateway,
     text_of,
 )
@@ -105,10 +106,9 @@ async def test_one_to_one_with_an_ordinary_email_user(
 async def test_classic_mail_from_a_stranger_is_a_contact_request(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("cora")
-    address, password = new_mailbox(mail_server, "cora")
-    await register(xmpp, mail_server, address, password)
+    _, xmpp, address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "cora"
+    )
     stranger = PlainPeer(mail_server, *new_mailbox(mail_server, "Stranger"), name="Sam Stranger")
 
     await stranger.send(address, "Quarterly report", "Please find the numbers below.")
@@ -131,10 +131,9 @@ async def test_mail_sent_while_passerelle_is_down_arrives_once(
     mail_server: MailServer,
     tmp_path: Path,
 ) -> None:
-    passerelle = start_email_gateway(start_passerelle)
-    xmpp = await new_client("dora")
-    address, password = new_mailbox(mail_server, "dora")
-    await register(xmpp, mail_server, address, password)
+    passerelle, xmpp, address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "dora"
+    )
     bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
     bob_jid = contact_jid(bob.address)
     xmpp.send_chat(bob_jid, "first contact")
@@ -163,10 +162,9 @@ async def test_mail_sent_while_passerelle_is_down_arrives_once(
 async def test_html_mail_arrives_as_text_and_as_the_whole_mail(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("hana")
-    address, password = new_mailbox(mail_server, "hana")
-    await register(xmpp, mail_server, address, password)
+    _, xmpp, address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "hana"
+    )
     shop = PlainPeer(mail_server, *new_mailbox(mail_server, "shop"), name="The Shop")
     html = (
         "<html><body><h1>Spring sale</h1><p>Everything <b>half price</b>.</p>"
@@ -184,10 +182,9 @@ async def test_html_mail_arrives_as_text_and_as_the_whole_mail(
 async def test_block_hides_a_stranger(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("ines")
-    address, password = new_mailbox(mail_server, "ines")
-    await register(xmpp, mail_server, address, password)
+    _, xmpp, address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "ines"
+    )
     spam = PlainPeer(mail_server, *new_mailbox(mail_server, "spam"))
     await spam.send(address, "You won", "Claim your prize")
     await next_message_containing(xmpp, EMAIL_JID, "Contact request", timeout=30)
@@ -208,10 +205,9 @@ async def test_block_hides_a_stranger(
 async def test_unregister_deletes_the_account(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    passerelle = start_email_gateway(start_passerelle)
-    xmpp = await new_client("jude")
-    address, password = new_mailbox(mail_server, "jude")
-    await register(xmpp, mail_server, address, password)
+    passerelle, xmpp, _address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "jude"
+    )
     accounts = passerelle.config.parent / "data" / "email" / "accounts"
     assert len(list(accounts.iterdir())) == 1
     await xmpp.unregister(EMAIL_JID)
@@ -243,10 +239,9 @@ def _core_pids(data_dir: Path) -> list[int]:
 async def test_a_crashed_delta_chat_core_is_restarted(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    passerelle = start_email_gateway(start_passerelle)
-    xmpp = await new_client("kira")
-    address, password = new_mailbox(mail_server, "kira")
-    await register(xmpp, mail_server, address, password)
+    passerelle, xmpp, _address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "kira"
+    )
     data = passerelle.config.parent / "data" / "email"
     pids = await asyncio.to_thread(_core_pids, data)
     assert len(pids) == 1, pids
@@ -262,10 +257,9 @@ async def test_a_crashed_delta_chat_core_is_restarted(
 async def test_registering_again_keeps_the_account_and_its_mail(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("lena")
-    address, password = new_mailbox(mail_server, "lena")
-    await register(xmpp, mail_server, address, password)
+    _, xmpp, address, password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "lena"
+    )
     bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
     bob_jid = contact_jid(bob.address)
     xmpp.send_chat(bob_jid, "before registering again")

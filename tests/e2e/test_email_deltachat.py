@@ -9,9 +9,7 @@ end-to-end encrypted between the gateway and the Delta Chat app.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,15 +17,15 @@ import pytest
 from gateway.localservers.mail import MailServer
 from tests.e2e.conftest import EMAIL_JID, PasserelleProcess
 from tests.e2e.email_helpers import (
-    DeltaPeer,
+    Pair,
     contact_jid,
     create_group,
     delta_peer,
+    group_jid,
     mail_server_fixture,  # noqa: F401  (the mail_server fixture)
-    new_mailbox,
     next_message_containing,
-    register,
-    start_email_gateway,
+    signed_up_user,
+    verified_pair_fixture,  # noqa: F401  (the verified_pair fixture)
 )
 from tests.e2e.xmpp_client import Client
 
@@ -40,40 +38,6 @@ RETRACT = "{urn:xmpp:message-retract:1}retract"
 DISPLAYED = "{urn:xmpp:chat-markers:0}displayed"
 REPLACE = "{urn:xmpp:message-correct:0}replace"
 OOB_URL = "{jabber:x:oob}x/{jabber:x:oob}url"
-
-
-@dataclass
-class Pair:
-    xmpp: Client
-    address: str
-    peer: DeltaPeer
-    peer_jid: str
-    peer_chat: int
-
-
-@pytest.fixture
-async def verified_pair(
-    start_passerelle: StartPasserelle,
-    new_client: NewClient,
-    mail_server: MailServer,
-    tmp_path: Path,
-) -> AsyncIterator[Pair]:
-    """An XMPP user on email whose invite link a default Delta Chat user opened."""
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("xena")
-    xmpp.queue_bodyless_messages()
-    address, password = new_mailbox(mail_server, "xena")
-    await register(xmpp, mail_server, address, password)
-    async with delta_peer(mail_server, tmp_path, "dora") as dora:
-        xmpp.send_chat(EMAIL_JID, "invite")
-        answer = await next_message_containing(xmpp, EMAIL_JID, "https://i.delta.chat")
-        link = re.search(r"https://i\.delta\.chat/\S+", answer["body"])
-        assert link is not None, answer["body"]
-        chat = await dora.join(link.group(0))
-        dora_jid = contact_jid(dora.address)
-        await next_message_containing(xmpp, EMAIL_JID, "are end-to-end encrypted", timeout=60)
-        await xmpp.next_roster_push(dora_jid)
-        yield Pair(xmpp, address, dora, dora_jid, chat)
 
 
 async def test_invite_link_gives_an_encrypted_chat_both_ways(verified_pair: Pair) -> None:
@@ -159,10 +123,9 @@ async def test_joining_the_peers_invite_link(
     mail_server: MailServer,
     tmp_path: Path,
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("yuri")
-    address, password = new_mailbox(mail_server, "yuri")
-    await register(xmpp, mail_server, address, password)
+    _, xmpp, _address, _password = await signed_up_user(
+        start_passerelle, new_client, mail_server, "yuri"
+    )
     async with delta_peer(mail_server, tmp_path, "emil") as emil:
         link = await emil.invite_link()
         xmpp.send_chat(EMAIL_JID, f"join {link}")
@@ -176,25 +139,12 @@ async def test_joining_the_peers_invite_link(
         assert (await xmpp.next_message(emil_jid, timeout=30))["body"] == "Welcome!"
 
 
-async def _group_jid(xmpp: Client, name: str) -> str:
-    """The room of group ``name``, from the gateway's "groups" command."""
-    pattern = re.compile(r"name: (.*)\njid: xmpp:(group-\d+@[^?\s]+)")
-    for _ in range(40):
-        xmpp.send_chat(EMAIL_JID, "groups")
-        listing = await xmpp.next_message(EMAIL_JID)  # the listing or "Empty results"
-        for found_name, jid in pattern.findall(listing["body"]):
-            if found_name.strip() == name:
-                return str(jid)
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"no group {name!r} in the listing: {listing['body']}")
-
-
 async def test_group_created_by_the_delta_chat_user(verified_pair: Pair) -> None:
     xmpp, dora = verified_pair.xmpp, verified_pair.peer
     group = await dora.call("create_group_chat", "Book club", False)
     await dora.call("add_contact_to_chat", group, await dora.contact_id(verified_pair.address))
     await dora.send(group, "Welcome to the book club")
-    room = await _group_jid(xmpp, "Book club")
+    room = await group_jid(xmpp, "Book club")
     joined = await xmpp.join_muc(room, "xena")
     assert joined["type"] != "error", joined
     assert any("Dora" in nick for nick in xmpp.occupants[room]), xmpp.occupants[room]
@@ -214,7 +164,7 @@ async def test_group_created_from_xmpp(verified_pair: Pair) -> None:
     xmpp, dora = verified_pair.xmpp, verified_pair.peer
     result = await create_group(xmpp, "Hiking", [verified_pair.peer_jid])
     assert result["command"]["status"] == "completed"
-    room = await _group_jid(xmpp, "Hiking")
+    room = await group_jid(xmpp, "Hiking")
     await xmpp.join_muc(room, "xena")
     xmpp.send_groupchat(room, "Saturday at eight?")
     msg = await dora.next_message(lambda m: m["text"] == "Saturday at eight?", timeout=40)
@@ -228,7 +178,7 @@ async def test_members_removed_and_added_both_ways(verified_pair: Pair) -> None:
     group = await dora.call("create_group_chat", "Choir", False)
     await dora.call("add_contact_to_chat", group, await dora.contact_id(verified_pair.address))
     await dora.send(group, "Rehearsal on Monday")
-    room = await _group_jid(xmpp, "Choir")
+    room = await group_jid(xmpp, "Choir")
     await xmpp.join_muc(room, "xena")
     dora_nick = next(n for n in xmpp.occupants[room] if "Dora" in n)
 

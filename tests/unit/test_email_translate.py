@@ -25,6 +25,8 @@ from legacy_plugins.email.translate import (
     parse_event,
     parse_message,
     reactions_of,
+    upload_file_name,
+    view_type_of_upload,
 )
 
 # -- addresses as JID localparts --------------------------------------------------------------
@@ -153,7 +155,10 @@ def test_parse_a_text_message() -> None:
 KINDS = [
     # overrides                                                    delivery   body
     ({}, "deliver", "hello"),
-    ({"fromId": 1}, "skip", "hello"),
+    ({"fromId": 1}, "skip", "hello"),  # sent from XMPP through the gateway
+    ({"fromId": 1, "receivedTimestamp": 0}, "skip", "hello"),
+    ({"fromId": 1, "receivedTimestamp": 1_700_000_005}, "deliver", "hello"),  # other device
+    ({"fromId": 10, "receivedTimestamp": 1_700_000_005}, "deliver", "hello"),
     ({"downloadState": "Available"}, "wait", "hello"),
     ({"downloadState": "InProgress"}, "wait", "hello"),
     (
@@ -322,3 +327,48 @@ def test_invite_links(text: str, link: str) -> None:
 def test_not_invite_links(bad: str) -> None:
     with pytest.raises(ValueError):
         invite_link(bad)
+
+
+# -- files from XMPP ------------------------------------------------------------------------
+
+UPLOADS = [
+    # file name, Content-Type from the upload service       view type
+    ("VOICE_20261121_0930.m4a", "audio/mp4", "Voice"),  # Conversations, Monal
+    ("recording.ogg", "audio/ogg", "Voice"),  # Gajim, Dino
+    ("recording.oga", None, "Voice"),
+    ("memo.opus", "application/octet-stream", "Voice"),
+    ("memo.aac", "audio/aac; charset=binary", "Voice"),
+    ("song.mp3", "audio/mpeg", None),  # music stays an audio file
+    ("song.flac", "audio/flac", None),
+    ("clip.ogg", "video/ogg", None),
+    ("clip.webm", "video/webm", None),
+    ("photo.jpg", "image/jpeg", None),
+    ("notes.txt", "text/plain", None),
+    ("report.m4a", "image/png", None),  # the service's type wins over the name
+    ("file", None, None),
+]
+
+
+@pytest.mark.parametrize(("name", "content_type", "view_type"), UPLOADS)
+def test_view_type_of_upload(name: str, content_type: str | None, view_type: str | None) -> None:
+    assert view_type_of_upload(name, content_type) == view_type
+
+
+FILE_NAMES = [
+    ("https://upload.example/abc/VOICE%20one.m4a", None, "VOICE one.m4a"),
+    ("https://upload.example/abc/photo.jpg?token=1", "image/jpeg", "photo.jpg"),
+    ("https://upload.example/abc/blob", "image/png", "blob.png"),
+    ("https://upload.example/abc/blob", None, "blob"),
+    ("https://upload.example/", None, "file"),
+]
+
+
+@pytest.mark.parametrize(("url", "content_type", "name"), FILE_NAMES)
+def test_upload_file_name(url: str, content_type: str | None, name: str) -> None:
+    assert upload_file_name(url, content_type) == name
+
+
+@given(st.text(max_size=80), st.one_of(st.none(), st.text(max_size=40)))
+def test_upload_helpers_never_raise(name: str, content_type: str | None) -> None:
+    assert view_type_of_upload(name, content_type) in (None, "Voice")
+    assert upload_file_name("https://x.example/" + name, content_type)

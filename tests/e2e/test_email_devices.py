@@ -1,0 +1,201 @@
+"""Stories of the user's mailbox as a whole: another Delta Chat device on the same account,
+new contacts added by address, and the mail that was there before registering.
+
+A real Postfix + Dovecot carries the mail; the other device is a second Delta Chat core
+restored from the gateway's own backup (what Delta Chat's "add second device" transfers),
+so both have the same keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from slixmpp import Message
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream import ET
+
+from gateway.localservers.mail import MailServer
+from legacy_plugins.email.rpc import DeltaChatRpc
+from tests.e2e.conftest import EMAIL_JID, PasserelleProcess
+from tests.e2e.email_helpers import (
+    WAIT,
+    Pair,
+    PlainPeer,
+    contact_jid,
+    group_jid,
+    logged_in,
+    mail_server_fixture,  # noqa: F401  (the mail_server fixture)
+    new_mailbox,
+    next_message_containing,
+    register,
+    signed_up_user,
+    start_email_gateway,
+    text_of,
+    verified_pair_fixture,  # noqa: F401  (the verified_pair fixture)
+)
+from tests.e2e.xmpp_client import Client
+
+pytestmark = pytest.mark.e2e
+NewClient = Callable[..., "asyncio.Future[Client]"]
+StartPasserelle = Callable[..., PasserelleProcess]
+
+
+async def _export_backup(passerelle: PasserelleProcess, jid: str, into: Path) -> Path:
+    """The gateway's copy of the account, as a Delta Chat backup file; Passerelle is
+    stopped meanwhile (the core locks its accounts directory)."""
+    assert await asyncio.to_thread(passerelle.stop) == 0
+    accounts = passerelle.config.parent / "data" / "email" / "accounts"
+    rpc = DeltaChatRpc(accounts / quote(jid.lower(), safe="") / "accounts", name="backup")
+    await rpc.start()
+    try:
+        (account,) = await rpc.call("get_all_account_ids")
+        await asyncio.to_thread(into.mkdir)
+        await rpc.call("export_backup", account, str(into), None, timeout=120)
+    finally:
+        await rpc.close()
+    (backup,) = await asyncio.to_thread(lambda: list(into.glob("*.tar")))
+    return backup
+
+
+async def _restart(passerelle: PasserelleProcess) -> PasserelleProcess:
+    restarted = PasserelleProcess(passerelle.config)
+    first = await restarted.wait_for("Slidge has successfully started", timeout=90)
+    await restarted.wait_for("Slidge has successfully started", after=first + 1, timeout=90)
+    return restarted
+
+
+async def test_own_messages_from_another_delta_chat_device(
+    verified_pair: Pair, tmp_path: Path
+) -> None:
+    xmpp, dora = verified_pair.xmpp, verified_pair.peer
+    group = int(await dora.call("create_group_chat", "Family", False))
+    await dora.call("add_contact_to_chat", group, await dora.contact_id(verified_pair.address))
+    await dora.send(group, "Dinner on Sunday?")
+    room = await group_jid(xmpp, "Family")
+
+    # The user's phone: a second device restored from the gateway account's backup.
+    backup = await _export_backup(verified_pair.passerelle, xmpp.boundjid.bare, tmp_path / "bak")
+    passerelle = await _restart(verified_pair.passerelle)
+    phone_rpc = DeltaChatRpc(tmp_path / "phone", name="phone")
+    await phone_rpc.start()
+    try:
+        await logged_in(xmpp)
+        phone = int(await phone_rpc.call("add_account"))
+        await phone_rpc.call("import_backup", phone, str(backup), None, timeout=120)
+        await phone_rpc.call("set_config", phone, "bcc_self", "1")
+        await phone_rpc.call("start_io", phone)
+
+        xmpp.register_plugin("xep_0280")
+        carbons: asyncio.Queue[Message] = asyncio.Queue()
+        xmpp.add_event_handler("carbon_sent", carbons.put_nowait)
+        await xmpp.plugin["xep_0280"].enable(timeout=WAIT)
+        joined = await xmpp.join_muc(room, "xena")
+        assert joined["type"] != "error", joined
+
+        # 1:1: a carbon of what she sent Dora from the phone (XEP-0280, privileged).
+        dora_on_phone = (await phone_rpc.call("get_contact_ids", phone, 0, dora.address))[0]
+        chat = await phone_rpc.call("get_chat_id_by_contact_id", phone, dora_on_phone)
+        await phone_rpc.call("send_msg", phone, chat, {"text": "sent from my phone"})
+        assert (await dora.next_message(lambda m: m["text"] == "sent from my phone"))["showPadlock"]
+        async with asyncio.timeout(40):
+            carbon = await carbons.get()
+        sent = carbon["carbon_sent"]
+        assert sent["body"] == "sent from my phone"
+        assert sent["to"].bare == verified_pair.peer_jid
+        assert carbon["from"].bare == xmpp.boundjid.bare
+
+        # Group: the message comes from her own occupant.
+        await phone_rpc.call("send_msg", phone, group, {"text": "yes, at seven (phone)"})
+        msg = await xmpp.next_groupchat_text(room, "yes, at seven (phone)", timeout=40)
+        assert msg["from"].resource == joined["from"].resource
+
+        # What she sends from XMPP is not echoed back as if from another device.
+        xmpp.send_chat(verified_pair.peer_jid, "sent from XMPP")
+        await dora.next_message(lambda m: m["text"] == "sent from XMPP")
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                echo = await carbons.get()
+                pytest.fail(f"echoed as a carbon: {echo['carbon_sent']['body']!r}")
+    finally:
+        await phone_rpc.close()
+        await asyncio.to_thread(passerelle.stop)
+
+
+async def _gateway_iq(xmpp: Client, prompt: str | None) -> ET.Element:
+    """XEP-0100 §6.3: ask the gateway for the JID of an address (or for its prompt)."""
+    iq = xmpp.make_iq_set(ito=EMAIL_JID) if prompt is not None else xmpp.make_iq_get(ito=EMAIL_JID)
+    query = ET.SubElement(iq.xml, "{jabber:iq:gateway}query")
+    if prompt is not None:
+        ET.SubElement(query, "{jabber:iq:gateway}prompt").text = prompt
+    result = await iq.send(timeout=WAIT)
+    return result.xml.find("{jabber:iq:gateway}query")
+
+
+async def _search(xmpp: Client, address: str) -> list[dict[str, str]]:
+    """XEP-0055 with a data form: the rows the gateway reports for ``address``."""
+    iq = xmpp.make_iq_set(ito=EMAIL_JID)
+    query = ET.SubElement(iq.xml, "{jabber:iq:search}query")
+    form = xmpp.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field("address", value=address)
+    query.append(form.xml)
+    result = await iq.send(timeout=WAIT)
+    items = result.xml.findall("{jabber:iq:search}query/{jabber:x:data}x/{jabber:x:data}item")
+    rows = []
+    for item in items:
+        fields = item.findall("{jabber:x:data}field")
+        rows.append({f.get("var"): f.findtext("{jabber:x:data}value") or "" for f in fields})
+    return rows
+
+
+async def test_adding_a_contact_by_address(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    _, xmpp, _, _ = await signed_up_user(start_passerelle, new_client, mail_server, "nora")
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    bob_jid = contact_jid(bob.address)
+
+    # XEP-0100: the prompt, then the JID of an address (in any case).
+    asked = await _gateway_iq(xmpp, None)
+    assert asked.findtext("{jabber:iq:gateway}prompt") == "Email address"
+    answer = await _gateway_iq(xmpp, bob.address.upper())
+    assert answer.findtext("{jabber:iq:gateway}jid") == bob_jid
+    with pytest.raises(IqError) as err:
+        await _gateway_iq(xmpp, "not an address")
+    assert err.value.condition == "bad-request"
+
+    # XEP-0055 search: the same, as a result table.
+    assert await _search(xmpp, bob.address) == [{"address": bob.address, "jid": bob_jid}]
+
+    # Roster add: a subscription request is accepted, and the address can be written to.
+    xmpp.send_presence(pto=bob_jid, ptype="subscribe")
+    await xmpp.next_presence(bob_jid, ptype="subscribed", timeout=WAIT)
+    xmpp.send_chat(bob_jid, "Hello Bob, I added you by address")
+    got = await bob.next_mail()
+    assert "Hello Bob, I added you by address" in text_of(got)
+
+
+async def test_mail_in_the_inbox_before_registering_is_not_shown(
+    start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
+) -> None:
+    start_email_gateway(start_passerelle)
+    xmpp = await new_client("olga")
+    address, password = new_mailbox(mail_server, "olga")
+    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    await bob.send(address, "Old news", "sent before Olga registered")
+    olga_mailbox = PlainPeer(mail_server, address, password)
+    for _ in range(50):  # delivered to the mailbox before the gateway logs in
+        if await olga_mailbox.inbox_count():
+            break
+        await asyncio.sleep(0.2)
+    assert await olga_mailbox.inbox_count() == 1
+
+    await register(xmpp, mail_server, address, password)
+    welcome = await next_message_containing(xmpp, EMAIL_JID, "already in your inbox")
+    assert "not shown" in welcome["body"]
+    await bob.send(address, "Fresh news", "sent after Olga registered")
+    got = await xmpp.next_message(contact_jid(bob.address), timeout=40)
+    assert "sent after Olga registered" in got["body"], got["body"]
