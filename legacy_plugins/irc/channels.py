@@ -5,8 +5,9 @@ the channels the event touched, so that a QUIT or a NICK (which name no channel)
 shown in every room the nick was in. Names compare under the server's CASEMAPPING.
 It also keeps what the rooms need beyond names: each channel's ban masks (MODE +b and
 the ban list, 367), the `nick!user@host` of the people we share a channel with (JOIN,
-userhost-in-names, WHO, their messages), so bans can be matched to occupants, and who
-is away (away-notify, WHO). Pure: no I/O, no clock.
+userhost-in-names, WHO, their messages), so bans can be matched to occupants, who
+is away (away-notify, WHO), and who is logged in to which services account
+(extended-join, account-tag, account-notify's ACCOUNT). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ChannelTracker:
         self._channels: dict[str, ChannelState] = {}
         self._masks: dict[str, Prefix] = {}
         self._away: dict[str, str] = {}
+        self._accounts: dict[str, str] = {}
 
     def fold(self, name: str) -> str:
         return self._isupport().casefold(name)
@@ -69,10 +71,15 @@ class ChannelTracker:
         self._channels.clear()
         self._masks.clear()
         self._away.clear()
+        self._accounts.clear()
 
     def mask_of(self, nick: str) -> Prefix:
         """`nick!user@host` if known, else just the nick."""
         return self._masks.get(self.fold(nick)) or Prefix(nick)
+
+    def account_of(self, nick: str) -> str | None:
+        """The services account `nick` is logged in to, if the server said so."""
+        return self._accounts.get(self.fold(nick))
 
     def away_message(self, nick: str) -> str | None:
         """The away message of `nick` if they are away ("" when it is not known)."""
@@ -109,6 +116,7 @@ class ChannelTracker:
         if not self.channels_of(nick):
             self._masks.pop(self.fold(nick), None)
             self._away.pop(self.fold(nick), None)
+            self._accounts.pop(self.fold(nick), None)
 
     def apply(self, event: ev.Event) -> tuple[Channel, ...]:
         """Update from one event; return the channels it concerns (before the change,
@@ -124,6 +132,10 @@ class ChannelTracker:
             state = self._channels[self.fold(event.channel)] = ChannelState(event.channel)
         state.members[self.fold(event.nick)] = Member(event.nick)
         self._learn(event.mask)
+        if event.account is not None:
+            self._accounts[self.fold(event.nick)] = event.account
+        elif event.realname is not None:  # extended-join: "*" is logged out
+            self._accounts.pop(self.fold(event.nick), None)
         return (state.name,)
 
     def _left(self, event: ev.Parted | ev.Kicked) -> tuple[Channel, ...]:
@@ -157,6 +169,8 @@ class ChannelTracker:
             self._masks[new_key] = Prefix(event.new, mask.user, mask.host)
         if (away := self._away.pop(old_key, None)) is not None:
             self._away[new_key] = away
+        if (account := self._accounts.pop(old_key, None)) is not None:
+            self._accounts[new_key] = account
         return touched
 
     def _names(self, event: ev.ChannelMembers) -> tuple[Channel, ...]:
@@ -204,7 +218,21 @@ class ChannelTracker:
 
     def _message(self, event: ev.MessageReceived) -> tuple[Channel, ...]:
         self._learn(event.sender)
+        if event.account is not None and self.channels_of(event.sender.nick):
+            self._accounts[self.fold(event.sender.nick)] = event.account
         return () if event.channel is None else (event.channel,)
+
+    def _unhandled(self, event: ev.Unhandled) -> tuple[Channel, ...]:
+        # account-notify: `:nick!u@h ACCOUNT name` (logged in) or `ACCOUNT *` (out)
+        if event.command != "ACCOUNT" or not event.params or event.source is None:
+            return ()
+        nick = Prefix.parse(event.source).nick
+        touched = self.channels_of(nick)
+        if touched and event.params[0] != "*":
+            self._accounts[self.fold(nick)] = event.params[0]
+        else:
+            self._accounts.pop(self.fold(nick), None)
+        return touched
 
     def _who(self, event: ev.WhoEntry) -> tuple[Channel, ...]:
         self._learn(event.mask)
@@ -250,4 +278,5 @@ _HANDLERS: dict[type, Callable[[ChannelTracker, Any], tuple[Channel, ...]]] = {
     ev.WhoEntry: ChannelTracker._who,
     ev.AwayChanged: ChannelTracker._away_changed,
     ev.ServerReply: ChannelTracker._reply,
+    ev.Unhandled: ChannelTracker._unhandled,
 }

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 LINE_MAX = 512  # bytes, CR LF included, message tags excluded (RFC 1459, IRCv3)
 TAGS_MAX = 8191  # bytes for the tag section, '@' and trailing space included (IRCv3)
 DEFAULT_CAPS = frozenset(
-    "account-tag away-notify batch cap-notify chathistory draft/chathistory echo-message"
-    " extended-join message-tags multi-prefix server-time userhost-in-names".split()
+    "account-notify account-tag away-notify batch cap-notify chathistory draft/chathistory"
+    " echo-message extended-join message-tags multi-prefix server-time userhost-in-names".split()
 )
 
 

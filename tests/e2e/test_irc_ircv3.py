@@ -5,7 +5,9 @@ InspIRCd's `chanhistory` plays a channel's last lines to whoever joins, in a
 reconnection, while the XMPP user is still in the room: what the archive holds already
 must not reach her twice. (IRCv3 `CHATHISTORY` requests, the back-fill proper, are
 offered by no server available here: see `tests/unit/test_irc_chathistory.py`.) The
-server's contact shows the connection's state as its presence, with the reason.
+server's contact shows the connection's state as its presence, with the reason. Who is
+logged in to a services account (extended-join, account-tag, account-notify) shows as a
+hat on the occupant.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from slixmpp import Presence
 
-from gateway.localservers import InspIRCd
+from gateway.localservers import Atheme, InspIRCd, ServicesLink
 from gateway.localservers.inspircd import IRCV3_MODULES
 from tests.e2e.conftest import PasserelleProcess
 from tests.e2e.irc_helpers import IrcPerson, NewClient, registered, room, server_jid, start_with_irc
+from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -84,3 +88,68 @@ async def test_the_server_contact_shows_the_connection_state(
             back = await alice.next_presence(server_jid(), timeout=60)
         assert back["status"] == f"Connected to 127.0.0.1 as {nick}"
     assert gateway.proc.poll() is None
+
+
+def hats(pres: Presence) -> list[str]:
+    """The titles of an occupant's hats (XEP-0317)."""
+    return [hat.get("title", "") for hat in pres.xml.iter("{urn:xmpp:hats:0}hat")]
+
+
+async def shows_hats(client: Client, room_jid: str, nick: str, titles: list[str]) -> None:
+    """Wait for a presence of occupant `nick` with these hats. (A new occupant's first
+    presence goes out when slidge creates it, before the plugin can give it a hat: the
+    hat comes with the next one.)"""
+    seen = []
+    while (seen := [*seen, hats(await client.next_occupant(room_jid, nick))])[-1] != titles:
+        assert len(seen) < 5, seen
+
+
+async def register_account(person: IrcPerson) -> None:
+    """NickServ REGISTER: Atheme logs the person in to the new account at once."""
+    person.say("NickServ", f"REGISTER pass-{person.nick} {person.nick}@example.org")
+    await person.expect(
+        rf"NickServ!\S+ NOTICE {person.nick} :\W*{person.nick}\W* is now registered"
+    )
+
+
+async def test_services_accounts_show_as_hats_on_occupants(
+    tmp_path: Path,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+) -> None:
+    inspircd = InspIRCd(tmp_path / "inspircd", services=ServicesLink())
+    with inspircd, Atheme(tmp_path / "atheme", uplink=inspircd):
+        await start_with_irc(start_passerelle, inspircd.port)
+        alice, nick = await registered(new_client, "alice")
+        people = [await IrcPerson.connect(inspircd.port, n) for n in ("dave53", "bob53")]
+        dave, bob = people
+        try:
+            # dave is logged in and in the channel before alice comes: not known yet.
+            await register_account(dave)
+            await dave.join("#story53")
+            room53 = room("#story53")
+            await alice.join_muc(room53, nick)
+            assert hats(alice.occupants[room53]["dave53"]) == []
+
+            # bob logs in, then joins: extended-join tells his account with the JOIN.
+            await register_account(bob)
+            await bob.join("#story53")
+            await shows_hats(alice, room53, "bob53", ["IRC account: bob53"])
+
+            # carol joins without an account, then registers: account-notify.
+            carol = await IrcPerson.connect(inspircd.port, "carol53")
+            people.append(carol)
+            await carol.join("#story53")
+            assert hats(await alice.next_occupant(room53, "carol53")) == []
+            await register_account(carol)
+            await shows_hats(alice, room53, "carol53", ["IRC account: carol53"])
+
+            # dave speaks: his message's account tag tells it.
+            dave.say("#story53", "still here")
+            await shows_hats(alice, room53, "dave53", ["IRC account: dave53"])
+            assert (await alice.next_groupchat(room53, "dave53"))["body"] == "still here"
+            # (A logout, ACCOUNT *, takes the hat off: unit-tested only, as the test
+            # Atheme has no LOGOUT command.)
+        finally:
+            for person in people:
+                await person.close()

@@ -138,6 +138,43 @@ def test_masks_and_away_follow_nick_changes_and_are_forgotten_with_the_person() 
     assert tracker.mask_of("zed") == Prefix("zed")
 
 
+def message(nick: str, account: str | None) -> ev.MessageReceived:
+    return ev.MessageReceived(Prefix(nick, "u", "h"), C, "hi", "privmsg", C, account=account)
+
+
+def account_line(nick: str, account: str) -> ev.Unhandled:
+    return ev.Unhandled("ACCOUNT", (account,), f"{nick}!u@h")
+
+
+def test_accounts_from_extended_join_account_tag_and_account_notify() -> None:
+    tracker = tracker_with("bob", "carol")
+    # extended-join: "dave" logged in as "Dave", "erin" not ("*": account None)
+    tracker.apply(ev.Joined(C, Nick("dave"), Prefix("dave"), account="Dave", realname="D"))
+    tracker.apply(ev.Joined(C, Nick("erin"), Prefix("erin"), account=None, realname="E"))
+    assert (tracker.account_of("DAVE"), tracker.account_of("erin")) == ("Dave", None)
+    # account-tag on a message; its absence says nothing
+    assert tracker.apply(message("bob", "bobacct")) == (C,)
+    tracker.apply(message("bob", None))
+    assert tracker.account_of("bob") == "bobacct"
+    # account-notify: login and logout, reported in the nick's channels
+    assert tracker.apply(account_line("carol", "carolacct")) == (C,)
+    assert tracker.account_of("carol") == "carolacct"
+    assert tracker.apply(account_line("carol", "*")) == (C,)
+    assert tracker.account_of("carol") is None
+    assert tracker.apply(account_line("stranger", "x")) == ()
+    assert tracker.account_of("stranger") is None
+    # a plain JOIN (no extended-join) keeps what is known; a nick change carries it
+    tracker.apply(ev.NickChanged(Nick("bob"), Nick("robert")))
+    assert (tracker.account_of("bob"), tracker.account_of("robert")) == (None, "bobacct")
+    # gone from every channel: forgotten
+    tracker.apply(ev.Quit(Nick("robert"), "bye"))
+    assert tracker.account_of("robert") is None
+    tracker.apply(message("stranger", "x"))  # not in a channel of ours: not kept
+    assert tracker.account_of("stranger") is None
+    tracker.clear()
+    assert tracker.account_of("dave") is None
+
+
 _nicks = st.sampled_from(["me", "bob", "Bob", "carol", "dave"])
 _events = st.one_of(
     st.builds(joined, _nicks, st.booleans()),
@@ -167,6 +204,8 @@ _events = st.one_of(
         ).map(tuple),
     ),
     st.builds(ev.AwayChanged, _nicks.map(Nick), st.none() | st.text(max_size=3)),
+    st.builds(account_line, _nicks, st.sampled_from(["*", "acct"])),
+    st.builds(message, _nicks, st.none() | st.just("acct")),
     st.builds(
         ev.WhoEntry,
         st.just("#chan"),
@@ -185,3 +224,5 @@ def test_never_raises_on_any_event_sequence(events: list[ev.Event]) -> None:
             assert all(tracker.fold(m.nick) == key for key, m in state.members.items())
             for member in state.members.values():
                 tracker.standing(state.name, member.nick)
+        for nick in ("me", "bob", "carol", "dave"):
+            assert tracker.account_of(nick) is None or tracker.channels_of(nick)
