@@ -36,6 +36,7 @@ from gateway.formatting import to_xep0393
 from .contact import Contact
 from .errors import MatrixError, as_xmpp_error
 from .ids import EventId, RoomId, UserId, id_to_localpart, localpart_to_id
+from .profiles import show_avatar
 from .translate import backfill_messages
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class MUC(LegacyMUC[Participant]):
         self.name = state.display_name(me)
         self.subject = state.topic or ""
         self.n_participants = state.joined_count
+        await show_avatar(self.session.matrix, self, state.avatar_url)
 
     async def join(self, join_presence: Presence) -> None:
         """Joining the MUC of a room the user is not in joins it on Matrix first."""
@@ -290,6 +292,9 @@ class Bookmarks(LegacyBookmarks[MUC]):
                 await muc.add_to_bookmarks(auto_join=True)
             except Exception as e:
                 self.log.warning("Could not bookmark the room %s: %s", room_id, e)
+            # A new avatar while the gateway was stopped (update_info ran before).
+            state = self.session.rooms.rooms.get(room_id)
+            await show_avatar(self.session.matrix, muc, state.avatar_url if state else None)
 
     async def fetch_space_metadata(self, legacy_id: str) -> SpaceMetadata:
         raise NotImplementedError

@@ -56,6 +56,7 @@ from .errors import (
 )
 from .ids import EventId, RoomId, UserId
 from .net import fetch_url
+from .profiles import show_avatar
 from .rooms import ReactionBook, RoomState, RoomTracker, typing_changes
 from .translate import (
     Encrypted,
@@ -469,8 +470,8 @@ class Session(BaseSession[Contact]):
         if isinstance(event, StateChange) and event.type == "m.room.encryption":
             await self._warn_encrypted(state.room_id)
         elif partner is not None:
-            if isinstance(event, Membership) and event.user == partner and event.displayname:
-                (await self._befriend(partner)).name = event.displayname
+            if isinstance(event, Membership) and event.user == partner:
+                await self._partner_changed(partner, event)
         elif isinstance(event, StateChange):
             await self._on_room_state(state, event)
         elif event.user != self.me:
@@ -482,10 +483,13 @@ class Session(BaseSession[Contact]):
             "m.room.topic",
             "m.room.canonical_alias",
             "m.room.power_levels",
+            "m.room.avatar",
         ):
             return
         muc = await self._muc(state.room_id)
-        if event.type == "m.room.power_levels":
+        if event.type == "m.room.avatar":
+            await show_avatar(self.matrix, muc, state.avatar_url)
+        elif event.type == "m.room.power_levels":
             if muc.participants_filled:
                 for member, info in list(state.members.items()):
                     if info.membership == "join" and member != self.me:
@@ -660,7 +664,31 @@ class Session(BaseSession[Contact]):
         if user not in self._friends:
             self._friends.add(user)
             await push_to_roster(contact)
+            await self._guard(show_avatar(self.matrix, contact, await self._avatar_of(user)))
         return contact
+
+    async def _partner_changed(self, partner: UserId, event: Membership) -> None:
+        """The other person of a direct chat changed their name or avatar."""
+        if event.membership != "join":
+            return
+        contact = await self._befriend(partner)
+        if event.displayname:
+            contact.name = event.displayname
+        await show_avatar(self.matrix, contact, event.avatar_url)
+
+    async def _avatar_of(self, user: UserId) -> str | None:
+        """``user``'s avatar: in the direct chat with them if sync showed it, else from
+        their profile."""
+        room_id = self.rooms.dm_room(user)
+        member = self.rooms.rooms[room_id].members.get(user) if room_id else None
+        if member is not None and member.membership == "join":
+            return member.avatar_url
+        try:
+            _name, avatar = await self.matrix.profile(user)
+        except MatrixError as e:
+            log.debug("No profile for %s: %s", user, e)
+            return None
+        return avatar
 
     def _remember_sender(self, event_id: EventId, sender: UserId) -> None:
         self._senders[event_id] = sender

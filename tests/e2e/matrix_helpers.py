@@ -23,6 +23,8 @@ from urllib.parse import quote
 import aiohttp
 import nio  # type: ignore[import-untyped]
 import pytest
+from PIL import Image
+from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
 from gateway.localservers.synapse import MatrixAccount, Synapse
@@ -495,3 +497,38 @@ class EncryptedPeer:
         ):
             data = await resp.json()
         return str(data["device_keys"][user_id][device_id]["keys"][f"ed25519:{device_id}"])
+
+
+def png(color: tuple[int, int, int], size: int = 32) -> bytes:
+    """A square PNG of one colour."""
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def wait_for_avatar(
+    client: Client, jid: str, color: tuple[int, int, int], timeout: float = WAIT
+) -> None:
+    """Until the vCard-temp photo of ``jid`` (a contact or a room) is of ``color``."""
+    if "xep_0054" not in client.plugin:
+        client.register_plugin("xep_0054")
+    seen: object = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    iq = await client.plugin["xep_0054"].get_vcard(
+                        jid=jid, local=False, cached=False, timeout=WAIT
+                    )
+                except IqError as e:  # the gateway is (re)starting the user's session
+                    seen = e.iq["error"]["condition"]
+                    await asyncio.sleep(0.3)
+                    continue
+                data = iq["vcard_temp"]["PHOTO"]["BINVAL"]
+                if data:
+                    seen = Image.open(io.BytesIO(bytes(data))).convert("RGB").getpixel((0, 0))
+                    if seen == color:
+                        return
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise AssertionError(f"the avatar of {jid} is {seen}, not {color}") from None

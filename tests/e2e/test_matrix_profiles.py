@@ -1,0 +1,100 @@
+"""Matrix profiles on the XMPP side: avatars of people and rooms, and presence.
+
+bob (a `MatrixPeer`) changes his avatar and his room's; alice sees them as the vCard
+photos of contact bob and of the group chat, each change too, also those made while
+the gateway was stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
+
+import pytest
+
+from gateway.localservers.synapse import Synapse
+from legacy_plugins.matrix.ids import id_to_localpart
+from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
+from tests.e2e.matrix_helpers import (
+    STARTED,
+    MatrixPeer,
+    jid_of,
+    log_in,
+    new_account,
+    peer_factory,
+    png,
+    shared_synapse,
+    start_matrix_gateway,
+    wait_for_avatar,
+)
+from tests.e2e.xmpp_client import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+NewClient = Callable[..., "asyncio.Future[Client]"]
+RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0)
+
+
+@pytest.fixture(scope="session")
+def synapse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Synapse:
+    return shared_synapse(request, tmp_path_factory)
+
+
+@pytest.fixture
+async def gateway(start_passerelle: Callable[..., PasserelleProcess]) -> PasserelleProcess:
+    return await start_matrix_gateway(start_passerelle)
+
+
+@pytest.fixture
+async def peers(synapse: Synapse) -> AsyncIterator[Callable[[str], asyncio.Future[MatrixPeer]]]:
+    async with peer_factory(synapse) as make:
+        yield make
+
+
+async def test_avatars_of_contacts_and_rooms_follow_matrix(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+    dm = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(dm, "hi, new picture soon")
+    await alice.next_message(bob_jid)
+
+    for color in (RED, BLUE):
+        await set_profile_avatar(bob, color)
+        await wait_for_avatar(alice, bob_jid, color)
+
+    room = await bob.create_room("Gallery", invite=[alice_mx.user_id, "@nobody:localhost"])
+    await bob.wait_for_member(room, alice_mx.user_id)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    for color in (GREEN, YELLOW):
+        await set_room_avatar(bob, room, color)
+        await wait_for_avatar(alice, room_jid, color)
+
+    # Changes made while the gateway is stopped show once it is back.
+    mark = len(gateway.lines)
+    os.kill(gateway.child_pid("matrix"), signal.SIGKILL)
+    await gateway.wait_for(r"matrix exited with code -9 .* restarting in", after=mark)
+    await set_profile_avatar(bob, GREEN)
+    await set_room_avatar(bob, room, RED)
+    await gateway.wait_for(STARTED, after=mark, timeout=90)
+    await wait_for_avatar(alice, bob_jid, GREEN)
+    await wait_for_avatar(alice, room_jid, RED)
+
+
+async def set_profile_avatar(peer: MatrixPeer, color: tuple[int, int, int]) -> None:
+    mxc = await peer.upload(png(color), "image/png", "me.png")
+    await peer.call("PUT", f"/profile/{quote(peer.user_id)}/avatar_url", {"avatar_url": mxc})
+
+
+async def set_room_avatar(peer: MatrixPeer, room: str, color: tuple[int, int, int]) -> None:
+    mxc = await peer.upload(png(color), "image/png", "room.png")
+    await peer.call("PUT", f"/rooms/{quote(room)}/state/m.room.avatar/", {"url": mxc})
