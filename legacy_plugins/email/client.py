@@ -22,6 +22,7 @@ gateway shows it (see :mod:`.session`) and :meth:`accept_chat`/:meth:`block_chat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from collections.abc import Mapping
@@ -113,6 +114,8 @@ class EmailAccount:
         self.timeout = request_timeout
         self.id = 0
         self._replay: list[DcEvent] = []
+        self._backup: asyncio.Task[Any] | None = None
+        """The offer of the account to a second device, while one is open."""
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -123,6 +126,11 @@ class EmailAccount:
         self.id = int(ids[0]) if ids else int(await self.call("add_account"))
 
     async def close(self) -> None:
+        task, self._backup = self._backup, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EmailError):
+                await task
         await self.rpc.close()
 
     async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
@@ -370,6 +378,51 @@ class EmailAccount:
     async def check_link(self, link: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.acall("check_qr", link)
         return result
+
+    # -- a second device ------------------------------------------------------------------
+
+    async def offer_backup(self) -> str:
+        """Start offering this account to a second device (Delta Chat's "Add as second
+        device"); returns the ``DCBACKUP…`` code to scan. :meth:`backup_taken` waits."""
+        await self.acall("set_config", "bcc_self", "1")  # both devices see everything
+        await self.cancel_backup()
+        # No request timeout: the core answers once a device has fetched the account.
+        self._backup = asyncio.create_task(
+            self.rpc.call("provide_backup", self.id, timeout=None), name="dc-provide-backup"
+        )
+        for _ in range(100):  # the code exists once the transfer endpoint is up
+            if self._backup.done():
+                await self._backup  # failed: raise its error
+            try:
+                return str(await self.acall("get_backup_qr"))
+            except RpcError:
+                await asyncio.sleep(0.2)
+        await self.cancel_backup()
+        raise EmailError("Delta Chat could not prepare the transfer to a second device")
+
+    async def backup_taken(self, timeout: float) -> bool:
+        """Whether a device fetched the account within ``timeout`` s (else: cancelled)."""
+        task = self._backup
+        if task is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await task
+        except TimeoutError:
+            await self.cancel_backup()
+            return False
+        finally:
+            self._backup = None
+        return True
+
+    async def cancel_backup(self) -> None:
+        task, self._backup = self._backup, None
+        if task is not None and not task.done():
+            with contextlib.suppress(EmailError):
+                await self.acall("stop_ongoing_process")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EmailError):
+                await task
 
     async def secure_join(self, link: str) -> ChatId:
         return ChatId(int(await self.acall("secure_join", link)))

@@ -6,12 +6,16 @@
   Delta Chat user with default settings, who drops unencrypted mail.
 * ``join <link>``: the other direction, accepting a peer's ``https://i.delta.chat/…``
   or ``OPENPGP4FPR:…`` link; the verified contact then appears in the roster.
+* ``add-device``: a code for Delta Chat's "Add as second device", so the user can use
+  the same account (same keys) in a Delta Chat app too; what they send there shows on
+  XMPP as theirs (see :mod:`.session`).
 * ``accept <address>`` / ``block <address>``: answer a contact request (the first mail
   of an unknown sender).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slidge.command import Command, CommandAccess, FormField
@@ -19,8 +23,9 @@ from slidge.command.base import FormSession, FormValues
 from slixmpp import JID
 from slixmpp.exceptions import XMPPError
 
+from .client import EmailAccount
 from .errors import EmailError, as_xmpp_error
-from .session import Session
+from .session import SECOND_DEVICE_WINDOW, Session
 from .translate import invite_link, normalize_address
 
 
@@ -28,6 +33,19 @@ def _session(session: Any) -> Session:
     if not isinstance(session, Session) or not session.opened:
         raise XMPPError("service-unavailable", "Your mail account is not connected right now")
     return session
+
+
+async def _code_with_qr(
+    session: Any, make: Callable[[EmailAccount], Awaitable[str]]
+) -> tuple[Session, str]:
+    """A code from the user's account (``make``), also sent to them as a QR image."""
+    s = _session(session)
+    try:
+        code = await make(s.account)
+    except EmailError as e:
+        raise as_xmpp_error(e) from e
+    s.create_task(s.send_qr(code))
+    return s, code
 
 
 class Invite(Command[Session]):
@@ -41,12 +59,7 @@ class Invite(Command[Session]):
     ACCESS = CommandAccess.USER_LOGGED
 
     async def run(self, session: Session | None, ifrom: JID, *args: str) -> str:
-        s = _session(session)
-        try:
-            link = await s.account.invite_link()
-        except EmailError as e:
-            raise as_xmpp_error(e) from e
-        s.create_task(s.send_qr(link))
+        _, link = await _code_with_qr(session, lambda account: account.invite_link())
         return f"Your Delta Chat invite link (also as a QR code): {link}"
 
 
@@ -92,6 +105,27 @@ class Join(Command[Session]):
         return (
             f"Joining {what}: the key exchange takes a few seconds; a message will say "
             "when it is done."
+        )
+
+
+class AddDevice(Command[Session]):
+    NAME = "📱 Use this account in a Delta Chat app too"
+    HELP = (
+        "A code to scan with Delta Chat's 'Add as second device': the app gets this mail "
+        "account with its keys and chats, and what you send there shows here as yours."
+    )
+    CHAT_COMMAND = "add-device"
+    NODE = "email/add-device"
+    ACCESS = CommandAccess.USER_LOGGED
+
+    async def run(self, session: Session | None, ifrom: JID, *args: str) -> str:
+        s, code = await _code_with_qr(session, lambda account: account.offer_backup())
+        s.create_task(s.await_second_device())
+        minutes = round(SECOND_DEVICE_WINDOW / 60)
+        return (
+            f"In Delta Chat, choose 'Add as second device' and scan this code (also sent as "
+            f"a QR image) within {minutes} minutes. It opens your account, keys included, to "
+            f"whoever scans it: keep it to yourself.\n{code}"
         )
 
 

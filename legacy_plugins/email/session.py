@@ -57,7 +57,7 @@ from .config import Config
 from .contact import Contact
 from .errors import AddressError, EmailError, as_xmpp_error
 from .rpc import RpcServerGone
-from .store import AccountStore
+from .store import USER, AccountStore
 from .translate import (
     SELF_CONTACT,
     ChatId,
@@ -81,6 +81,8 @@ if TYPE_CHECKING:
     from .group import MUC, Participant
 
 DELIVERY_KINDS = frozenset({"IncomingMsg", "MsgsChanged"})
+SECOND_DEVICE_WINDOW = 600.0
+"""Seconds an ``add-device`` code stays valid."""
 MAX_ATTACHMENT = 50 * 1024 * 1024
 
 
@@ -169,6 +171,16 @@ class Session(BaseSession[Contact]):
         finally:
             if path is not None:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def await_second_device(self) -> None:
+        """Tell the user whether the ``add-device`` code was used in time."""
+        if await self.account.backup_taken(SECOND_DEVICE_WINDOW):
+            self.send_gateway_message(
+                "📱 Your other Delta Chat device has your account now: what you send there "
+                "shows here as yours."
+            )
+        else:
+            self.send_gateway_message("The add-device code expired; send 'add-device' again.")
 
     async def set_group_image(self, chat_id: ChatId, data: bytes | None) -> None:
         path = await asyncio.to_thread(self._write_outbox, data) if data else None
@@ -354,13 +366,10 @@ class Session(BaseSession[Contact]):
         """What the user sent from another device of the account: in a group, from the
         user's own occupant; in a 1:1 chat, a carbon (XEP-0280, through the message
         privilege) of a message to the contact."""
-        if chat.kind == "Group":
-            muc = await self.muc(chat.id)
-            await self._send_as(await muc.get_user_participant(), msg, body_of(msg))
-        elif chat.contact_ids:
-            partner = await self.account.contact(chat.contact_ids[0])
-            contact = await self.contacts.by_legacy_id(partner.address)
-            await self._send_as(contact, msg, body_of(msg), carbon=True)
+        sender, carbon = await self._sender_of(chat.id, USER)
+        body = body_of(msg)
+        await self._send_as(sender, msg, body, carbon=carbon)
+        self.store.remember(msg.id, msg.chat_id, USER, body)
 
     async def _send_as(
         self, sender: Contact | Participant, msg: DcMessage, body: str, *, carbon: bool = False
@@ -398,7 +407,7 @@ class Session(BaseSession[Contact]):
         """A XEP-0461 reference to a quoted message: its author from our memory."""
         delivered = self.store.delivered(msg_id)
         author: Any = "user"
-        if delivered is not None:
+        if delivered is not None and delivered.sender != USER:
             chat = await self.account.chat(delivered.chat_id)
             if chat.kind == "Group":
                 muc = await self.muc(chat.id)
@@ -429,17 +438,17 @@ class Session(BaseSession[Contact]):
             return
         if not correction_needed(msg, delivered.body):
             return
-        sender = await self._sender_of(delivered.chat_id, delivered.sender)
+        sender, carbon = await self._sender_of(delivered.chat_id, delivered.sender)
         body = body_of(msg)
-        sender.correct(str(msg_id), body)
+        sender.correct(str(msg_id), body, carbon=carbon)
         self.store.remember(msg_id, delivered.chat_id, delivered.sender, body)
 
     async def _deleted(self, msg_id: MsgId) -> None:
         delivered = self.store.delivered(msg_id)
         if delivered is None:
             return  # ours (the user retracted it) or never shown
-        sender = await self._sender_of(delivered.chat_id, delivered.sender)
-        sender.retract(str(msg_id))
+        sender, carbon = await self._sender_of(delivered.chat_id, delivered.sender)
+        sender.retract(str(msg_id), carbon=carbon)
         self.store.forget(msg_id)
 
     async def _reactions(self, msg_id: MsgId, contact_id: ContactId) -> None:
@@ -451,7 +460,7 @@ class Session(BaseSession[Contact]):
         except Exception:  # the message is gone
             return
         emojis = reactions_of(await self.account.reactions(msg_id), contact_id)
-        sender = await self._sender_of(msg.chat_id, contact.address)
+        sender, _ = await self._sender_of(msg.chat_id, contact.address)
         sender.react(str(msg_id), emojis)
 
     async def _read(self, chat_id: ChatId, msg_id: MsgId) -> None:
@@ -508,14 +517,24 @@ class Session(BaseSession[Contact]):
             f"messages with {contact.jid.bare} are end-to-end encrypted."
         )
 
-    async def _sender_of(self, chat_id: ChatId, address: str) -> Contact | Participant:
+    async def _sender_of(self, chat_id: ChatId, address: str) -> tuple[Contact | Participant, bool]:
+        """Who said a delivered message in ``chat_id``, and whether it is a carbon: the
+        user's own messages from another device (``address`` is :data:`USER`) are the
+        user's occupant in a group and carbons in a 1:1 chat."""
         chat = await self.account.chat(chat_id)
         if chat.kind == "Group":
             muc = await self.muc(chat_id)
+            if address == USER:
+                return await muc.get_user_participant(), False
             participant: Participant = await muc.get_participant_by_legacy_id(address.lower())
-            return participant
+            return participant, False
+        if address == USER:
+            if not chat.contact_ids:
+                raise AddressError(f"chat {chat_id} has no partner")
+            address = (await self.account.contact(chat.contact_ids[0])).address
+            return await self.contacts.by_legacy_id(address), True
         contact: Contact = await self.contacts.by_legacy_id(address.lower())
-        return contact
+        return contact, False
 
     async def _push_roster(self) -> None:
         """slidge bug 1: put every accepted 1:1 contact in the roster ourselves."""

@@ -3,10 +3,11 @@
 slidge keeps the map between XMPP stanza ids and legacy ids (here: the core's message ids,
 as strings). What slidge cannot know, and the core forgets, is kept here:
 
-* ``delivered``: each message handed to XMPP — its chat, its sender's address and the
-  text the user saw. A ``Chat-Edit`` is only a correction if the text differs from what
-  was shown; a deletion (``MsgDeleted``) arrives after the core has dropped the message,
-  so who retracts it and where comes from this table.
+* ``delivered``: each message handed to XMPP — its chat, its sender's address (:data:`USER`
+  for what the user sent from another device) and the text the user saw. A
+  ``Chat-Edit`` is only a correction if the text differs from what was shown; a deletion
+  (``MsgDeleted``) arrives after the core has dropped the message, so who retracts it
+  and where comes from this table.
 * ``notices``: contact requests the user was already told about, so a restart doesn't
   repeat the notice.
 
@@ -33,6 +34,8 @@ CREATE TABLE IF NOT EXISTS notices (
     chat_id INTEGER PRIMARY KEY
 );
 """
+USER = ""
+"""``delivered.sender`` of the user's own messages from another device of the account."""
 KEEP_DELIVERED = 20_000
 """Rows kept in ``delivered``: edits and deletions of older messages are not shown."""
 

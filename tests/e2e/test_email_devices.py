@@ -2,8 +2,8 @@
 new contacts added by address, and the mail that was there before registering.
 
 A real Postfix + Dovecot carries the mail; the other device is a second Delta Chat core
-restored from the gateway's own backup (what Delta Chat's "add second device" transfers),
-so both have the same keys.
+that took the account from the gateway with Delta Chat's "Add as second device" (the
+``add-device`` command), so both have the same keys.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from slixmpp import Message
@@ -27,7 +26,6 @@ from tests.e2e.email_helpers import (
     PlainPeer,
     contact_jid,
     group_jid,
-    logged_in,
     mail_server_fixture,  # noqa: F401  (the mail_server fixture)
     new_mailbox,
     next_message_containing,
@@ -40,32 +38,9 @@ from tests.e2e.email_helpers import (
 from tests.e2e.xmpp_client import Client
 
 pytestmark = pytest.mark.e2e
+RETRACT = "{urn:xmpp:message-retract:1}retract"
 NewClient = Callable[..., "asyncio.Future[Client]"]
 StartPasserelle = Callable[..., PasserelleProcess]
-
-
-async def _export_backup(passerelle: PasserelleProcess, jid: str, into: Path) -> Path:
-    """The gateway's copy of the account, as a Delta Chat backup file; Passerelle is
-    stopped meanwhile (the core locks its accounts directory)."""
-    assert await asyncio.to_thread(passerelle.stop) == 0
-    accounts = passerelle.config.parent / "data" / "email" / "accounts"
-    rpc = DeltaChatRpc(accounts / quote(jid.lower(), safe="") / "accounts", name="backup")
-    await rpc.start()
-    try:
-        (account,) = await rpc.call("get_all_account_ids")
-        await asyncio.to_thread(into.mkdir)
-        await rpc.call("export_backup", account, str(into), None, timeout=120)
-    finally:
-        await rpc.close()
-    (backup,) = await asyncio.to_thread(lambda: list(into.glob("*.tar")))
-    return backup
-
-
-async def _restart(passerelle: PasserelleProcess) -> PasserelleProcess:
-    restarted = PasserelleProcess(passerelle.config)
-    first = await restarted.wait_for("Slidge has successfully started", timeout=90)
-    await restarted.wait_for("Slidge has successfully started", after=first + 1, timeout=90)
-    return restarted
 
 
 async def test_own_messages_from_another_delta_chat_device(
@@ -77,16 +52,17 @@ async def test_own_messages_from_another_delta_chat_device(
     await dora.send(group, "Dinner on Sunday?")
     room = await group_jid(xmpp, "Family")
 
-    # The user's phone: a second device restored from the gateway account's backup.
-    backup = await _export_backup(verified_pair.passerelle, xmpp.boundjid.bare, tmp_path / "bak")
-    passerelle = await _restart(verified_pair.passerelle)
+    # The user's phone: Delta Chat's "Add as second device" with the gateway's code.
+    xmpp.send_chat(EMAIL_JID, "add-device")
+    answer = await next_message_containing(xmpp, EMAIL_JID, "DCBACKUP")
+    code = answer["body"].rsplit("\n", 1)[-1]
+    assert code.startswith("DCBACKUP"), answer["body"]
     phone_rpc = DeltaChatRpc(tmp_path / "phone", name="phone")
     await phone_rpc.start()
     try:
-        await logged_in(xmpp)
         phone = int(await phone_rpc.call("add_account"))
-        await phone_rpc.call("import_backup", phone, str(backup), None, timeout=120)
-        await phone_rpc.call("set_config", phone, "bcc_self", "1")
+        await phone_rpc.call("get_backup", phone, code, timeout=120)
+        await next_message_containing(xmpp, EMAIL_JID, "has your account now", timeout=60)
         await phone_rpc.call("start_io", phone)
 
         xmpp.register_plugin("xep_0280")
@@ -99,7 +75,7 @@ async def test_own_messages_from_another_delta_chat_device(
         # 1:1: a carbon of what she sent Dora from the phone (XEP-0280, privileged).
         dora_on_phone = (await phone_rpc.call("get_contact_ids", phone, 0, dora.address))[0]
         chat = await phone_rpc.call("get_chat_id_by_contact_id", phone, dora_on_phone)
-        await phone_rpc.call("send_msg", phone, chat, {"text": "sent from my phone"})
+        on_phone = await phone_rpc.call("send_msg", phone, chat, {"text": "sent from my phone"})
         assert (await dora.next_message(lambda m: m["text"] == "sent from my phone"))["showPadlock"]
         async with asyncio.timeout(40):
             carbon = await carbons.get()
@@ -107,6 +83,17 @@ async def test_own_messages_from_another_delta_chat_device(
         assert sent["body"] == "sent from my phone"
         assert sent["to"].bare == verified_pair.peer_jid
         assert carbon["from"].bare == xmpp.boundjid.bare
+
+        # She corrects it, then deletes it for everyone, on the phone: carbons of both.
+        await phone_rpc.call("send_edit_request", phone, on_phone, "sent from my phone!")
+        async with asyncio.timeout(40):
+            correction = (await carbons.get())["carbon_sent"]
+        assert correction["replace"]["id"] == sent["id"]
+        assert correction["body"] == "sent from my phone!"
+        await phone_rpc.call("delete_messages_for_all", phone, [on_phone])
+        async with asyncio.timeout(40):
+            retraction = (await carbons.get())["carbon_sent"]
+        assert retraction.xml.find(RETRACT).get("id") == sent["id"]
 
         # Group: the message comes from her own occupant.
         await phone_rpc.call("send_msg", phone, group, {"text": "yes, at seven (phone)"})
@@ -122,7 +109,6 @@ async def test_own_messages_from_another_delta_chat_device(
                 pytest.fail(f"echoed as a carbon: {echo['carbon_sent']['body']!r}")
     finally:
         await phone_rpc.close()
-        await asyncio.to_thread(passerelle.stop)
 
 
 async def _gateway_iq(xmpp: Client, prompt: str | None) -> ET.Element:
