@@ -335,12 +335,12 @@ class Session(BaseSession[Contact]):
         if chat.is_device or chat.is_self_talk or chat.kind not in ("Single", "Group"):
             self.log.debug("Not showing message %s of %s chat %s", msg.id, chat.kind, chat.id)
             return
-        if msg.from_other_device:
+        if msg.from_other_device and not msg.is_info:
             await self._deliver_own(chat, msg)
             return
         if chat.kind == "Group":
             muc = await self.muc(chat.id)
-            if msg.is_info:
+            if msg.is_info:  # "member added"…, by anyone (the user's other device too)
                 await muc.refresh_members()
                 muc.get_system_participant().send_text(body_of(msg), str(msg.id))
                 return

@@ -99,6 +99,12 @@ async def test_own_messages_from_another_delta_chat_device(
         await phone_rpc.call("send_msg", phone, group, {"text": "yes, at seven (phone)"})
         msg = await xmpp.next_groupchat_text(room, "yes, at seven (phone)", timeout=40)
         assert msg["from"].resource == joined["from"].resource
+        # A change to the group made on the phone is the room's notice, not her words.
+        await phone_rpc.call("set_chat_name", phone, group, "Family dinners")
+        notice = await xmpp.next_matching(
+            lambda m: m["from"].bare == room and "Family dinners" in m["body"], timeout=40
+        )
+        assert notice["from"].resource != joined["from"].resource, notice
 
         # What she sends from XMPP is not echoed back as if from another device.
         xmpp.send_chat(verified_pair.peer_jid, "sent from XMPP")
