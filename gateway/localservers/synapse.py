@@ -4,7 +4,8 @@
 there (SQLite database, media store, signing key, log), listens on 127.0.0.1 only, over
 plain HTTP, and never reaches outside: no federation, no trusted key servers, no URL
 previews, no stats reporting. Rate limits are raised so that tests and benchmarks are not
-throttled. Accounts are created through the shared-secret admin API
+throttled. Presence is off unless asked for (``presence=True``): it costs a little on
+every request. Accounts are created through the shared-secret admin API
 (`register_user`), the way ``register_new_matrix_user`` does it.
 
 The config is written as JSON, which YAML reads as it is, and the signing key is
@@ -71,6 +72,7 @@ class Synapse(ManagedServer):
         python: str | None = None,
         log_level: str = "WARNING",
         max_upload_size: str = "50M",
+        presence: bool = False,
         start_timeout: float = 90.0,
     ) -> None:
         super().__init__(workdir, start_timeout)
@@ -79,6 +81,7 @@ class Synapse(ManagedServer):
         self.python = python or sys.executable
         self.log_level = log_level
         self.max_upload_size = max_upload_size
+        self.presence = presence
         self._shared_secret: str | None = None
 
     # -- paths and ports ------------------------------------------------------------
@@ -171,7 +174,7 @@ class Synapse(ManagedServer):
             "enable_registration": False,
             "enable_registration_without_verification": True,
             "allow_guest_access": False,
-            "presence": {"enabled": False},
+            "presence": {"enabled": self.presence},
             "user_directory": {"enabled": True, "search_all_users": True},
             # Tests and benchmarks send bursts; nothing here may throttle them.
             "rc_message": _UNLIMITED,
@@ -194,6 +197,7 @@ class Synapse(ManagedServer):
             "rc_profile": _UNLIMITED,
             "rc_key_requests": _UNLIMITED,
             "rc_delayed_event_mgmt": _UNLIMITED,
+            "rc_presence": {"per_user": _UNLIMITED},
         }
 
     def render_log_config(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from .ids import EventId, RoomId, UserId, is_user_id, server_name
 from .net import check_url, http_session, network_error, read_body
 from .translate import (
     Membership,
+    PresenceState,
     SyncBatch,
     TimelineEvent,
     parse_direct,
@@ -239,6 +240,9 @@ class MatrixClient:
         self._nio.client_session = self._http
         self._nio.restore_login(creds.user_id, creds.device_id, creds.access_token)
         self._backoff = Backoff(initial=1.0, cap=60.0)
+        self.presence: PresenceState = "offline"
+        """What each sync tells the homeserver about the user (their XMPP presence):
+        without it, a presence set once would time out to offline."""
 
     async def __aenter__(self) -> MatrixClient:
         return self
@@ -308,7 +312,7 @@ class MatrixClient:
                 "ephemeral": {"types": ["m.typing", "m.receipt"]},
                 "account_data": {"types": []},
             },
-            "presence": {"types": []},
+            "presence": {"types": ["m.presence"]},
             "account_data": {"types": ["m.direct"]},
         }
 
@@ -322,7 +326,7 @@ class MatrixClient:
         self, since: str | None, *, full_state: bool = False, timeout_ms: int = 0
     ) -> SyncBatch:
         """One sync, with every gap (``limited`` timeline) filled from ``/messages``."""
-        params = {"filter": _dumps(self.sync_filter()), "set_presence": "offline"}
+        params = {"filter": _dumps(self.sync_filter()), "set_presence": self.presence}
         if since:
             params["since"] = since
         if full_state:
@@ -599,6 +603,13 @@ class MatrixClient:
                 None,
             )
         return uri
+
+    async def set_presence(self, state: PresenceState, status: str | None) -> None:
+        """The user's presence and status message, now and for the next syncs."""
+        self.presence = state
+        path = f"{CLIENT_V3}/presence/{quote(self.me, safe='')}/status"
+        body = {"presence": state, "status_msg": status or ""}
+        await self._json("PUT", path, "setting the presence", body=body)
 
     # -- end-to-end encryption: the requests (the cryptography is :mod:`.crypto`) -------
 

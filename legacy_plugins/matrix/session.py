@@ -25,14 +25,20 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from urllib.parse import quote
 
 from slidge import BaseSession, global_config
-from slidge.util.types import LegacyAttachment, MessageReference, XMPPMessage
+from slidge.util.types import (
+    LegacyAttachment,
+    MessageReference,
+    PseudoPresenceShow,
+    XMPPMessage,
+)
 from slixmpp import JID
+from slixmpp.types import ResourceDict
 
 from gateway.backoff import Backoff
 from gateway.formatting import to_xep0393
@@ -71,9 +77,11 @@ from .translate import (
     SyncBatch,
     TimelineEvent,
     Typing,
+    UserPresence,
     edit_content,
     media_content,
     parse_event,
+    presence_for_xmpp_show,
     reaction_content,
     text_content,
 )
@@ -141,6 +149,7 @@ class Session(BaseSession[Contact]):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def login(self) -> str:
+        self._default_preferences()
         creds = Credentials.from_stored(self.user.legacy_module_data)
         self.matrix = MatrixClient(creds, self.cfg)
         self.rooms = RoomTracker(creds.user_id)
@@ -284,6 +293,8 @@ class Session(BaseSession[Contact]):
         state = self.rooms.room(room.room_id)
         for event in room.state:
             state.apply(event)
+            if isinstance(event, Membership):
+                self._members.pop(room.room_id, None)
         state.apply_summary(room.joined_count, room.invited_count, room.heroes)
         return state
 
@@ -321,6 +332,8 @@ class Session(BaseSession[Contact]):
                 arrival.set()
         if arrived:
             await self._decrypt_late(arrived)
+        for presence in batch.presence:
+            await self._guard(self._on_presence(presence))
         self._save_position(batch.next_batch)
 
     async def _arrive(self, state: RoomState, room: JoinedRoom) -> tuple[TimelineEvent, ...]:
@@ -534,6 +547,56 @@ class Session(BaseSession[Contact]):
         speaker = await self._speaker(chat, event.user)
         if speaker is not None:
             speaker.displayed(event.event_id, carbon=event.user == self.me)
+
+    async def _on_presence(self, presence: UserPresence) -> None:
+        """A Matrix user's presence, shown on their contact if they have one (a direct
+        chat with the user)."""
+        if presence.user == self.me or self.rooms.dm_room(presence.user) is None:
+            return
+        contact = await self._befriend(presence.user)
+        if presence.state == "online":
+            contact.online(presence.status)
+            return
+        seen = None
+        if presence.last_active_ago is not None:
+            seen = datetime.now(UTC) - timedelta(milliseconds=presence.last_active_ago)
+        if presence.state == "unavailable":
+            contact.away(presence.status, last_seen=seen)
+        else:
+            contact.offline(presence.status, last_seen=seen)
+
+    async def on_presence(
+        self,
+        resource: str,
+        show: PseudoPresenceShow,
+        status: str,
+        resources: dict[str, ResourceDict],
+        merged_resource: ResourceDict | None,
+    ) -> None:
+        """The user's XMPP presence (all their clients merged) is their Matrix presence
+        (if their *sync presence* preference is on, as it is by default)."""
+        if not hasattr(self, "matrix"):
+            return
+        if merged_resource is None:
+            state, text = presence_for_xmpp_show("unavailable"), None
+        else:
+            state = presence_for_xmpp_show(merged_resource["show"])
+            text = merged_resource["status"] or None
+        try:
+            await self.matrix.set_presence(state, text)
+        except MatrixError as e:
+            log.warning("Could not set the Matrix presence of %s: %s", self.user_jid, e)
+
+    def _default_preferences(self) -> None:
+        """Store the defaults of the preferences form (slidge 0.4.2 stores them only
+        when registering through its ad-hoc command, not with XEP-0077), so that *sync
+        presence* is on unless the user turns it off."""
+        prefs = self.user.preferences
+        missing = [f for f in self.xmpp.PREFERENCES if f.var not in prefs]
+        for f in missing:
+            prefs[f.var] = f.value == "true" if f.type == "boolean" else f.value
+        if missing:
+            self.xmpp.store.users.update(self.user)
 
     async def _invited(self, invite: InvitedRoom) -> None:
         if not (invite.is_direct or self.cfg.auto_accept_invites):

@@ -42,12 +42,14 @@ __all__ = [
     "SyncBatch",
     "TimelineEvent",
     "Typing",
+    "UserPresence",
     "backfill_messages",
     "edit_content",
     "media_content",
     "parse_event",
     "parse_members",
     "parse_sync",
+    "presence_for_xmpp_show",
     "reaction_content",
     "strip_reply_fallback",
     "text_content",
@@ -188,6 +190,21 @@ class Receipt:
     private: bool = False
 
 
+PresenceState = Literal["online", "unavailable", "offline"]
+PRESENCE_STATES: frozenset[str] = frozenset({"online", "unavailable", "offline"})
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    """``m.presence``: ``user`` is online, unavailable (away) or offline."""
+
+    user: UserId
+    state: PresenceState
+    status: str | None = None
+    last_active_ago: int | None = None
+    """Milliseconds since the user was last active, when the homeserver says."""
+
+
 @dataclass(frozen=True, slots=True)
 class JoinedRoom:
     """What one sync says about a room the user is in."""
@@ -230,6 +247,7 @@ class SyncBatch:
     """People whose devices changed (their keys must be fetched again)."""
     one_time_keys: int | None = None
     """How many of this device's one-time keys the homeserver still holds."""
+    presence: tuple[UserPresence, ...] = ()
 
 
 # --- small validators ----------------------------------------------------------------
@@ -534,7 +552,34 @@ def parse_sync(body: object, me: UserId) -> SyncBatch:
         if isinstance(u, str) and is_user_id(u)
     )
     otk = _int(_obj(data.get("device_one_time_keys_count")).get("signed_curve25519"))
-    return SyncBatch(next_batch, joined, invited, left, direct, to_device, changed, otk)
+    presence = tuple(
+        p for p in map(_parse_presence, _list(_obj(data.get("presence")).get("events"))) if p
+    )
+    return SyncBatch(next_batch, joined, invited, left, direct, to_device, changed, otk, presence)
+
+
+def _parse_presence(raw: object) -> UserPresence | None:
+    event = _obj(raw)
+    content = _obj(event.get("content"))
+    sender = _str(event.get("sender"))
+    state = _str(content.get("presence"))
+    if event.get("type") != "m.presence" or not sender or not is_user_id(sender):
+        return None
+    if state not in PRESENCE_STATES:
+        return None
+    status = _str(content.get("status_msg")) or None
+    ago = _int(content.get("last_active_ago"))
+    return UserPresence(UserId(sender), state, status, ago)  # type: ignore[arg-type]
+
+
+def presence_for_xmpp_show(show: str | None) -> PresenceState:
+    """The Matrix presence for an XMPP ``<show/>`` ("" or None: available; no
+    presence at all: pass "unavailable")."""
+    if show in ("away", "xa"):
+        return "unavailable"
+    if show == "unavailable":
+        return "offline"
+    return "online"  # available, chat, dnd (Matrix has no "busy")
 
 
 def parse_messages(room_id: RoomId, body: object) -> tuple[list[TimelineEvent], str | None]:

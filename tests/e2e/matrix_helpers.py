@@ -51,7 +51,7 @@ def shared_synapse(request: pytest.FixtureRequest, factory: pytest.TempPathFacto
     """One Synapse per test session, whichever module asks first; stopped at the end."""
     stash = request.config.stash
     if _SYNAPSE_KEY not in stash:
-        server = Synapse(factory.mktemp("synapse"))
+        server = Synapse(factory.mktemp("synapse"), presence=True)
         server.start()
         request.config.add_cleanup(server.stop)
         stash[_SYNAPSE_KEY] = server
@@ -441,6 +441,33 @@ class EncryptedPeer:
         )
         assert isinstance(answer, nio.RoomSendResponse), answer
         return str(answer.event_id)
+
+    async def send_text_key_later(self, room_id: str, body: str) -> Callable[[], Any]:
+        """Send ``body`` encrypted with a new Megolm session whose key is held back;
+        returns the coroutine function that sends the key (a late key, as when a
+        to-device message is delayed)."""
+        client, olm = self.client, self.client.olm
+        users = list(client.rooms[room_id].users)
+        missing = client.get_missing_sessions(room_id)
+        if missing:
+            await client.keys_claim(missing)
+        olm.outbound_group_sessions.pop(room_id, None)
+        held = list(olm.share_group_session_parallel(room_id, users, True))
+        olm.outbound_group_sessions[room_id].shared = True
+        await self.send_text(room_id, body)
+
+        async def send_key() -> None:
+            for _sharing_with, to_device in held:
+                path = f"/sendToDevice/m.room.encrypted/k{time.time_ns()}"
+                url = f"{client.homeserver}/_matrix/client/v3{path}"
+                headers = {"Authorization": f"Bearer {client.access_token}"}
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.put(url, json=to_device, headers=headers) as resp,
+                ):
+                    assert resp.status == 200, await resp.text()
+
+        return send_key
 
     async def react(self, room_id: str, target: str, key: str) -> None:
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}

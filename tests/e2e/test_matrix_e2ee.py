@@ -121,6 +121,15 @@ async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_rest
     assert reaction["from"].bare == bob_jid and reaction["reactions"]["id"] == sent["id"]
     assert {r["value"] for r in reaction["reactions"]} == {"🔐"}
 
+    # A key that arrives after its message: the notice shown meanwhile is corrected.
+    send_key = await bob.send_text_key_later(room, "a secret with a late key")
+    notice = await alice.next_message(bob_jid)
+    assert "cannot decrypt" in notice["body"] and "key" in notice["body"]
+    await send_key()
+    late = await alice.next_message(bob_jid)
+    assert late["body"] == "a secret with a late key"
+    assert late["replace"]["id"] == notice["id"]
+
     # Files: encrypted on the homeserver, in clear on XMPP; a large one arrives whole.
     big = os.urandom(300_000)
     for data, name, ctype in ((PNG, "dot.png", "image/png"), (big, "big.bin", "text/x-big")):

@@ -2,7 +2,8 @@
 
 bob (a `MatrixPeer`) changes his avatar and his room's; alice sees them as the vCard
 photos of contact bob and of the group chat, each change too, also those made while
-the gateway was stopped.
+the gateway was stopped. bob's Matrix presence is contact bob's presence, and alice's
+XMPP presence is her Matrix presence (Synapse with presence on).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 import pytest
+from slixmpp import Presence
 
 from gateway.localservers.synapse import Synapse
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import (
     STARTED,
+    WAIT,
     MatrixPeer,
     jid_of,
     log_in,
@@ -98,3 +101,59 @@ async def set_profile_avatar(peer: MatrixPeer, color: tuple[int, int, int]) -> N
 async def set_room_avatar(peer: MatrixPeer, room: str, color: tuple[int, int, int]) -> None:
     mxc = await peer.upload(png(color), "image/png", "room.png")
     await peer.call("PUT", f"/rooms/{quote(room)}/state/m.room.avatar/", {"url": mxc})
+
+
+async def test_presence_both_ways(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+    dm = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(dm, "hi")
+    await alice.next_message(bob_jid)
+
+    # bob's Matrix presence is contact bob's presence.
+    bob_presence = f"/presence/{quote(bob.user_id)}/status"
+    await bob.call("PUT", bob_presence, {"presence": "online", "status_msg": "at my desk"})
+    online = await next_status(alice, bob_jid, "at my desk")
+    assert online["type"] == "available"
+    await bob.call("PUT", bob_presence, {"presence": "unavailable", "status_msg": "lunch"})
+    away = await next_status(alice, bob_jid, "lunch")
+    assert away["type"] == "away"
+    await bob.call("PUT", bob_presence, {"presence": "offline"})
+    await alice.next_presence(bob_jid, ptype="unavailable")
+
+    # alice's XMPP presence is her Matrix presence.
+    alice.send_presence(pto=MATRIX_JID, pshow="away", pstatus="out for a walk")
+    await matrix_presence(bob, alice_mx.user_id, "unavailable", "out for a walk")
+    alice.send_presence(pto=MATRIX_JID, pstatus="back")
+    await matrix_presence(bob, alice_mx.user_id, "online", "back")
+
+
+async def next_status(client: Client, jid: str, status: str) -> Presence:
+    """The next presence of ``jid`` whose status starts with ``status``."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            presence = await client.presences.get()
+            if presence["from"].bare == jid and presence["status"].startswith(status):
+                return presence
+
+
+async def matrix_presence(peer: MatrixPeer, user: str, state: str, status: str) -> None:
+    """Until the homeserver shows ``user`` with presence ``state`` and ``status``."""
+    seen = None
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                seen = await peer.call("GET", f"/presence/{quote(user)}/status")
+                if seen.get("presence") == state and seen.get("status_msg") == status:
+                    return
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise AssertionError(f"{user}'s Matrix presence is {seen}") from None

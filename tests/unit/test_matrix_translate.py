@@ -20,6 +20,7 @@ from legacy_plugins.matrix.translate import (
     Redaction,
     StateChange,
     Typing,
+    UserPresence,
     edit_content,
     media_content,
     parse_direct,
@@ -27,6 +28,7 @@ from legacy_plugins.matrix.translate import (
     parse_members,
     parse_messages,
     parse_sync,
+    presence_for_xmpp_show,
     reaction_content,
     strip_reply_fallback,
     text_content,
@@ -272,6 +274,37 @@ def test_parse_sync_reads_encryption_keys_and_device_changes() -> None:
         frozenset(),
         None,
     )
+
+
+def test_parse_sync_reads_presence() -> None:
+    def presence(content: object, sender: str = BOB, etype: str = "m.presence") -> object:
+        return {"type": etype, "sender": sender, "content": content}
+
+    events = [
+        presence({"presence": "online", "status_msg": "here", "last_active_ago": 5}),
+        presence({"presence": "unavailable", "status_msg": ""}),
+        presence({"presence": "offline"}, sender=ME),
+        presence({"presence": "busy"}),  # not a Matrix state
+        presence({"presence": "online"}, sender="nobody"),
+        presence({"presence": "online"}, etype="m.typing"),
+        presence("junk"),
+        "junk",
+    ]
+    batch = parse_sync({"next_batch": "s", "presence": {"events": events}}, ME)
+    assert batch.presence == (
+        UserPresence(BOB, "online", "here", 5),
+        UserPresence(BOB, "unavailable"),
+        UserPresence(ME, "offline"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("show", "state"),
+    [("", "online"), (None, "online"), ("chat", "online"), ("dnd", "online"),
+     ("away", "unavailable"), ("xa", "unavailable"), ("unavailable", "offline")],
+)  # fmt: skip
+def test_presence_for_xmpp_show(show: str | None, state: str) -> None:
+    assert presence_for_xmpp_show(show) == state
 
 
 def test_parse_members() -> None:
