@@ -4,10 +4,13 @@ A contact's legacy id is its canonical JID local part (folded, XEP-0106-escaped)
 the mapping is one function each way and JIDs that differ only in case meet the same
 contact. Private messages to a nick are PRIVMSGs; messages to a server JID are raw IRC
 lines, one per line of the body (like Biboumi), each validated so that no CR, LF or NUL
-can smuggle a second command. The server JID also has the `configure` command (ad-hoc,
-or `contact SERVER configure` in a chat with the gateway): the user's nick, port, TLS,
-passwords and after-connect commands for that server. (slidge lists contact commands on
-every contact; on a nick it answers that settings live on the server's JID.)
+can smuggle a second command. A raw PRIVMSG or NOTICE to a nick is also put into the
+user's conversation with that nick, as a message the user sent (a carbon through the
+XEP-0356 message privilege), so their server archives the private conversation whole.
+The server JID also has the `configure` command (ad-hoc, or `contact SERVER configure`
+in a chat with the gateway): the user's nick, port, TLS, passwords and after-connect
+commands for that server. (slidge lists contact commands on every contact; on a nick it
+answers that settings live on the server's JID.)
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from slixmpp.exceptions import XMPPError
 from gateway.runtime import network_config
 
 from .config import Config, UserServerSettings
-from .protocol import IrcProtocolError, LocalProtocolError, parse_line, serialize
+from .protocol import IrcProtocolError, LocalProtocolError, Message, parse_line, serialize
 from .translate import (
     AddressError,
     ChannelAddress,
     ServerAddress,
     UserAddress,
+    irc_to_xmpp,
     nick_problem,
+    notice_text,
 )
 
 if TYPE_CHECKING:
+    from .client import IrcClient
     from .session import Session
 
 
@@ -84,20 +90,42 @@ class Contact(LegacyContact):
         if urls:
             body = f"{body} {urls}".strip()
         if isinstance(address, ServerAddress):
-            lines = []
+            lines, messages = [], []
             for line in body.splitlines():
                 if not line.strip():
                     continue
                 try:
-                    lines.append(serialize(parse_line(line.encode())))
+                    msg = parse_line(line.encode())
+                    lines.append(serialize(msg))
                 except (IrcProtocolError, LocalProtocolError) as e:
                     raise XMPPError("bad-request", f"Not a valid IRC line: {e}") from e
+                messages.append(msg)
             self.session.send_lines(client, lines)
+            for msg in messages:
+                await self._carbon_of_private(client, msg)
             return str(uuid.uuid4())
         return await self.session.send_message(client, address.nick, message)
 
     async def on_sticker(self, sticker: object) -> str:
         raise NotImplementedError
+
+    async def _carbon_of_private(self, client: IrcClient, msg: Message) -> None:
+        """A raw PRIVMSG/NOTICE to a nick, shown (and archived) in the conversation with
+        that nick as sent by the user."""
+        if msg.command not in {"PRIVMSG", "NOTICE"} or len(msg.params) < 2:
+            return
+        target, text = msg.params[0], msg.params[1]
+        if client.state.isupport.is_channel(target.lstrip(client.state.isupport.statusmsg)):
+            return
+        if text.startswith("\x01") and not text.startswith("\x01ACTION "):
+            return  # CTCP requests are not conversation
+        action = text.startswith("\x01ACTION ")
+        body = irc_to_xmpp(text.removeprefix("\x01ACTION ").removesuffix("\x01"), action=action)
+        try:
+            contact = await self.session.contact(client, target)
+        except (AddressError, XMPPError):
+            return
+        contact.send_text(notice_text(body) if msg.command == "NOTICE" else body, carbon=True)
 
 
 class ConfigureServer(ContactCommand[Contact]):

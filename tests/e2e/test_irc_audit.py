@@ -4,10 +4,12 @@ their own port and TLS, `fixed_server`, `&channels`, and multi-prefix."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from gateway.localservers import InspIRCd, NgIrcd
@@ -23,6 +25,7 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people
     room,
     server_jid,
     start_with_irc,
+    user,
 )
 from tests.e2e.xmpp_client import Client, muc_status
 
@@ -227,3 +230,42 @@ async def test_registration_by_chat_command(
     bob.send(f"WHOIS {nick}")
     whois = await bob.expect(rf" 311 bob66 {nick} \S+ \S+ \* :(.*)$")
     assert whois.group(1) == "Alice by Chat"
+
+
+async def test_private_conversations_land_in_the_users_own_archive(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
+) -> None:
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob67")
+    await alice.join_muc(room("#story67"), nick)  # connects her to the server
+    bob.say(nick, "hello in private")
+    assert (await alice.next_message(user("bob67")))["body"] == "hello in private"
+    alice.send_chat(user("bob67"), "hello back")
+    assert await bob.heard(nick, "bob67") == "hello back"
+    # A raw PRIVMSG through the server's JID is part of the conversation too: her server
+    # gets it as a message she sent to bob67 (a carbon through the message privilege).
+    alice.send_chat(server_jid(), "PRIVMSG bob67 :sent as a raw line")
+    assert await bob.heard(nick, "bob67") == "sent as a raw line"
+
+    if "xep_0313" not in alice.plugin:
+        alice.register_plugin("xep_0313")
+    bodies: list[tuple[str, str]] = []
+    for _ in range(20):  # her server archives asynchronously: look again, a bounded while
+        iq = await alice.plugin["xep_0313"].retrieve(with_jid=JID(user("bob67")), timeout=20)
+        bodies = [
+            (str(m["from"].bare), m["body"])
+            for m in (r["mam_result"]["forwarded"]["stanza"] for r in iq["mam"]["results"])
+        ]
+        if len(bodies) >= 3:
+            break
+        await asyncio.sleep(0.5)
+    me = alice.boundjid.bare
+    assert bodies == [
+        (user("bob67"), "hello in private"),
+        (me, "hello back"),
+        (me, "sent as a raw line"),
+    ]
+    # The carbon is not sent to IRC again.
+    bob.say(nick, "got them")
+    assert (await alice.next_message(user("bob67")))["body"] == "got them"
+    assert sum("sent as a raw line" in line for line in bob.lines) == 1
