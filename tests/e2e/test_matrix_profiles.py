@@ -12,12 +12,13 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import pytest
 from slixmpp import Presence
 
-from gateway.localservers.synapse import Synapse
+from gateway.localservers.synapse import MatrixAccount, Synapse
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import (
@@ -57,19 +58,9 @@ async def peers(synapse: Synapse) -> AsyncIterator[Callable[[str], asyncio.Futur
 
 
 async def test_avatars_of_contacts_and_rooms_follow_matrix(
-    synapse: Synapse,
-    gateway: PasserelleProcess,
-    new_client: NewClient,
-    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+    synapse: Synapse, gateway: PasserelleProcess, pair: Pair
 ) -> None:
-    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
-    bob = await peers("bob")
-    alice = await new_client("alice")
-    await log_in(alice, synapse, alice_mx)
-    bob_jid = jid_of(bob.user_id)
-    dm = await bob.create_dm(alice_mx.user_id)
-    await bob.send_text(dm, "hi, new picture soon")
-    await alice.next_message(bob_jid)
+    alice, alice_mx, bob, bob_jid = pair.alice, pair.alice_mx, pair.bob, pair.bob_jid
 
     for color in (RED, BLUE):
         await set_profile_avatar(bob, color)
@@ -93,6 +84,33 @@ async def test_avatars_of_contacts_and_rooms_follow_matrix(
     await wait_for_avatar(alice, room_jid, RED)
 
 
+@dataclass
+class Pair:
+    """alice on XMPP, bob on Matrix, with a direct chat that has shown on XMPP."""
+
+    alice: Client
+    alice_mx: MatrixAccount
+    bob: MatrixPeer
+    bob_jid: str
+
+
+@pytest.fixture
+async def pair(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> Pair:
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    bob_jid = jid_of(bob.user_id)
+    await bob.send_text(await bob.create_dm(alice_mx.user_id), "hi")
+    await alice.next_message(bob_jid)
+    return Pair(alice, alice_mx, bob, bob_jid)
+
+
 async def set_profile_avatar(peer: MatrixPeer, color: tuple[int, int, int]) -> None:
     mxc = await peer.upload(png(color), "image/png", "me.png")
     await peer.call("PUT", f"/profile/{quote(peer.user_id)}/avatar_url", {"avatar_url": mxc})
@@ -103,20 +121,8 @@ async def set_room_avatar(peer: MatrixPeer, room: str, color: tuple[int, int, in
     await peer.call("PUT", f"/rooms/{quote(room)}/state/m.room.avatar/", {"url": mxc})
 
 
-async def test_presence_both_ways(
-    synapse: Synapse,
-    gateway: PasserelleProcess,
-    new_client: NewClient,
-    peers: Callable[[str], asyncio.Future[MatrixPeer]],
-) -> None:
-    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
-    bob = await peers("bob")
-    alice = await new_client("alice")
-    await log_in(alice, synapse, alice_mx)
-    bob_jid = jid_of(bob.user_id)
-    dm = await bob.create_dm(alice_mx.user_id)
-    await bob.send_text(dm, "hi")
-    await alice.next_message(bob_jid)
+async def test_presence_both_ways(synapse: Synapse, gateway: PasserelleProcess, pair: Pair) -> None:
+    alice, alice_mx, bob, bob_jid = pair.alice, pair.alice_mx, pair.bob, pair.bob_jid
 
     # bob's Matrix presence is contact bob's presence.
     bob_presence = f"/presence/{quote(bob.user_id)}/status"
