@@ -604,6 +604,11 @@ class MatrixClient:
             )
         return uri
 
+    async def set_avatar_url(self, mxc: str) -> None:
+        """The user's own avatar (an ``mxc://`` URI; empty: none)."""
+        path = f"{CLIENT_V3}/profile/{quote(self.me, safe='')}/avatar_url"
+        await self._json("PUT", path, "setting the avatar", body={"avatar_url": mxc})
+
     async def set_presence(self, state: PresenceState, status: str | None) -> None:
         """The user's presence and status message, now and for the next syncs."""
         self.presence = state

@@ -587,6 +587,22 @@ class Session(BaseSession[Contact]):
         except MatrixError as e:
             log.warning("Could not set the Matrix presence of %s: %s", self.user_jid, e)
 
+    async def on_avatar(
+        self,
+        bytes_: bytes | None,
+        hash_: str | None,
+        type_: str | None,
+        width: int | None,
+        height: int | None,
+    ) -> None:
+        """The user's XMPP avatar (XEP-0084, while *sync avatar* is on) is their Matrix
+        avatar; none removes it."""
+        try:
+            mxc = await self.matrix.upload(bytes_, type_ or "image/png", "avatar") if bytes_ else ""
+            await self.matrix.set_avatar_url(mxc)
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e
+
     def _default_preferences(self) -> None:
         """Store the defaults of the preferences form (slidge 0.4.2 stores them only
         when registering through its ad-hoc command, not with XEP-0077), so that *sync

@@ -9,6 +9,8 @@ XMPP presence is her Matrix presence (Synapse with presence on).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import pytest
+from PIL import Image
 from slixmpp import Presence
 
 from gateway.localservers.synapse import MatrixAccount, Synapse
@@ -82,6 +85,28 @@ async def test_avatars_of_contacts_and_rooms_follow_matrix(
     await gateway.wait_for(STARTED, after=mark, timeout=90)
     await wait_for_avatar(alice, bob_jid, GREEN)
     await wait_for_avatar(alice, room_jid, RED)
+
+
+async def test_alices_xmpp_avatar_is_her_matrix_avatar(
+    synapse: Synapse, gateway: PasserelleProcess, pair: Pair
+) -> None:
+    alice, bob = pair.alice, pair.bob
+    if "xep_0084" not in alice.plugin:
+        alice.register_plugin("xep_0084")
+    picture = png(BLUE, 64)
+    await alice.plugin["xep_0084"].publish_avatar(picture, timeout=WAIT)
+    info = {"id": hashlib.sha1(picture).hexdigest(), "type": "image/png"}
+    info |= {"bytes": str(len(picture)), "width": "64", "height": "64"}
+    await alice.plugin["xep_0084"].publish_avatar_metadata([info], timeout=WAIT)
+
+    profile = f"/profile/{quote(pair.alice_mx.user_id)}/avatar_url"
+    mxc = None
+    async with asyncio.timeout(WAIT):
+        while not mxc:
+            mxc = (await bob.call("GET", profile)).get("avatar_url")
+            await asyncio.sleep(0.3)
+    data = await bob.download(mxc)
+    assert Image.open(io.BytesIO(data)).convert("RGB").getpixel((0, 0)) == BLUE
 
 
 @dataclass
