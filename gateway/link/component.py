@@ -148,6 +148,8 @@ class ArchivePage:
     """No message after `after` was left out."""
     last: str | None
     """The stanza-id of the newest message returned."""
+    first: str | None = None
+    """The stanza-id of the oldest message returned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,11 +407,15 @@ class LinkComponent(ComponentXMPP):
             return self_ping_verdict("timeout")
         return "joined"
 
-    async def archive(self, room: str, jid: str, after: str | None, limit: int) -> ArchivePage:
+    async def archive(
+        self, room: str, jid: str, after: str | None, limit: int, before: str | None = None
+    ) -> ArchivePage:
         """The newest `limit` messages of `room`'s MAM archive after stanza-id `after`
-        (all of them from the start if `after` is None), oldest first, asked as our
-        occupant `jid`. Raises `ArchiveError` with the room's error condition
-        (``item-not-found`` when `after` is no longer in the archive)."""
+        (from the start if `after` is None) and before stanza-id `before` (to the end if
+        None), oldest first, asked as our occupant `jid`. The server may return fewer
+        (Prosody: 50 at most); `complete` says whether any in the range were left out.
+        Raises `ArchiveError` with the room's error condition (``item-not-found`` when
+        `after` is no longer in the archive)."""
         queryid = uuid.uuid4().hex
         iq = self.make_iq_set(ito=JID(room), ifrom=JID(jid))
         query = ET.SubElement(iq.xml, f"{{{MAM_NS}}}query", {"queryid": queryid})
@@ -420,7 +426,8 @@ class LinkComponent(ComponentXMPP):
             ET.SubElement(field, f"{{{DATA_NS}}}value").text = value
         rsm = ET.SubElement(query, f"{{{RSM_NS}}}set")
         ET.SubElement(rsm, f"{{{RSM_NS}}}max").text = str(limit)
-        ET.SubElement(rsm, f"{{{RSM_NS}}}before")  # the newest page: the last `limit`
+        # The newest page of the range: its last `limit` messages.
+        ET.SubElement(rsm, f"{{{RSM_NS}}}before").text = before or None
         collected: list[RoomMessage] = []
         self._archive[queryid] = (room, jid, collected)
         try:
@@ -434,8 +441,15 @@ class LinkComponent(ComponentXMPP):
             del self._archive[queryid]
         fin = result.xml.find(f"{{{MAM_NS}}}fin")
         complete = fin is not None and fin.get("complete") in ("true", "1")
-        last = result.xml.find(f"{{{MAM_NS}}}fin/{{{RSM_NS}}}set/{{{RSM_NS}}}last")
-        return ArchivePage(tuple(collected), complete, last.text if last is not None else None)
+        rsm_set = f"{{{MAM_NS}}}fin/{{{RSM_NS}}}set"
+        first = result.xml.find(f"{rsm_set}/{{{RSM_NS}}}first")
+        last = result.xml.find(f"{rsm_set}/{{{RSM_NS}}}last")
+        return ArchivePage(
+            tuple(collected),
+            complete,
+            last.text if last is not None else None,
+            first.text if first is not None else None,
+        )
 
     def _archived(self, msg: Message, result: ET.Element) -> bool:
         """A message of a MAM query of ours: collected, and True."""

@@ -58,7 +58,14 @@ from .bridge import (
     replay_after,
     strip_fallback,
 )
-from .component import MAM_NS, ArchiveError, LinkComponent, MucPresence, RoomMessage
+from .component import (
+    MAM_NS,
+    ArchiveError,
+    ArchivePage,
+    LinkComponent,
+    MucPresence,
+    RoomMessage,
+)
 from .ircside import IrcServer
 from .occupants import IrcOccupants
 from .store import Position
@@ -72,6 +79,7 @@ SELF_PING_EVERY = float(os.environ.get("PASSERELLE_LINK_SELF_PING_EVERY", "") or
 """Seconds of quiet before checking that the room still has us (the environment variable
 is for tests and troubleshooting)."""
 CATCH_UP_MAX = 100  # archived room messages relayed after the link was away, at most
+CATCH_UP_PAGES = 10  # archive queries for them, at most (Prosody answers 50 at a time)
 ROOM_RETRY = Backoff(initial=10.0, cap=600.0)
 HISTORY = 500  # recent room messages kept for corrections and reply quotes
 
@@ -84,6 +92,8 @@ class Say:
 
     nick: str
     text: OutgoingText
+    stanza_id: str | None = None
+    """The room's id of the message: the position, saved before the line goes out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,9 +439,7 @@ class Link:
         self.archive_note = ""
         after = self._position.room_id
         try:
-            page = await self._component.archive(
-                self.room, self.listener_jid, after, CATCH_UP_MAX if after else 1
-            )
+            page = await self._newest_after(after) if after else await self._newest_after(None, 1)
         except ArchiveError as exc:
             if after is None or exc.condition != "item-not-found":
                 log.warning("%s: cannot read the archive of %s: %s", self, self.room, exc)
@@ -442,7 +450,7 @@ class Link:
             )  # fmt: skip
             after = None
             try:
-                page = await self._component.archive(self.room, self.listener_jid, None, 1)
+                page = await self._newest_after(None, 1)
             except ArchiveError as again:
                 log.warning("%s: cannot read the archive of %s: %s", self, self.room, again)
                 return set()
@@ -459,12 +467,31 @@ class Link:
             self._queue(
                 Notice(
                     f"Older messages said in {self.room} while the link was away are not "
-                    f"relayed (only the last {CATCH_UP_MAX} are)."
+                    f"relayed (only the last {len(page.messages)} are)."
                 )
             )
         for message in page.messages:
             self._handle(message, archived=True)
         return {m.stanza_id for m in page.messages if m.stanza_id}
+
+    async def _newest_after(self, after: str | None, limit: int = CATCH_UP_MAX) -> ArchivePage:
+        """The newest `limit` archived messages after `after`, oldest first, asked page
+        by page from the newest back (the server may answer fewer than asked)."""
+        messages: list[RoomMessage] = []
+        newest: str | None = None
+        before: str | None = None
+        for _ in range(CATCH_UP_PAGES):
+            page = await self._component.archive(
+                self.room, self.listener_jid, after, limit - len(messages), before
+            )
+            newest = newest or page.last
+            messages[:0] = page.messages
+            if page.complete or not page.messages or page.first is None:
+                return ArchivePage(tuple(messages), page.complete, newest)
+            if len(messages) >= limit:
+                break
+            before = page.first
+        return ArchivePage(tuple(messages), False, newest)
 
     async def _join_listener(self) -> bool:
         problem = await self._room_problem()
@@ -547,6 +574,10 @@ class Link:
         elif isinstance(event, ev.Topic):
             await self._topic(event)
 
+    def _room_position(self, stanza_id: str) -> None:
+        self._position = replace(self._position, room_id=stanza_id)
+        self._save_position(self._position)
+
     def _irc_position(self, msgid: str | None, time: datetime | None) -> None:
         if msgid is None and time is None:
             return  # the server tags nothing (ngIRCd): there is no position to keep
@@ -582,13 +613,13 @@ class Link:
             # The XMPP connection dropped meanwhile: say it once the room has us again.
             await self._room_ready.wait()
             puppet = await self._occupants.occupant(event.sender.nick)
+        self._irc_position(event.msgid, event.time)  # first: the line must never go twice
         if puppet is not None:
             self._component.send_groupchat(self.room, puppet.jid, text)
         else:  # the room refused the puppet: the listener speaks for them
             self._component.send_groupchat(
                 self.room, self.listener_jid, f"<{event.sender.nick}> {text}"
             )
-        self._irc_position(event.msgid, event.time)
 
     async def _private_to_room(self, to: str, event: ev.MessageReceived) -> None:
         """An IRC user's private message to an XMPP person's puppet: a private message
@@ -657,11 +688,11 @@ class Link:
         """A room message, live or from the archive, in the room's order."""
         if message.delayed and not archived:
             return  # history sent on join (we ask for none)
-        self._relay(message)
-        if message.stanza_id:
+        if not self._relay(message) and message.stanza_id:
             self._queue(Seen(message.stanza_id))
 
-    def _relay(self, message: RoomMessage) -> None:
+    def _relay(self, message: RoomMessage) -> bool:
+        """Queue what IRC gets of `message`; False if it gets nothing."""
         body = (
             strip_fallback(message.body, list(message.fallback))
             if message.fallback
@@ -674,10 +705,10 @@ class Link:
         if message.replace_id and body:
             self._history.put(message.replace_id, (message.nick, body))
         if not message.nick or self._is_ours(message.nick, message.real_jid, message.origin_id):
-            return
+            return False
         if message.subject is not None and not message.body:
             self._subject_changed(message.nick, message.subject)
-            return
+            return False
         corrected = None
         if message.replace_id:
             corrected = previous[1] if previous is not None and previous[0] == message.nick else ""
@@ -686,8 +717,10 @@ class Link:
             quoted = self._history.get(message.reply_id) if message.reply_id else None
             reply = Reply(self._irc_name(message.reply_to), quoted[1] if quoted else None)
         text = outgoing_text(body, corrected=corrected, reply=reply, attachment=message.attachment)
-        if text is not None:
-            self._queue(Say(message.nick, text))
+        if text is None:
+            return False
+        self._queue(Say(message.nick, text, message.stanza_id))
+        return True
 
     def on_error(self, jid: str, condition: str, text: str) -> None:
         log.warning("%s: the room refused a message from %s: %s %s", self, jid, condition, text)
@@ -755,8 +788,7 @@ class Link:
         while True:
             item = await self._to_irc.get()
             if isinstance(item, Seen):
-                self._position = replace(self._position, room_id=item.stanza_id)
-                self._save_position(self._position)
+                self._room_position(item.stanza_id)
                 continue
             await self._channel_ready.wait()
             try:
@@ -789,11 +821,12 @@ class Link:
         if self._allow_puppets and server.settings.max_irc_connections > 0:
             client = await server.puppet_for(self, item.nick, self.spec.irc_nick_template)
         try:
+            await self._switch_to(client or server.relay)
+            if item.stanza_id:  # saved first: once the line is out, it must never go again
+                self._room_position(item.stanza_id)
             if client is not None:
-                await self._switch_to(client)
                 client.send_text(self.channel, item.text.text, action=item.text.action)
             else:
-                await self._switch_to(server.relay)
                 server.relay.send_text(self.channel, relay_text(item.nick, item.text))
         except QueueFull as exc:
             self._component.send_private(

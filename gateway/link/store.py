@@ -13,9 +13,9 @@ component.
 A link's :class:`Position` is where each side's relaying stopped: the stanza-id of the
 last room message it handled (the room's MAM archive is read after it on the next
 join) and the msgid and server-time of the last channel line it handled (the IRC
-server's history on join is read after it). They change with every message, so the
-service writes them from a thread (:meth:`LinkStore.save_positions`), the latest values
-only. Every method is synchronous and opens a connection from the engine's pool.
+server's history on join is read after it). They change with every message; the service
+writes the latest values (:meth:`LinkStore.save_positions`) as soon as the event loop is
+free. Every method is synchronous and takes a connection from the engine's pool.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     start_link_fixture,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
@@ -115,6 +115,30 @@ async def test_room_lines_said_while_passerelle_was_dead_reach_irc_once(
     with pytest.raises(AssertionError):
         await channel_texts(dave, channel, 1, timeout=0.2)
     await dave.close()
+
+
+async def test_more_than_a_page_of_the_archive_is_relayed_in_order(
+    ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
+) -> None:
+    """Prosody answers an archive query with 50 messages at most: 55 take two pages."""
+    alice, bob, dave = await people("alice"), await people("bob"), await irc_people("cdave3")
+    room, channel, gateway = await linked_room("catchup3", ngircd.port, alice, dave, start_link)
+    assert (await bob.join_muc(room, "bob"))["type"] != "error"
+    alice.send_groupchat(room, "before")
+    assert await channel_texts(dave, channel, 1) == [("alice[x]", "before")]
+    await kill_passerelle(gateway, dave, channel)
+    said = []
+    for i in range(55):
+        speaker, nick = (alice, "alice") if i % 2 == 0 else (bob, "bob")
+        speaker.send_groupchat(room, f"line {i}")
+        said.append((f"{nick}[x]", f"line {i}"))
+        assert (await speaker.next_groupchat_text(room, f"line {i}"))["body"] == f"line {i}"
+
+    again = start_link(config=gateway.config)
+    await again.wait_for(linked(room, channel), timeout=60)
+    assert await channel_texts(dave, channel, 55, timeout=120) == said
+    await quiet()
+    assert not dave.saw(r"NOTICE #catchup3"), "nothing was left out"
 
 
 async def test_irc_and_room_lines_said_while_dead_are_relayed_with_inspircd_history(

@@ -45,7 +45,7 @@ class FakeComponent:
         self.pings = 0
         self.links: list[Any] = []
         self.pages: list[ArchivePage] = []
-        self.queries: list[tuple[str | None, int]] = []
+        self.queries: list[tuple[str | None, int, str | None]] = []
         self.archive_open = asyncio.Event()
         self.archive_open.set()
 
@@ -85,8 +85,10 @@ class FakeComponent:
     async def room_features(self, room: str) -> frozenset[str] | None:
         return self.features
 
-    async def archive(self, room: str, jid: str, after: str | None, limit: int) -> ArchivePage:
-        self.queries.append((after, limit))
+    async def archive(
+        self, room: str, jid: str, after: str | None, limit: int, before: str | None = None
+    ) -> ArchivePage:
+        self.queries.append((after, limit, before))
         await self.archive_open.wait()
         return self.pages.pop(0) if self.pages else ArchivePage((), True, None)
 
@@ -407,7 +409,7 @@ async def test_after_a_join_the_archive_is_relayed_first_then_live_lines_once() 
         ("say", "carol[x]", "ACTION too"),
         ("say", "alice[x]", "live"),
     ]
-    assert rig.component.queries == [("s1", room_mod.CATCH_UP_MAX)]
+    assert rig.component.queries == [("s1", room_mod.CATCH_UP_MAX, None)]
     assert [p.room_id for p in rig.positions] == ["s2", "s3", "s4", "s5"]
     await rig.stop()
 
@@ -418,8 +420,27 @@ async def test_a_first_join_relays_nothing_old_and_starts_from_the_newest() -> N
     rig.component.pages = [ArchivePage((archived("bob", "old", "s9"),), False, "s9")]
     await rig.start()
     await until(lambda: rig.positions)
-    assert rig.component.queries == [(None, 1)]
+    assert rig.component.queries == [(None, 1, None)]
     assert rig.positions == [Position(room_id="s9")] and rig.server.log == []
+    await rig.stop()
+
+
+async def test_the_archive_is_read_page_by_page_from_the_newest() -> None:
+    rig = Rig(Position(room_id="s1"))
+    rig.component.features = frozenset({"muc_open", MAM_NS})
+    rig.component.pages = [  # the server answers two at a time
+        ArchivePage((archived("b", "3", "s4"), archived("c", "4", "s5")), False, "s5", "s4"),
+        ArchivePage((archived("a", "1", "s2"), archived("b", "2", "s3")), True, "s3", "s2"),
+    ]
+    await rig.start()
+    await until(lambda: len(rig.server.log) >= 4)
+    await asyncio.sleep(0.05)
+    assert [e[2] for e in rig.server.log if e[0] == "say"] == ["1", "2", "3", "4"]
+    assert rig.component.queries == [
+        ("s1", room_mod.CATCH_UP_MAX, None),
+        ("s1", room_mod.CATCH_UP_MAX - 2, "s4"),
+    ]
+    assert not any(e[0] == "NOTICE" for e in rig.server.log)
     await rig.stop()
 
 
