@@ -514,6 +514,14 @@ class MatrixClient:
         )
         return RoomId(resp.room_id)
 
+    async def set_room_avatar(self, room_id: RoomId, mxc: str | None) -> None:
+        """The room's avatar (``mxc://``; None: none)."""
+        content = {"url": mxc} if mxc else {}
+        await self._nio_call(
+            f"setting the avatar of {room_id}",
+            self._nio.room_put_state(room_id, "m.room.avatar", content),
+        )
+
     async def set_topic(self, room_id: RoomId, topic: str) -> None:
         await self._nio_call(
             f"setting the topic of {room_id}",

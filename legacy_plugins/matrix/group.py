@@ -232,6 +232,17 @@ class MUC(LegacyMUC[Participant]):
         except MatrixError as e:
             raise as_xmpp_error(e) from e
 
+    async def on_avatar(self, data: bytes | None, mime: str | None) -> str | None:
+        """The group chat's avatar (vCard) set from XMPP is the room's ``m.room.avatar``
+        (if the user's power level allows it); returns its ``mxc://`` URI."""
+        matrix = self.session.matrix
+        try:
+            mxc = await matrix.upload(data, mime or "image/png", "avatar") if data else None
+            await matrix.set_room_avatar(self.room_id, mxc)
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e
+        return mxc
+
     async def on_leave(self) -> None:
         try:
             await self.session.matrix.leave(self.room_id)

@@ -29,6 +29,7 @@ from tests.e2e.matrix_helpers import (
     WAIT,
     MatrixPeer,
     jid_of,
+    join_room_when_shown,
     log_in,
     new_account,
     peer_factory,
@@ -87,12 +88,13 @@ async def test_avatars_of_contacts_and_rooms_follow_matrix(
     await wait_for_avatar(alice, room_jid, RED)
 
 
-async def test_alices_xmpp_avatar_is_her_matrix_avatar(
+async def test_alices_avatars_from_xmpp_reach_matrix(
     synapse: Synapse, gateway: PasserelleProcess, pair: Pair
 ) -> None:
     alice, bob = pair.alice, pair.bob
-    if "xep_0084" not in alice.plugin:
-        alice.register_plugin("xep_0084")
+    for plugin in ("xep_0084", "xep_0054"):
+        if plugin not in alice.plugin:
+            alice.register_plugin(plugin)
     picture = png(BLUE, 64)
     await alice.plugin["xep_0084"].publish_avatar(picture, timeout=WAIT)
     info = {"id": hashlib.sha1(picture).hexdigest(), "type": "image/png"}
@@ -105,8 +107,27 @@ async def test_alices_xmpp_avatar_is_her_matrix_avatar(
         while not mxc:
             mxc = (await bob.call("GET", profile)).get("avatar_url")
             await asyncio.sleep(0.3)
-    data = await bob.download(mxc)
-    assert Image.open(io.BytesIO(data)).convert("RGB").getpixel((0, 0)) == BLUE
+    assert color_of(await bob.download(mxc)) == BLUE
+
+    # As a moderator of bob's room, she sets its picture from XMPP (its vCard).
+    room = await bob.create_room("Studio", invite=[pair.alice_mx.user_id, "@nobody:localhost"])
+    await bob.wait_for_member(room, pair.alice_mx.user_id)
+    await bob.set_power(room, pair.alice_mx.user_id, 50)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_room_when_shown(alice, room_jid, "alice")
+    iq = alice.make_iq_set(ito=room_jid)
+    iq["vcard_temp"]["PHOTO"]["TYPE"] = "image/png"
+    iq["vcard_temp"]["PHOTO"]["BINVAL"] = png(GREEN)
+    await iq.send(timeout=WAIT)
+    event = await bob.wait_for(
+        lambda e: e.get("room_id") == room and e.get("type") == "m.room.avatar"
+    )
+    assert event["sender"] == pair.alice_mx.user_id
+    assert color_of(await bob.download(event["content"]["url"])) == GREEN
+
+
+def color_of(image: bytes) -> object:
+    return Image.open(io.BytesIO(image)).convert("RGB").getpixel((0, 0))
 
 
 @dataclass
