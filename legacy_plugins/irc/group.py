@@ -28,6 +28,7 @@ from slixmpp.exceptions import XMPPError
 
 from gateway.runtime import network_config
 
+from . import accounts
 from .client import IrcClientError
 from .config import Config
 from .contact import Contact
@@ -121,6 +122,11 @@ class MUC(LegacyMUC[Participant]):
     persistent = False
     """Keep the channel joined while the user is offline (stored with the room)."""
 
+    def features(self) -> list[str]:
+        """slidge offers moderation (XEP-0425) in every room; IRC cannot take a line back."""
+        moderation = self.xmpp.plugin["xep_0425"].stanza.NS
+        return [feature for feature in super().features() if feature != moderation]
+
     def serialize_extra_attributes(self) -> JSONSerializable | None:
         return {"persistent": True} if self.persistent else None
 
@@ -171,6 +177,7 @@ class MUC(LegacyMUC[Participant]):
                 part = await self.get_user_participant()
             else:
                 part = await self.session.participant(self, client, member.nick)
+                accounts.filled(client, state.name, part, member.nick)  # IRCv3 accounts
             part.role, part.affiliation = role, affiliation
             yield part
 

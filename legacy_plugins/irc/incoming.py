@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import chathistory
+from . import accounts, chathistory
 from . import events as ev
 from .client import JOIN_ERRORS, IrcClient
 from .events import Channel
@@ -46,6 +46,7 @@ async def dispatch(
     session: Session, client: IrcClient, event: ev.Event, channels: tuple[Channel, ...]
 ) -> None:
     await chathistory.observe(session, client, event)  # IRCv3 back-fill on (re)join
+    await accounts.observe(session, client, event, channels)  # hats, before the JOIN shows
     handler = _HANDLERS.get(type(event))
     if handler is not None:
         await handler(session, client, event, channels)

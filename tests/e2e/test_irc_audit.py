@@ -269,3 +269,50 @@ async def test_private_conversations_land_in_the_users_own_archive(
     bob.say(nick, "got them")
     assert (await alice.next_message(user("bob67")))["body"] == "got them"
     assert sum("sent as a raw line" in line for line in bob.lines) == 1
+
+
+async def test_flood_control_keeps_the_order_and_an_own_encoding_decodes(
+    ngircd: NgIrcd,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    irc_people: People,
+) -> None:
+    # A small bucket (2 lines at once, then 4 a second) and a Cyrillic server encoding.
+    await start_with_irc(
+        start_passerelle,
+        ngircd.port,
+        extra="flood_burst = 2\nflood_rate = 4.0",
+        server_extra='encoding = "cp1251"',
+    )
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob68")
+    await bob.join("#story68")
+    room68 = room("#story68")
+    await alice.join_muc(room68, nick)
+    sent = [f"line {i}" for i in range(12)]
+    for text in sent:
+        alice.send_groupchat(room68, text)
+    assert [await bob.heard(nick, "#story68") for _ in sent] == sent
+
+    bob.send_raw("PRIVMSG #story68 :Привет, как дела?\r\n".encode("cp1251"))
+    assert (await alice.next_groupchat(room68, "bob68"))["body"] == "Привет, как дела?"
+
+
+async def test_what_irc_cannot_carry_is_not_offered(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
+) -> None:
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob69")
+    await bob.join("#story69")
+    room69 = room("#story69")
+    await alice.join_muc(room69, nick)
+    bob.say(nick, "hi")
+    await alice.next_message(user("bob69"))
+    # IRC cannot take a message back nor react to one: neither the room nor a nick offer
+    # reactions, retractions or moderation (a moderator's retraction, XEP-0425).
+    for jid in (room69, f"{user('bob69')}/slidge"):
+        info = await alice.plugin["xep_0030"].get_info(jid=jid, timeout=20)
+        features = set(info["disco_info"]["features"])
+        assert "urn:xmpp:reactions:0" not in features, jid
+        assert not {f for f in features if "retract" in f or "moderate" in f}, features
+    assert "urn:xmpp:message-correct:0" in features  # corrections are (s/old/new/)
