@@ -45,8 +45,10 @@ class MessageActions:
             raise as_xmpp_error(e) from e
 
     async def on_react(self, legacy_msg_id: str, emojis: list[str], thread: str | None) -> None:
+        msg_id = self._msg(legacy_msg_id)
+        self.session.reacted(msg_id, emojis)  # before the core's event about it can come
         try:
-            await self.session.account.react(self._msg(legacy_msg_id), emojis)
+            await self.session.account.react(msg_id, emojis)
         except EmailError as e:
             raise as_xmpp_error(e) from e
 

@@ -84,6 +84,7 @@ DELIVERY_KINDS = frozenset({"IncomingMsg", "MsgsChanged"})
 SECOND_DEVICE_WINDOW = 600.0
 """Seconds an ``add-device`` code stays valid."""
 MAX_ATTACHMENT = 50 * 1024 * 1024
+MAX_REMEMBERED_REACTIONS = 1000
 
 
 def account_dir(bare_jid: str) -> Path:
@@ -100,6 +101,7 @@ class Session(BaseSession[Contact]):
         self.cfg = network_config(Config)
         self.address = str(user.legacy_module_data.get("address") or "")
         self._deliver_lock = asyncio.Lock()
+        self._reacted: dict[MsgId, list[str]] = {}
         self._opened = False
 
     @property
@@ -451,8 +453,15 @@ class Session(BaseSession[Contact]):
         sender.retract(str(msg_id), carbon=carbon)
         self.store.forget(msg_id)
 
+    def reacted(self, msg_id: MsgId, emojis: list[str]) -> None:
+        """The user reacted from XMPP: the core's echo of it is not news for XMPP."""
+        self._reacted[msg_id] = sorted(emojis)
+        while len(self._reacted) > MAX_REMEMBERED_REACTIONS:
+            del self._reacted[next(iter(self._reacted))]
+
     async def _reactions(self, msg_id: MsgId, contact_id: ContactId) -> None:
         if contact_id == SELF_CONTACT:
+            await self._own_reactions(msg_id)
             return
         try:
             msg = await self.account.message(msg_id)
@@ -462,6 +471,20 @@ class Session(BaseSession[Contact]):
         emojis = reactions_of(await self.account.reactions(msg_id), contact_id)
         sender, _ = await self._sender_of(msg.chat_id, contact.address)
         sender.react(str(msg_id), emojis)
+
+    async def _own_reactions(self, msg_id: MsgId) -> None:
+        """The user's reactions changed: from XMPP (nothing to do) or from their other
+        device (a carbon in 1:1, their occupant's reaction in a group)."""
+        try:
+            msg = await self.account.message(msg_id)
+        except Exception:  # the message is gone
+            return
+        emojis = reactions_of(await self.account.reactions(msg_id), SELF_CONTACT)
+        if self._reacted.get(msg_id) == sorted(emojis):
+            return
+        self._reacted[msg_id] = sorted(emojis)
+        sender, carbon = await self._sender_of(msg.chat_id, USER)
+        sender.react(str(msg_id), emojis, carbon=carbon)
 
     async def _read(self, chat_id: ChatId, msg_id: MsgId) -> None:
         chat = await self.account.chat(chat_id)

@@ -39,8 +39,20 @@ from tests.e2e.xmpp_client import Client
 
 pytestmark = pytest.mark.e2e
 RETRACT = "{urn:xmpp:message-retract:1}retract"
+REACTIONS = "{urn:xmpp:reactions:0}reactions"
 NewClient = Callable[..., "asyncio.Future[Client]"]
 StartPasserelle = Callable[..., PasserelleProcess]
+
+
+async def _message_on(rpc: DeltaChatRpc, account: int, text: str) -> int:
+    """The id, in ``account``, of the message ``text`` once it has arrived there."""
+    async with asyncio.timeout(40):
+        while True:
+            for chat in await rpc.call("get_chatlist_entries", account, None, None, None):
+                for msg_id in await rpc.call("get_message_ids", account, chat, False, False):
+                    if (await rpc.call("get_message", account, msg_id))["text"] == text:
+                        return int(msg_id)
+            await asyncio.sleep(0.5)
 
 
 async def test_own_messages_from_another_delta_chat_device(
@@ -94,6 +106,18 @@ async def test_own_messages_from_another_delta_chat_device(
         async with asyncio.timeout(40):
             retraction = (await carbons.get())["carbon_sent"]
         assert retraction.xml.find(RETRACT).get("id") == sent["id"]
+
+        # A reaction on the phone to Dora's message: a carbon of it; hers from XMPP: none.
+        await dora.send(verified_pair.peer_chat, "Shall I bring dessert?")
+        dessert = await xmpp.next_message(verified_pair.peer_jid, timeout=40)
+        dessert_on_phone = await _message_on(phone_rpc, phone, "Shall I bring dessert?")
+        await phone_rpc.call("send_reaction", phone, dessert_on_phone, ["😋"])
+        async with asyncio.timeout(40):
+            liked = (await carbons.get())["carbon_sent"]
+        assert liked.xml.find(REACTIONS).get("id") == dessert["id"]
+        assert [r.text for r in liked.xml.find(REACTIONS)] == ["😋"]
+        xmpp.send_reactions(verified_pair.peer_jid, dessert["id"], ["👍"])
+        await dora.next_event("ReactionsChanged", timeout=30)
 
         # Group: the message comes from her own occupant.
         await phone_rpc.call("send_msg", phone, group, {"text": "yes, at seven (phone)"})
