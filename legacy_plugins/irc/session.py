@@ -351,7 +351,8 @@ class Session(BaseSession[Contact]):
         elif status == "disconnected" and client.connected_once and client.name not in self._lost:
             self._lost.add(client.name)
             await self.tell(client, f"Lost the connection to {client.name}: {text}")
-        if contact is None:
+        if contact is None:  # fixed_server: the gateway's own presence shows the state
+            self.send_gateway_status(text, None if status == "connected" else "dnd")
             return
         if status == "connected":
             contact.online(text)

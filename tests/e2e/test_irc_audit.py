@@ -155,6 +155,9 @@ async def test_a_fixed_server_needs_no_server_in_addresses_and_local_channels_wo
     channel = f"#story64@{IRC_JID}"
     pres = await alice.join_muc(channel, nick)
     assert pres["type"] != "error", pres
+    # No server contact: the gateway's own presence shows the connection.
+    [gateway_presence] = alice.client_roster[IRC_JID].resources.values()
+    assert gateway_presence["status"] == f"Connected to 127.0.0.1 as {nick}"
     bob.say("#story64", "no server in the address")
     assert (await alice.next_groupchat(channel, "bob64"))["body"] == "no server in the address"
     _, bob_item = muc_status(alice.occupants[channel]["bob64"])
