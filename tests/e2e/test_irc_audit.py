@@ -319,3 +319,24 @@ async def test_what_irc_cannot_carry_is_not_offered(
         assert "urn:xmpp:reactions:0" not in features, jid
         assert not {f for f in features if "retract" in f or "moderate" in f}, features
     assert "urn:xmpp:message-correct:0" in features  # corrections are (s/old/new/)
+
+
+async def test_a_long_line_without_spaces_is_split_between_characters(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
+) -> None:
+    # 600 characters of 2, 3 and 4 bytes with no space to split on: several PRIVMSGs,
+    # each valid UTF-8 (IrcPerson decodes with "replace": a cut character would show).
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob70")
+    await bob.join("#story70")
+    room70 = room("#story70")
+    await alice.join_muc(room70, nick)
+    text = "é€😀" * 200
+    alice.send_groupchat(room70, text)
+    received = ""
+    for _ in range(10):
+        received += await bob.heard(nick, "#story70")
+        if len(received) >= len(text):
+            break
+    assert "\ufffd" not in received
+    assert received == text
