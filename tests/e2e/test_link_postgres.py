@@ -6,10 +6,12 @@ what was said in the room meanwhile reaches IRC once."""
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 
 from gateway.localservers import NgIrcd
+from gateway.localservers.ports import free_port
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
     People,
     irc_people_fixture,
@@ -84,3 +86,17 @@ async def test_links_and_positions_live_in_postgres(
     assert database.password not in output
     assert not re.search(r"^link \| (ERROR|CRITICAL) ", output, re.M), output
     await dave.close()
+
+
+async def test_an_unreachable_database_is_retried_with_backoff(
+    database: Database,  # noqa: F811  (the fixture)
+    start_link: StartLink,
+) -> None:
+    # Nobody listens on this port: a database server that is down may come back.
+    password = quote(database.password, safe="")
+    url = f"postgresql://{database.owner}:{password}@127.0.0.1:{free_port()}/x"
+    gateway = start_link(links=f'[storage]\nurl = "{url}"\n')
+    first = await gateway.wait_for(r"^link \| ERROR .*cannot reach PostgreSQL at 127\.0\.0\.1")
+    await gateway.wait_for(r"link exited with code 75 .* restarting in", after=first)
+    assert database.password not in gateway.output() and password not in gateway.output()
+    assert "Traceback" not in gateway.output()
