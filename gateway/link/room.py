@@ -728,6 +728,11 @@ class Link:
         if puppet is not None and condition == "item-not-found":  # a private message
             self._notice(puppet.irc_nick, f"Not relayed: {text or 'that person left the room'}")
             return
+        if puppet is not None and condition == "forbidden":  # e.g. no voice when moderated
+            why = text or "you may not speak there"
+            self._notice(
+                puppet.irc_nick, f"Not relayed to {self.room}: the room refused it ({why})"
+            )
         self._occupants.on_error(jid, condition)
 
     def on_private(self, jid: str, nick: str, body: str) -> None:

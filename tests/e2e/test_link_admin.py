@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from slixmpp.exceptions import IqError
+from slixmpp.xmlstream import ET
 
 from gateway.localservers import NgIrcd
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
@@ -134,3 +135,33 @@ async def test_check_says_what_a_members_only_room_must_grant(
     await alice.set_affiliation(room, "member", jid=dave_jid)
     dave.say(channel, "thanks")
     assert (await alice.link_room_texts(room, 2))[-1] == ("mdave1", "thanks")
+
+
+async def test_in_a_moderated_room_an_ircer_without_voice_is_told_until_given_voice(
+    ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
+) -> None:
+    room, channel = room_jid("moderated1"), "#moderated1"
+    admin, alice = await people(ADMIN), await people("alice")
+    await alice.link_create_room(room, "alice", persistentroom="1", moderatedroom="1")
+    dave = await irc_people("vdave1")
+    await dave.join(channel)
+    gateway = start_link(link_toml(room, ngircd.port, channel))
+    await gateway.wait_for(linked(room, channel))
+
+    # dave's occupant joins as a visitor: the room refuses his line, and he is told.
+    dave.say(channel, "may I speak?")
+    await dave.expect(r"^:passerelle!\S+ NOTICE vdave1 :Not relayed to .*refused it")
+    checked = notes(await admin.run_command(LINK_JID, "check"))
+    assert "moderated" in checked and f"vdave1%127.0.0.1@{LINK_JID}" in checked, checked
+
+    # alice gives him voice (XEP-0045 §8.3): his next line reaches the room.
+    iq = alice.make_iq_set(ito=room)
+    query = ET.SubElement(iq.xml, "{http://jabber.org/protocol/muc#admin}query")
+    ET.SubElement(
+        query,
+        "{http://jabber.org/protocol/muc#admin}item",
+        {"nick": "vdave1", "role": "participant"},
+    )
+    await iq.send(timeout=20)
+    dave.say(channel, "thank you")
+    assert (await alice.link_room_texts(room, 1))[0] == ("vdave1", "thank you")

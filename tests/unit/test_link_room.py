@@ -15,7 +15,14 @@ from slixmpp import JID
 from gateway.config import LinkConfig
 from gateway.link import room as room_mod
 from gateway.link.bridge import Recent, SelfPing, irc_nick
-from gateway.link.component import MAM_NS, ArchivePage, JoinResult, MucPresence, RoomMessage
+from gateway.link.component import (
+    MAM_NS,
+    ArchiveError,
+    ArchivePage,
+    JoinResult,
+    MucPresence,
+    RoomMessage,
+)
 from gateway.link.room import Link
 from gateway.link.store import Position
 from legacy_plugins.irc import events as ev
@@ -529,6 +536,39 @@ async def test_a_first_replay_relays_nothing_and_starts_from_its_last_line(rig: 
         )  # fmt: skip
     await until(lambda: rig.positions and rig.positions[-1].irc_msgid == "m2")
     assert rig.component.said == []
+    await rig.stop()
+
+
+async def test_a_message_the_room_refuses_is_not_lost_silently(rig: Rig) -> None:
+    await rig.start()
+    rig.irc_says("dave", "hi")
+    await until(lambda: rig.component.said)
+    rig.link.on_error(DAVE, "forbidden", "You are not currently allowed to speak")
+    assert rig.server.log[-1][:3] == ("NOTICE", "passerelle", "dave")
+    assert "not currently allowed to speak" in rig.server.log[-1][3]
+    assert "dave" in " ".join(await rig.link.check())  # the admin's check lists him
+    await rig.stop()
+
+
+async def test_a_position_the_archive_forgot_starts_from_its_newest_message() -> None:
+    rig = Rig(Position(room_id="gone"))
+    rig.component.features = frozenset({"muc_open", MAM_NS})
+    calls = 0
+    original = rig.component.archive
+
+    async def archive(*args: Any) -> ArchivePage:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ArchiveError("item-not-found")
+        return await original(*args)
+
+    rig.component.archive = archive  # type: ignore[method-assign]
+    rig.component.pages = [ArchivePage((archived("bob", "newest", "s9"),), False, "s9")]
+    await rig.start()
+    await until(lambda: rig.positions)
+    assert rig.positions[-1].room_id == "s9" and rig.server.log == []
+    assert rig.component.queries == [(None, 1, None)]
     await rig.stop()
 
 
