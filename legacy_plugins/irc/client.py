@@ -392,8 +392,9 @@ class IrcClient:
                     self._send_now(Message.of("PING", "passerelle"))
                     continue
                 pinged = False
-                if raw is None:
-                    return reason if self.state.registered else reason + self._refusal_hint()
+                if raw is None:  # (after an ERROR the state is "closed": ask the deadline)
+                    registered = registration_deadline.when() is None
+                    return reason if registered else reason + self._refusal_hint()
                 self.log.debug("<< %s", loggable(raw))
                 try:
                     msg = parse_line(raw, self.target.encoding)

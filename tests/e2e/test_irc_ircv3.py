@@ -78,6 +78,7 @@ async def test_the_server_contact_shows_the_connection_state(
         down = await alice.next_presence(server_jid(), "unavailable")
         assert down["status"].startswith("Disconnected: the server closed the connection: ")
         assert "Server shutting down" in down["status"]  # the server's own words
+        assert "before registration" not in down["status"]  # no password hint: we were in
         assert "reconnecting in" in down["status"]
         # While it tries again: busy, "Connecting to …".
         trying = await alice.next_presence(server_jid(), "dnd", timeout=30)
