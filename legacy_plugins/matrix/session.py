@@ -110,6 +110,8 @@ _UNDECRYPTED_KEPT = 1000
 _LIVE_WINDOW_S = 30.0
 """Messages older than this get a delay timestamp (XEP-0203)."""
 _SENDERS_KEPT = 20_000
+_XMPP_QUEUED = 50
+"""Stanzas waiting to be sent to XMPP before a sync batch lets them out."""
 TRANSIENT = (HomeserverUnreachable, HomeserverTimeout, RateLimited)
 """Errors after which the gateway keeps trying (the homeserver may come back)."""
 RETRY = Backoff(initial=2.0, cap=300.0)
@@ -325,6 +327,7 @@ class Session(BaseSession[Contact]):
             timeline = await self._arrive(state, room) if new else room.timeline
             for event in timeline:
                 await self._guard(self._on_event(state, event))
+                await self._let_stanzas_out()
             for ephemeral in room.ephemeral:
                 await self._guard(self._on_ephemeral(ephemeral))
             arrival = self._arrivals.pop(room.room_id, None)
@@ -335,6 +338,19 @@ class Session(BaseSession[Contact]):
         for presence in batch.presence:
             await self._guard(self._on_presence(presence))
         self._save_position(batch.next_batch)
+
+    async def _let_stanzas_out(self) -> None:
+        """Handling events never pauses the event loop, so the stanzas of a large batch
+        (a gap filled from ``/messages``) would all leave at its end: past
+        `_XMPP_QUEUED` waiting in slixmpp's send queue, let it empty (for a second at
+        most). Without this, a 1,000-message backlog reached the user all at once, after 11 s."""
+        queue = self.xmpp.waiting_queue
+        if queue.qsize() > _XMPP_QUEUED:
+            try:
+                async with asyncio.timeout(1.0):
+                    await queue.join()
+            except TimeoutError:
+                log.debug("%d stanzas still wait in the XMPP send queue", queue.qsize())
 
     async def _arrive(self, state: RoomState, room: JoinedRoom) -> tuple[TimelineEvent, ...]:
         """A room we just joined: its history counts for state only; a group room goes
