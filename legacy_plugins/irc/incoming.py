@@ -350,8 +350,10 @@ def set_role(part: Participant, role: Role, affiliation: Affiliation) -> None:
     if affiliation != part.affiliation:
         part.stored.role = role  # sent along with the affiliation
         part.affiliation = affiliation
-    else:
+    elif role != part.role:
         part.role = role
+        if part.is_user:  # slidge only announces it for occupants it sent presences of
+            part.send_last_presence(force=True, no_cache_online=True)
 
 
 _HANDLERS: dict[type, _Handler] = {

@@ -340,3 +340,21 @@ async def test_a_long_line_without_spaces_is_split_between_characters(
             break
     assert "\ufffd" not in received
     assert received == text
+
+
+async def test_halfop_and_voice_become_roles_and_affiliations(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
+) -> None:
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob71")
+    await bob.join("#story71")
+    room71 = room("#story71")
+    await alice.join_muc(room71, nick)
+    for modes, standing in [
+        (f"+h {nick}", ("moderator", "member")),  # halfop (%): moderates, not an admin
+        (f"-h+v {nick} {nick}", ("participant", "member")),  # voice (+)
+        (f"-v {nick}", ("participant", "none")),
+    ]:
+        bob.send(f"MODE #story71 {modes}")
+        _, item = muc_status(await alice.next_occupant(room71, nick))
+        assert (item["role"], item["affiliation"]) == standing, modes
