@@ -32,15 +32,11 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
    loop (``bench/irc.py``: 37 to 98 msg/s IRC→XMPP on disk). :func:`apply` wraps the engine
    factory so each SQLite connection uses WAL with ``synchronous=NORMAL`` (163 to 192 msg/s in
    the same experiment); a crash may lose the last commits, never corrupt the database.
-8. ``LegacyMUC.get_user_participant`` re-stores the user's occupant (an ORM merge, which
-   reads it again, and a commit) every time it is called — on every message the user
-   sends — even when nothing changed. :func:`apply` skips that commit for an occupant
-   loaded from the database and not modified since (the room row it was loaded with
-   still refreshes the MUC, as after slidge's commit).
-9. ``MessageArchive.add`` opens a session, looks for duplicates, inserts and commits for
+8. ``MessageArchive.add`` opens a session, looks for duplicates, inserts and commits for
    every room message: most of the CPU of a busy channel. :class:`ArchiveBatcher` queues
    the rows and writes them in one transaction per tick (:data:`ARCHIVE_TICK`, or every
-   :data:`ARCHIVE_BATCH` messages), in order, with slidge's own duplicate checks. Every
+   :data:`ARCHIVE_BATCH` messages), in order, with slidge's duplicate rules (a row with
+   the same stanza id, or legacy id, in the same room is updated) in one query. Every
    archive read goes through ``MAMStore``, whose read methods flush first, so nobody
    sees the archive without the queued rows; a clean exit (SIGTERM, or slidge exiting
    after an error) flushes at exit. A SIGKILL loses at most the rows of the last tick —
@@ -135,7 +131,6 @@ def apply() -> None:
     # slidge.main imported get_engine by name; replace that name, where main() looks it up.
     main_module: Any = slidge.main
     main_module.get_engine = sqlite_wal_engine_factory(main_module.get_engine)
-    skip_unchanged_participant_commit()
     batch_archive_writes()
 
 
@@ -161,41 +156,10 @@ def sqlite_wal_engine_factory(get_engine: Any) -> Any:
     return wal_get_engine
 
 
-def persisted_and_unchanged(stored: object) -> bool:
-    """Fix 8: whether an ORM object came from the database and was not modified since."""
-    from sqlalchemy import inspect
-
-    state: Any = inspect(stored)
-    return bool(state.has_identity) and not state.modified
-
-
-STORE_PARTICIPANT = "_LegacyMUC__store_participant"
-"""slidge's private ``LegacyMUC.__store_participant``, as Python mangles its name."""
-
-
-def skip_unchanged_participant_commit() -> None:
-    """Fix 8: no merge and commit for an occupant that is already stored as it is."""
-    from slidge.group.room import LegacyMUC
-
-    original = getattr(LegacyMUC, STORE_PARTICIPANT)
-    if getattr(original, "passerelle_fix", False):
-        return
-
-    @functools.wraps(original)
-    def store_participant(self: Any, p: Any) -> None:
-        if not self.get_lock("fill participants") and persisted_and_unchanged(p.stored):
-            self.stored = p.stored.room  # what slidge does after its commit
-            return
-        original(self, p)
-
-    store_participant.passerelle_fix = True  # type: ignore[attr-defined]
-    setattr(LegacyMUC, STORE_PARTICIPANT, store_participant)
-
-
 ARCHIVE_TICK = 0.05
-"""Seconds a room message may wait before its archive row is committed (fix 9)."""
+"""Seconds a room message may wait before its archive row is committed (fix 8)."""
 ARCHIVE_BATCH = 200
-"""Rows that make the archive commit at once, without waiting for the tick (fix 9)."""
+"""Rows that make the archive commit at once, without waiting for the tick (fix 8)."""
 MAM_READS = (
     "get_messages",
     "get_first",
@@ -220,7 +184,7 @@ class _ArchiveRow:
 
 
 class ArchiveBatcher:
-    """Fix 9: room archive rows queued in order and written in one transaction per tick."""
+    """Fix 8: room archive rows queued in order and written in one transaction per tick."""
 
     def __init__(self, tick: float = ARCHIVE_TICK, batch: int = ARCHIVE_BATCH) -> None:
         self.tick = tick
@@ -266,11 +230,13 @@ class ArchiveBatcher:
 
     @staticmethod
     def _write(rows: list[_ArchiveRow]) -> None:
+        """slidge's ``MAMStore.add_message`` for many rows: one query for the duplicates
+        (same stanza id, or same legacy id, in the same room: the row is updated, as slidge
+        does), one multi-row INSERT for the others, one commit."""
         import sqlalchemy as sa
-        from slidge.db.models import Room
+        from slidge.db.models import ArchivedMessage, ArchivedMessageSource, Room
 
-        archive = rows[0].archive
-        mam = archive._MessageArchive__store
+        mam = rows[0].archive._MessageArchive__store
         with mam.session(expire_on_commit=False) as orm:
             for row in rows:
                 room = row.archive.room
@@ -278,18 +244,54 @@ class ArchiveBatcher:
                     rooms = row.archive._MessageArchive__rooms_store
                     row.archive.room = rooms.get(orm, room.user_account_id, room.legacy_id)
             room_ids = {row.archive.room.id for row in rows}
-            existing = set(orm.scalars(sa.select(Room.id).where(Room.id.in_(room_ids))))
+            alive = set(orm.scalars(sa.select(Room.id).where(Room.id.in_(room_ids))))
+            rows = [row for row in rows if row.archive.room.id in alive]  # else: room deleted
+            stanza_ids = {row.message.id for row in rows}
+            legacy_ids = {row.legacy_msg_id for row in rows if row.legacy_msg_id is not None}
+            found = orm.scalars(
+                sa.select(ArchivedMessage).where(
+                    ArchivedMessage.room_id.in_(alive),
+                    ArchivedMessage.stanza_id.in_(stanza_ids)
+                    | ArchivedMessage.legacy_id.in_(legacy_ids),
+                )
+            ).all()
+            by_stanza: dict[tuple[int, str], Any] = {(m.room_id, m.stanza_id): m for m in found}
+            by_legacy: dict[tuple[int, str], Any] = {
+                (m.room_id, m.legacy_id): m for m in found if m.legacy_id is not None
+            }
+            new: list[dict[str, Any]] = []
             for row in rows:
-                room_id = row.archive.room.id
-                if room_id not in existing:  # the room was deleted meanwhile: so is its archive
-                    log.debug("Not archiving a message of deleted room %s", room_id)
-                    continue
-                mam.add_message(orm, room_id, row.message, row.archive_only, row.legacy_msg_id)
+                room_id, message = row.archive.room.id, row.message
+                values = {
+                    "timestamp": message.when,
+                    "stanza": str(message.stanza),
+                    "author_jid": message.stanza.get_from(),
+                    "source": ArchivedMessageSource.BACKFILL
+                    if row.archive_only
+                    else ArchivedMessageSource.LIVE,
+                    "legacy_id": row.legacy_msg_id,
+                }
+                existing = by_stanza.get((room_id, message.id))
+                if existing is None and row.legacy_msg_id is not None:
+                    existing = by_legacy.get((room_id, row.legacy_msg_id))
+                if existing is None:
+                    existing = {"room_id": room_id, "stanza_id": message.id, **values}
+                    new.append(existing)
+                    by_stanza[(room_id, message.id)] = existing
+                elif isinstance(existing, dict):
+                    existing.update(values)
+                else:
+                    for key, value in values.items():
+                        setattr(existing, key, value)
+                if row.legacy_msg_id is not None:
+                    by_legacy[(room_id, row.legacy_msg_id)] = existing
+            if new:
+                orm.execute(sa.insert(ArchivedMessage), new)
             orm.commit()
 
 
 ARCHIVE = ArchiveBatcher()
-"""The process's archive queue (fix 9)."""
+"""The process's archive queue (fix 8)."""
 
 
 def _archive_add(
@@ -299,7 +301,7 @@ def _archive_add(
     archive_only: bool = False,
     legacy_msg_id: str | None = None,
 ) -> None:
-    """Fix 9: slidge's ``MessageArchive.add``, queueing the row instead of committing it."""
+    """Fix 8: slidge's ``MessageArchive.add``, queueing the row instead of committing it."""
     import uuid
     import warnings
     from copy import copy
@@ -348,7 +350,7 @@ def _flushing(read: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def batch_archive_writes() -> None:
-    """Fix 9: queue room archive rows; flush before every archive read and at exit."""
+    """Fix 8: queue room archive rows; flush before every archive read and at exit."""
     from slidge.db.store import MAMStore
     from slidge.group.archive import MessageArchive
 

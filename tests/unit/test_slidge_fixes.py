@@ -34,13 +34,11 @@ def test_bug4_sigterm_raises_into_running_code_is_still_there() -> None:
 def test_fixes_are_applied() -> None:
     from slidge.db.store import MAMStore
     from slidge.group.archive import MessageArchive
-    from slidge.group.room import LegacyMUC
 
     original_modify = RegistrationMixin._user_modify
     original_sigterm = slidge.main.handle_sigterm
     main_module: Any = slidge.main
     original_engine = main_module.get_engine
-    original_store = LegacyMUC.__dict__[slidge_fixes.STORE_PARTICIPANT]
     original_add = MessageArchive.__dict__["add"]
     original_reads = {name: MAMStore.__dict__[name] for name in slidge_fixes.MAM_READS}
     try:
@@ -48,18 +46,14 @@ def test_fixes_are_applied() -> None:
         assert RegistrationMixin._user_modify is slidge_fixes._user_modify
         assert slidge.main.handle_sigterm is slidge_fixes._stop_loop_on_sigterm
         assert main_module.get_engine.__name__ == "wal_get_engine"
-        store_participant = getattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT)
-        assert store_participant.passerelle_fix
         assert MessageArchive.add is slidge_fixes._archive_add
         assert all(getattr(MAMStore, name).passerelle_fix for name in slidge_fixes.MAM_READS)
         slidge_fixes.apply()  # idempotent: nothing wrapped twice
-        assert getattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT) is store_participant
         assert not hasattr(MAMStore.get_messages.__wrapped__, "passerelle_fix")
     finally:
         RegistrationMixin._user_modify = original_modify  # type: ignore[method-assign]
         slidge.main.handle_sigterm = original_sigterm
         main_module.get_engine = original_engine
-        setattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT, original_store)
         MessageArchive.add = original_add  # type: ignore[method-assign]
         for name, attribute in original_reads.items():
             setattr(MAMStore, name, attribute)
@@ -91,20 +85,10 @@ def test_fix7_sqlite_connections_use_wal(tmp_path: Path) -> None:
         plain.dispose()
 
 
-# -- fixes 8 and 9: fewer commits per message, on a real SQLite database ----------------
+# -- fix 8: one archive commit per tick, on a real SQLite database --------------------
 
 
-def test_bug8_user_participant_is_committed_even_when_unchanged_is_still_there() -> None:
-    from slidge.group.room import LegacyMUC
-
-    original = getattr(LegacyMUC, slidge_fixes.STORE_PARTICIPANT)
-    original = getattr(original, "__wrapped__", original)
-    source = inspect.getsource(original)
-    assert "p.commit()" in source
-    assert "modified" not in source
-
-
-def test_bug9_archive_commits_every_message_is_still_there() -> None:
+def test_bug8_archive_commits_every_message_is_still_there() -> None:
     from slidge.group.archive import MessageArchive
 
     assert MessageArchive.add is not slidge_fixes._archive_add
@@ -190,7 +174,7 @@ def batched() -> Iterator[None]:
             setattr(MAMStore, name, attribute)
 
 
-async def test_fix9_archive_rows_wait_for_the_tick_and_reads_see_them(
+async def test_fix8_archive_rows_wait_for_the_tick_and_reads_see_them(
     store: Any, batched: None
 ) -> None:
     from slidge.group.archive import MessageArchive
@@ -210,7 +194,7 @@ async def test_fix9_archive_rows_wait_for_the_tick_and_reads_see_them(
     assert _rows(store)[-1] == ("#a", "4")
 
 
-async def test_fix9_duplicates_are_merged_as_slidge_does(store: Any, batched: None) -> None:
+async def test_fix8_duplicates_are_merged_as_slidge_does(store: Any, batched: None) -> None:
     from slidge.group.archive import MessageArchive
 
     a = MessageArchive(_room(store, "#a"), store)
@@ -221,9 +205,12 @@ async def test_fix9_duplicates_are_merged_as_slidge_does(store: Any, batched: No
     slidge_fixes.ARCHIVE.flush()
     a.add(_message("1", "third"))  # and across batches (the row takes the new time)
     assert [(m.id, m.stanza["body"]) for m in a.get_all()] == [("3", "hello"), ("1", "third")]
+    a.add(_message("4", "edited"), legacy_msg_id="L")  # legacy id of a stored row: replaced
+    assert [(m.id, m.stanza["body"]) for m in a.get_all()] == [("1", "third"), ("4", "edited")]
+    assert len(_rows(store)) == 2
 
 
-async def test_fix9_a_full_batch_is_written_at_once(store: Any, batched: None) -> None:
+async def test_fix8_a_full_batch_is_written_at_once(store: Any, batched: None) -> None:
     from slidge.group.archive import MessageArchive
 
     a = MessageArchive(_room(store, "#a"), store)
@@ -233,7 +220,7 @@ async def test_fix9_a_full_batch_is_written_at_once(store: Any, batched: None) -
     assert len(_rows(store)) == slidge_fixes.ARCHIVE_BATCH
 
 
-async def test_fix9_rows_of_a_deleted_room_are_dropped_not_fatal(store: Any, batched: None) -> None:
+async def test_fix8_rows_of_a_deleted_room_are_dropped_not_fatal(store: Any, batched: None) -> None:
     from slidge.db.models import Room
     from slidge.group.archive import MessageArchive
 
@@ -248,25 +235,8 @@ async def test_fix9_rows_of_a_deleted_room_are_dropped_not_fatal(store: Any, bat
     assert _rows(store) == [("#a", "1")]
 
 
-def test_fix9_without_an_event_loop_rows_are_written_at_once(store: Any, batched: None) -> None:
+def test_fix8_without_an_event_loop_rows_are_written_at_once(store: Any, batched: None) -> None:
     from slidge.group.archive import MessageArchive
 
     MessageArchive(_room(store, "#a"), store).add(_message("1"))
     assert _rows(store) == [("#a", "1")]
-
-
-def test_fix8_only_a_stored_unmodified_row_skips_the_commit(store: Any) -> None:
-    from slidge.db.models import Participant
-
-    room = _room(store, "#a")
-    new = Participant(room_id=room.id, nickname="n", resource="n", occupant_id="o")
-    new.nickname_no_illegal = "n"
-    assert not slidge_fixes.persisted_and_unchanged(new)  # never stored: commit it
-    with store.session(expire_on_commit=False) as orm:
-        orm.add(new)
-        orm.commit()
-    with store.session(expire_on_commit=False) as orm:
-        loaded = orm.query(Participant).filter_by(nickname="n").one()
-    assert slidge_fixes.persisted_and_unchanged(loaded)
-    loaded.role = "moderator"
-    assert not slidge_fixes.persisted_and_unchanged(loaded)  # changed: commit it
