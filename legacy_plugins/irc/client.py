@@ -79,6 +79,7 @@ JOIN_ERRORS = frozenset(
     {"403", "405", "437", "471", "473", "474", "475", "476", "477", "479", "489", "520"}
 )
 ECHO_WAIT = 10.0  # seconds for the server to echo a line, on top of flood-control delays
+JOIN_PATIENCE = 4  # a join waits up to this many timeouts while the server keeps talking
 JOIN_PING = "passerelle-join "  # PING token prefix that marks the end of a join's output
 # End of the replies to what the client asks itself on join (482: the ban list is hidden).
 AUTO_END = {"315": "who", "368": "bans", "482": "bans"}
@@ -177,6 +178,8 @@ class IrcClient:
         update the occupants quietly instead of being shown to the user."""
         self.connected_once = False
         self.last_error = ""
+        self.lines_read = 0
+        """Lines read from the server so far: a join waits longer while this grows."""
 
     # --- what the session uses ----------------------------------------------------
 
@@ -217,7 +220,11 @@ class IrcClient:
     async def join(self, channel: Channel, timeout: float) -> ChannelState:
         """Join `channel` (or return at once if already in it) once the server sent the
         member list and answered the PING that follows the JOIN (so whatever it plays
-        back on join has been handled); raise `JoinRefused` or `ConnectionFailed`."""
+        back on join has been handled); raise `JoinRefused` or `ConnectionFailed`.
+
+        `timeout` is how long the server may stay silent: while lines keep arriving
+        (many joins at once, and the gateway is behind reading them) the wait goes on,
+        up to `JOIN_PATIENCE` times `timeout` in all."""
         key = self.fold(channel)
         self.wanted[key] = channel
         state = self.channels.get(channel)
@@ -229,13 +236,19 @@ class IrcClient:
             if self.ready:
                 self._send_join(channel)
             # otherwise the JOIN goes out with the others after registration
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(waiter)
-        except TimeoutError:
-            raise ConnectionFailed(
-                f"IRC server {self.name!r} did not let us into {channel} within {timeout:g} s"
-            ) from None
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout * JOIN_PATIENCE
+        while True:
+            lines = self.lines_read
+            try:
+                async with asyncio.timeout(min(timeout, max(0.0, give_up - loop.time()))):
+                    return await asyncio.shield(waiter)
+            except TimeoutError:
+                if self.lines_read == lines or loop.time() >= give_up:
+                    raise ConnectionFailed(
+                        f"IRC server {self.name!r} did not let us into {channel} within "
+                        f"{timeout:g} s"
+                    ) from None
 
     def part(self, channel: Channel, reason: str = "") -> None:
         """Leave `channel` now if connected; never rejoin it."""
@@ -392,6 +405,7 @@ class IrcClient:
                     self._send_now(Message.of("PING", "passerelle"))
                     continue
                 pinged = False
+                self.lines_read += 1
                 if raw is None:  # (after an ERROR the state is "closed": ask the deadline)
                     registered = registration_deadline.when() is None
                     return reason if registered else reason + self._refusal_hint()

@@ -16,14 +16,19 @@ IRC KICK, a ban (outcast) is +b and a KICK, and an invitation (XEP-0249) an IRC 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from slidge.command import FormField, MUCCommand
 from slidge.command.base import FormRecipient, FormValues
+from slidge.contact import LegacyContact
 from slidge.db.meta import JSONSerializable
+from slidge.db.models import Participant as StoredParticipant
+from slidge.db.models import Room
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant
+from slidge.util.types import Mention as SlidgeMention
 from slidge.util.types import MucAffiliation, MucType, XMPPMessage
-from slixmpp import Presence
+from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 
 from gateway.runtime import network_config
@@ -42,9 +47,80 @@ if TYPE_CHECKING:
     from .session import Session
 
 JOIN_TIMEOUT = 30.0
+KEPT_OCCUPANTS = 100  # occupants per room found without SQL (the recent speakers)
+
+
+def forget_occupant_list(room: Room | None) -> None:
+    """Unload a kept room row's occupant list (`Room.participants`), so the next reader
+    loads it from the database. A stale list is dangerous, not only wrong: merging a
+    room row (slidge commits MUCs that way) makes the rows missing from it orphans, and
+    its delete-orphan cascade deletes occupants who joined since."""
+    if room is None:
+        return
+    state: Any = sa.inspect(room)
+    # What Session.expire(room, ["participants"]) does, for a row in no session: the
+    # loaded list goes, and so do appends slidge made to it (each new occupant's row
+    # carries its room_id: the list is not what stores them).
+    state._expire_attributes(state.dict, ["participants"])
 
 
 class Bookmarks(LegacyBookmarks["MUC"]):
+    """The user's rooms, one `MUC` object per room for the session's lifetime.
+
+    slidge 0.4.2 builds a new MUC object, from a database query, every time it looks a
+    room up (about a third of the CPU of an IRC message in a busy channel). Here every
+    lookup, slidge's own included, returns the same object; when slidge reads the room
+    from the database anyway (`from_store`), that object takes the fresh row. With one
+    object per room, its occupants can be kept too (`MUC.occupant`).
+    """
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self._rooms: dict[str, MUC] = {}
+
+    def from_store(self, stored: Room) -> MUC:
+        muc = self._rooms.get(stored.legacy_id)
+        if muc is None:
+            return super().from_store(stored)
+        muc.stored = muc.archive.room = stored
+        return muc
+
+    def _cached(self, legacy_id: str) -> MUC | None:
+        muc = self._rooms.get(legacy_id)
+        if muc is None:
+            return None
+        state: Any = sa.inspect(muc.stored)
+        if not state.has_identity or "updated" in state.unloaded or not muc.stored.updated:
+            return None  # slidge refreshes it, or fills in its details again
+        forget_occupant_list(muc.stored)
+        return muc
+
+    def _remember(self, muc: MUC | None) -> None:
+        if muc is not None and muc.stored.id is not None:
+            self._rooms[muc.legacy_id] = muc
+
+    async def by_legacy_id(self, legacy_id: str, create: bool = False) -> MUC | None:  # type: ignore[override]
+        muc = self._cached(legacy_id)
+        if muc is None:
+            base: Any = super()
+            muc = await base.by_legacy_id(legacy_id, create)
+            self._remember(muc)
+        return muc
+
+    async def by_jid(self, jid: JID) -> MUC:
+        try:
+            muc = self._cached(await self.jid_local_part_to_legacy_id(jid.node))
+        except XMPPError:
+            muc = None
+        if muc is None:
+            muc = await super().by_jid(jid)
+            self._remember(muc)
+        return muc
+
+    async def remove(self, muc: Any, *args: Any, **kwargs: Any) -> None:
+        self._rooms.pop(muc.legacy_id, None)
+        await super().remove(muc, *args, **kwargs)
+
     async def jid_local_part_to_legacy_id(self, local_part: str) -> str:
         mapping = network_config(Config).address_mapping()
         try:
@@ -121,6 +197,60 @@ class MUC(LegacyMUC[Participant]):
     CHAT_STATES = False
     persistent = False
     """Keep the channel joined while the user is offline (stored with the room)."""
+
+    def __init__(self, session: Any, stored: Room) -> None:
+        super().__init__(session, stored)
+        self._occupants: dict[int, Participant] = {}
+        """The recent speakers by row id (see `keep`); one slidge reads again leaves."""
+        self._by_nick: dict[str, tuple[Participant, str]] = {}
+        """IRC nick → (kept occupant, its stored nickname then), least recent first."""
+
+    def occupant(self, nick: str) -> Participant | None:
+        """The kept occupant known as `nick` on IRC (see `keep`), found without SQL."""
+        found = self._by_nick.pop(nick, None)
+        if found is None:
+            return None
+        part, nickname = found
+        if part.stored.nickname != nickname or part.stored.id not in self._occupants:
+            return None  # renamed or gone since
+        self._by_nick[nick] = found  # the most recent now
+        forget_occupant_list(part.stored.__dict__.get("room"))
+        return part
+
+    def keep(self, nick: str, part: Participant) -> None:
+        """Keep `part` as the occupant for IRC nick `nick`: the room's recent speakers
+        (at most `KEPT_OCCUPANTS`) are found without a query when they speak again
+        (`Session.participant(keep=True)`; nothing else uses these copies, which are only
+        as fresh as their last read). Only a stored occupant: while slidge fills the
+        occupant list it stores copies, not these objects."""
+        state: Any = sa.inspect(part.stored)
+        if part.is_system or not state.has_identity:
+            return
+        self._occupants[part.stored.id] = part
+        self._by_nick[nick] = (part, part.stored.nickname)
+        while len(self._by_nick) > KEPT_OCCUPANTS:
+            oldest = next(iter(self._by_nick))
+            old, _ = self._by_nick.pop(oldest)
+            self._occupants.pop(old.stored.id, None)
+
+    def participant_from_store(
+        self, stored: StoredParticipant, contact: LegacyContact | None = None
+    ) -> Participant:
+        """slidge builds occupants from rows here, for whatever it is about to do with
+        one (a role, a nick, a kick): from then on the kept copy is not trusted, the next
+        message reads the row again."""
+        self._occupants.pop(stored.id, None)
+        return super().participant_from_store(stored, contact)
+
+    def remove_participant(
+        self,
+        p: Participant,
+        kick: bool = False,
+        ban: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        super().remove_participant(p, kick, ban, reason)
+        self._occupants.pop(p.stored.id, None)
 
     def features(self) -> list[str]:
         """slidge offers moderation (XEP-0425) in every room; IRC cannot take a line back."""
@@ -204,6 +334,12 @@ class MUC(LegacyMUC[Participant]):
 
     async def on_sticker(self, sticker: object) -> str:
         raise NotImplementedError
+
+    async def parse_mentions(self, text: str | None) -> tuple[SlidgeMention, ...]:
+        """None: the IRC line gets its mentions from the message's references
+        (`mentions.with_irc_nicks`). slidge's guess, unused here, loaded every occupant
+        from the database for every message the user sent (a quarter of its CPU)."""
+        return ()
 
 
 class ConfigureChannel(MUCCommand[MUC]):

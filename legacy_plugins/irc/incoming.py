@@ -69,7 +69,7 @@ async def on_message(
         if from_server:  # a server notice to the channel
             muc.get_system_participant().send_text(body, when=when)
             return
-        part = await session.participant(muc, client, event.sender.nick)
+        part = await session.participant(muc, client, event.sender.nick, keep=True)
         mentions = room_mentions(client, muc, event.channel, body)  # XEP-0372
         part.send_text(body, legacy_msg_id=event.msgid, when=when, mentions=mentions)
     elif from_server:

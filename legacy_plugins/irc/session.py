@@ -311,16 +311,27 @@ class Session(BaseSession[Contact]):
         muc: MUC = await self.bookmarks.by_legacy_id(legacy_id)
         return muc
 
-    async def participant(self, muc: MUC, client: IrcClient, nick: str) -> Participant:
-        """The occupant for `nick`, found by nickname first (it survives renames)."""
-        part = await muc.get_participant(nick, create=False)
+    async def participant(
+        self, muc: MUC, client: IrcClient, nick: str, *, keep: bool = False
+    ) -> Participant:
+        """The occupant for `nick`, found by nickname (it survives renames), else by
+        contact (created if needed). `keep`: for a line to show, from a speaker the room
+        keeps (`MUC.keep`) without a query; only for that, since a kept copy may be
+        older than the row: a change (role, nick, kick) always works on a fresh one."""
+        part = muc.occupant(nick) if keep else None
         if part is not None:
             return part
-        try:
-            contact = await self.contact(client, nick)
-        except AddressError:
-            return await muc.get_participant(nick)
-        return await muc.get_participant_by_contact(contact)
+        part = await muc.get_participant(nick, create=False)
+        if part is None:
+            try:
+                contact = await self.contact(client, nick)
+            except AddressError:
+                part = await muc.get_participant(nick)
+            else:
+                part = await muc.get_participant_by_contact(contact)
+        if keep:
+            muc.keep(nick, part)
+        return part
 
     async def tell_about(self, server: str, text: str) -> None:
         """Like `tell`, for a server that may have no connection."""

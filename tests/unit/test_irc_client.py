@@ -4,12 +4,14 @@ and delivery confirmation (echo-message) driven by events."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from gateway.backoff import Backoff
 from legacy_plugins.irc import events as ev
 from legacy_plugins.irc.client import (
+    JOIN_PATIENCE,
     READ_LIMIT,
     ConnectionFailed,
     Identity,
@@ -198,3 +200,33 @@ async def test_the_reader_waits_for_the_backlog_hook_after_every_line() -> None:
     release.set()
     assert "closed the connection" in await reading
     assert seen == ["t0", "wait", "t1", "wait", "t2", "wait", "t3", "wait"]
+
+
+async def test_a_join_waits_while_the_server_keeps_talking_and_not_longer() -> None:
+    """The join timeout is the server's silence: with many joins at once the gateway
+    is behind on reading and the answer comes late, but lines keep coming."""
+    timeout = 0.05
+    irc = client(queue_size=10)
+    connected(irc)
+    with pytest.raises(ConnectionFailed, match=r"did not let us into #quiet within 0.05 s"):
+        await irc.join(Channel("#quiet"), timeout)  # silence: fails after one timeout
+
+    async def talk(until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            irc.lines_read += 1
+            await asyncio.sleep(timeout / 5)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    talking = asyncio.create_task(talk(start + 1.0))
+    joining = asyncio.create_task(irc.join(Channel("#busy"), timeout))
+    await asyncio.sleep(timeout * 2.5)
+    assert not joining.done()  # past its timeout, still waiting: the server talks
+    joined: Any = object()  # stands for the channel's state
+    irc._join_waiters["#busy"].set_result(joined)
+    assert await joining is joined
+    with pytest.raises(ConnectionFailed):  # talking, but never answering: bounded
+        await irc.join(Channel("#never"), timeout)
+    assert loop.time() - start < timeout * 2.5 + timeout * JOIN_PATIENCE + 0.5
+    talking.cancel()
