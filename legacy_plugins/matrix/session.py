@@ -12,6 +12,12 @@ see :mod:`.rooms`) or as a MUC. Events the gateway sent itself come back from sy
 their transaction ID and are skipped; what the user does from another Matrix client is
 shown as their own (carbons in 1:1, the user's occupant in MUCs). A bad event is logged
 and skipped, never allowed to end the session.
+
+End-to-end encryption is :mod:`.crypto`'s; here, its keys are loaded before the first
+sync, each batch's keys are handed to it before the rooms' events, encrypted events are
+decrypted as they come (an undecryptable one shows as a notice, corrected if its key
+arrives later), and what goes to an encrypted room is encrypted for its members.
+Avatars (:mod:`.profiles`) and presence follow direct-chat partners and rooms.
 """
 
 from __future__ import annotations
@@ -354,7 +360,7 @@ class Session(BaseSession[Contact]):
 
     async def _arrive(self, state: RoomState, room: JoinedRoom) -> tuple[TimelineEvent, ...]:
         """A room we just joined: its history counts for state only; a group room goes
-        into the bookmarks, an encrypted one says it cannot be read. Returns the events
+        into the bookmarks, an encrypted one says how it is encrypted. Returns the events
         from our arrival on."""
         history, timeline = _split_at_arrival(room.timeline, self.me)
         for event in history:
