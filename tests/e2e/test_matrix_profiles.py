@@ -186,6 +186,8 @@ async def test_presence_both_ways(synapse: Synapse, gateway: PasserelleProcess, 
     await matrix_presence(bob, alice_mx.user_id, "unavailable", "out for a walk")
     alice.send_presence(pto=MATRIX_JID, pstatus="back")
     await matrix_presence(bob, alice_mx.user_id, "online", "back")
+    alice.send_presence(pto=MATRIX_JID, ptype="unavailable")
+    await matrix_presence(bob, alice_mx.user_id, "offline", "")
 
 
 async def next_status(client: Client, jid: str, status: str) -> Presence:
@@ -204,7 +206,7 @@ async def matrix_presence(peer: MatrixPeer, user: str, state: str, status: str) 
         async with asyncio.timeout(WAIT):
             while True:
                 seen = await peer.call("GET", f"/presence/{quote(user)}/status")
-                if seen.get("presence") == state and seen.get("status_msg") == status:
+                if seen.get("presence") == state and (seen.get("status_msg") or "") == status:
                     return
                 await asyncio.sleep(0.3)
     except TimeoutError:
