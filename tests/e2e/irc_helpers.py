@@ -214,3 +214,18 @@ async def registered(new_client: NewClient, name: str) -> tuple[Client, str]:
     nick = client.boundjid.user
     await client.register(IRC_JID, nick=nick)
     return client, nick
+
+
+async def in_channel(
+    new_client: NewClient, irc_people: People, person: str, channel: str
+) -> tuple[Client, str, IrcPerson, str]:
+    """The opening of most stories: IRC person `person` is in `channel`, then alice
+    (registered, her nick) joins it from XMPP. Returns (alice, her nick, the person,
+    the room's JID)."""
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people(person)
+    await bob.join(channel)
+    room_jid = room(channel)
+    pres = await alice.join_muc(room_jid, nick)
+    assert pres["type"] != "error", pres
+    return alice, nick, bob, room_jid

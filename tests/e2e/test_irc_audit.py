@@ -18,6 +18,7 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people
     IrcPerson,
     NewClient,
     People,
+    in_channel,
     irc_gateway_fixture,
     irc_people_fixture,
     ngircd_fixture,
@@ -48,11 +49,7 @@ async def test_self_pings_tell_a_client_whether_it_is_still_in_the_room(
     irc_people: People,
 ) -> None:
     gateway = await start_with_irc(start_passerelle, ngircd.port)
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob61")
-    await bob.join("#story61")
-    room61 = room("#story61")
-    await alice.join_muc(room61, nick)
+    alice, nick, bob, room61 = await in_channel(new_client, irc_people, "bob61", "#story61")
     await bob.expect(rf"^:{nick}!\S+ JOIN :?#story61")
     assert await self_ping(alice, f"{room61}/{nick}") == "ok"
     # Someone else's client that is not in the room is told so (it would rejoin).
@@ -287,11 +284,7 @@ async def test_flood_control_keeps_the_order_and_an_own_encoding_decodes(
         extra="flood_burst = 2\nflood_rate = 4.0",
         server_extra='encoding = "cp1251"',
     )
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob68")
-    await bob.join("#story68")
-    room68 = room("#story68")
-    await alice.join_muc(room68, nick)
+    alice, nick, bob, room68 = await in_channel(new_client, irc_people, "bob68", "#story68")
     sent = [f"line {i}" for i in range(12)]
     for text in sent:
         alice.send_groupchat(room68, text)
@@ -304,11 +297,7 @@ async def test_flood_control_keeps_the_order_and_an_own_encoding_decodes(
 async def test_what_irc_cannot_carry_is_not_offered(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob69")
-    await bob.join("#story69")
-    room69 = room("#story69")
-    await alice.join_muc(room69, nick)
+    alice, nick, bob, room69 = await in_channel(new_client, irc_people, "bob69", "#story69")
     bob.say(nick, "hi")
     await alice.next_message(user("bob69"))
     # IRC cannot take a message back nor react to one: neither the room nor a nick offer
@@ -326,11 +315,7 @@ async def test_a_long_line_without_spaces_is_split_between_characters(
 ) -> None:
     # 600 characters of 2, 3 and 4 bytes with no space to split on: several PRIVMSGs,
     # each valid UTF-8 (IrcPerson decodes with "replace": a cut character would show).
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob70")
-    await bob.join("#story70")
-    room70 = room("#story70")
-    await alice.join_muc(room70, nick)
+    alice, nick, bob, room70 = await in_channel(new_client, irc_people, "bob70", "#story70")
     text = "é€😀" * 200
     alice.send_groupchat(room70, text)
     received = ""
@@ -345,11 +330,7 @@ async def test_a_long_line_without_spaces_is_split_between_characters(
 async def test_halfop_and_voice_become_roles_and_affiliations(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob71")
-    await bob.join("#story71")
-    room71 = room("#story71")
-    await alice.join_muc(room71, nick)
+    alice, nick, bob, room71 = await in_channel(new_client, irc_people, "bob71", "#story71")
     for modes, standing in [
         (f"+h {nick}", ("moderator", "member")),  # halfop (%): moderates, not an admin
         (f"-h+v {nick} {nick}", ("participant", "member")),  # voice (+)

@@ -15,6 +15,7 @@ from tests.e2e.conftest import PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
     NewClient,
     People,
+    in_channel,
     irc_gateway_fixture,
     irc_people_fixture,
     ngircd_fixture,
@@ -66,11 +67,7 @@ async def test_channel_lines_carry_mentions_of_the_user_and_of_other_people(
 async def test_a_mention_marked_by_the_client_reaches_irc_as_the_nick(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob42")
-    await bob.join("#mention2")
-    room2 = room("#mention2")
-    await alice.join_muc(room2, nick)
+    alice, nick, bob, room2 = await in_channel(new_client, irc_people, "bob42", "#mention2")
 
     # Her client shows bob42 as "Bobby Tables" and marks that span as his mention: the
     # channel reads his nick. One URI %-encoded (RFC 5122), one raw, as clients differ.
