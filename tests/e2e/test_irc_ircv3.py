@@ -34,7 +34,8 @@ async def test_history_replayed_on_a_rejoin_is_not_shown_twice(
     new_client: NewClient,
 ) -> None:
     with InspIRCd(tmp_path / "history", modules=(*IRCV3_MODULES, "chanhistory")) as server:
-        await start_with_irc(start_passerelle, server.port)
+        # (DEBUG: the plugin logs the lines it sends, checked at the end)
+        gateway = await start_with_irc(start_passerelle, server.port, extra='log_level = "DEBUG"')
         alice, nick = await registered(new_client, "alice")
         bob = await IrcPerson.connect(server.port, "bob51")
         try:
@@ -56,6 +57,10 @@ async def test_history_replayed_on_a_rejoin_is_not_shown_twice(
             assert msg["body"] == "after the reconnection"
             bodies = [m["body"] for m in await alice.archive(room51)]
             assert bodies.count("said once") == 1
+            # InspIRCd 3 offers no chathistory: the gateway never asked for it (two joins).
+            sent = [line for line in gateway.lines if ".irc.client." in line and " >> " in line]
+            assert sum(" >> JOIN #story51" in line for line in sent) == 2, sent[-20:]
+            assert not [line for line in sent if " >> CHATHISTORY" in line]
         finally:
             await bob.close()
 
