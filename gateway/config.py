@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -137,6 +138,9 @@ class LinkComponentConfig(BaseModel):
     relay bot writes ``<nick> text`` instead."""
     idle_timeout: Annotated[float, Field(gt=0)] = 3600.0
     """Seconds after an XMPP occupant's last message before their IRC connection closes."""
+    ca_file: FilePath | None = None
+    """PEM file of the CAs trusted for ``ircs://`` links instead of the system's (for an
+    IRC server with a private CA). Certificates are always verified."""
     log_level: LogLevel | None = None
 
     @field_validator("jid")

@@ -400,8 +400,8 @@ class IrcServer:
             if status == "disconnected" and "certificate not trusted" in text:
                 log.warning(
                     "IRC server %r: its TLS certificate is not trusted; for a channel link, "
-                    "add its CA to the system's trust store or point Passerelle's "
-                    "SSL_CERT_FILE environment variable at a file with it",
+                    "set [link] ca_file to a PEM file with its CA (or add the CA to the "
+                    "system's trust store)",
                     self.name,
                 )
             if status == "connected":
@@ -442,8 +442,9 @@ class _Spawn(Protocol):
     def __call__(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
 
 
-def server_target(host: str, port: int, tls: bool) -> ServerTarget:
-    """A server named in a link: the admin chose it, so private addresses are allowed."""
+def server_target(host: str, port: int, tls: bool, ca_file: str | None = None) -> ServerTarget:
+    """A server named in a link: the admin chose it, so private addresses are allowed.
+    `ca_file` (``[link] ca_file``) replaces the system's CAs for its certificate."""
     return ServerTarget(
         name=host,
         host=host,
@@ -453,4 +454,5 @@ def server_target(host: str, port: int, tls: bool) -> ServerTarget:
         password=None,
         encoding="latin-1",
         admin_defined=True,
+        ca_file=ca_file,
     )

@@ -96,6 +96,7 @@ class LinkService:
         settings = cfg.settings.link
         assert settings is not None
         self.settings: LinkComponentConfig = settings
+        self._ca_file = str(settings.ca_file) if settings.ca_file else None
         self.admins = tuple(cfg.settings.admins)
         self.component = LinkComponent(
             settings.jid, settings.secret.get_secret_value(), self.admins
@@ -249,7 +250,9 @@ class LinkService:
         server = self._servers.get(key)
         if server is None:
             server = IrcServer(
-                server_target(url.host, url.port, url.tls), self.settings, self._spawn
+                server_target(url.host, url.port, url.tls, self._ca_file),
+                self.settings,
+                self._spawn,
             )
             self._servers[key] = server
             server.start()

@@ -271,6 +271,7 @@ async def three_and_three(
     *,
     link_port: int | None = None,
     scheme: str = "irc",
+    link_extra: str = "",
     **options: object,
 ) -> Conversation:
     """alice, bob and carol in room `{name}{n}`, dave, erin and frank in `#{name}{n}`,
@@ -285,7 +286,7 @@ async def three_and_three(
     for person in irc.values():
         await person.join(channel)
     port = link_port if link_port is not None else ngircd.port
-    gateway = start_link(link_toml(room, port, channel, scheme, **options))
+    gateway = start_link(link_toml(room, port, channel, scheme, **options), link_extra)
     await gateway.wait_for(linked(room, channel))
     xmpp = {f"alice{n}": alice, f"bob{n}": bob, f"carol{n}": carol}
     return Conversation(room, channel, xmpp, irc, gateway)

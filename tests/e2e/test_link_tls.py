@@ -1,7 +1,8 @@
 """The link over TLS to InspIRCd: ``ircs://`` with the certificate verified, as on a real
 network. The test InspIRCd's certificate comes from a throw-away CA that nothing
-trusts unless told: Passerelle trusts it through ``SSL_CERT_FILE`` (OpenSSL's standard
-variable, which Python's default TLS context reads), and refuses the server without it.
+trusts unless told: Passerelle trusts it through ``[link] ca_file`` (or through
+``SSL_CERT_FILE``, OpenSSL's standard variable, which Python's default TLS context reads),
+and refuses the server without it.
 The IRC people connect to the same InspIRCd in plain text.
 """
 
@@ -66,7 +67,7 @@ async def test_three_and_three_over_tls_on_inspircd(
     start_link: StartLink,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     talk = await three_and_three(
         1,
         tls_inspircd,
@@ -76,6 +77,7 @@ async def test_three_and_three_over_tls_on_inspircd(
         name="tls",
         link_port=tls_inspircd.tls_port,
         scheme="ircs",
+        link_extra=f'ca_file = "{pki.ca}"',
     )
     for speaker, text in [
         ("alice1", "hello over TLS"),
@@ -110,6 +112,6 @@ async def test_an_untrusted_certificate_is_refused(
     await alice.link_create_room(room, "alice", persistentroom="1")
     gateway = start_link(link_toml(room, tls_inspircd.tls_port, channel, "ircs"))
     await gateway.wait_for(r"TLS certificate not trusted", timeout=60)
-    await gateway.wait_for(r"SSL_CERT_FILE", timeout=10)
+    await gateway.wait_for(r"\[link\] ca_file", timeout=10)
     await asyncio.sleep(1)
     assert not any("linked" in line and channel in line for line in gateway.lines)

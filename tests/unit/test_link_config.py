@@ -113,6 +113,10 @@ def test_link_only_configuration_is_valid(tmp_path: Path, link_available: None) 
             LINK + "[[links]]\nmuc = 'a@b.c'\nirc = 'irc://h/#c'\ncolour = 1\n",
             "links.0.colour: Extra inputs are not permitted",
         ),
+        (
+            LINK.replace("[link]\n", "[link]\nca_file = '/nonexistent/ca.pem'\n"),
+            "link.ca_file:",
+        ),
     ],
 )
 def test_link_mistakes(tmp_path: Path, link_available: None, text: str, expected: str) -> None:
