@@ -16,6 +16,7 @@ IRC KICK, a ban (outcast) is +b and a KICK, and an invitation (XEP-0249) an IRC 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -28,7 +29,7 @@ from slidge.db.models import Room
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant
 from slidge.util.types import Mention as SlidgeMention
 from slidge.util.types import MucAffiliation, MucType, XMPPMessage
-from slixmpp import JID, Presence
+from slixmpp import JID, Message, Presence
 from slixmpp.exceptions import XMPPError
 
 from gateway.runtime import network_config
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 JOIN_TIMEOUT = 30.0
 KEPT_OCCUPANTS = 100  # occupants per room found without SQL (the recent speakers)
+_ECHOING: ContextVar[bool] = ContextVar("echoing", default=False)
+"""Set while `MUC.echo` runs, in its task only."""
 
 
 def forget_occupant_list(room: Room | None) -> None:
@@ -204,6 +207,8 @@ class MUC(LegacyMUC[Participant]):
         """The recent speakers by row id (see `keep`); one slidge reads again leaves."""
         self._by_nick: dict[str, tuple[Participant, str]] = {}
         """IRC nick → (kept occupant, its stored nickname then), least recent first."""
+        self._echo_user: Participant | None = None
+        """The user's occupant as the last echo read it (see `echo`)."""
 
     def occupant(self, nick: str) -> Participant | None:
         """The kept occupant known as `nick` on IRC (see `keep`), found without SQL."""
@@ -240,6 +245,8 @@ class MUC(LegacyMUC[Participant]):
         one (a role, a nick, a kick): from then on the kept copy is not trusted, the next
         message reads the row again."""
         self._occupants.pop(stored.id, None)
+        if stored.is_user:
+            self._echo_user = None
         return super().participant_from_store(stored, contact)
 
     def remove_participant(
@@ -251,6 +258,33 @@ class MUC(LegacyMUC[Participant]):
     ) -> None:
         super().remove_participant(p, kick, ban, reason)
         self._occupants.pop(p.stored.id, None)
+        if p.is_user:
+            self._echo_user = None
+
+    async def echo(self, msg: Message, legacy_msg_id: str | None = None) -> str:
+        """slidge's echo of what the user sent, which reads the user's occupant only for
+        its occupant id and the archive's role and affiliation. slidge looks it up and
+        stores it again (a read, a merge and a commit) for every message; here the copy
+        from the last echo does, until slidge reads that row again."""
+        token = _ECHOING.set(True)
+        try:
+            return await super().echo(msg, legacy_msg_id)
+        finally:
+            _ECHOING.reset(token)
+
+    async def get_user_participant(
+        self, *, fill_first: bool = False, store: bool = True, occupant_id: str | None = None
+    ) -> Participant:
+        echoing = _ECHOING.get() and not (fill_first or occupant_id) and store
+        part = self._echo_user
+        if echoing and part is not None and part.stored.nickname == self.user_nick:
+            return part  # read-only use (see echo): never changed through this copy
+        part = await super().get_user_participant(
+            fill_first=fill_first, store=store, occupant_id=occupant_id
+        )
+        if echoing:
+            self._echo_user = part
+        return part
 
     def features(self) -> list[str]:
         """slidge offers moderation (XEP-0425) in every room; IRC cannot take a line back."""

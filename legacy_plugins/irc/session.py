@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 REMEMBERED_TEXTS = 500  # sent messages kept to turn corrections into short lines
 XMPP_BACKLOG = 20  # stanzas waiting to go out to XMPP before the IRC readers pause
-BACKLOG_WAIT = 5.0  # seconds an IRC reader waits at most for the XMPP queue to empty
+BACKLOG_WAIT = 5.0  # seconds an IRC reader waits at most for the XMPP queue to drain
+BACKLOG_POLL = 0.002  # seconds between looks at the XMPP queue while an IRC reader waits
 REFUSALS: dict[str, ErrorConditions] = {
     "401": "item-not-found",
     "403": "item-not-found",
@@ -202,15 +203,17 @@ class Session(BaseSession[Contact]):
     async def _xmpp_backlog(self) -> None:
         """Backpressure for the IRC readers: while more than `XMPP_BACKLOG` stanzas wait
         in slixmpp's send queue (each needs a few loop turns to go out), stop reading
-        until it is empty (or `BACKLOG_WAIT` passed, so a stuck stream can't stall IRC)."""
+        until half of them are out (or `BACKLOG_WAIT` passed, so a stuck stream can't
+        stall IRC). Not until it is empty: with many users, join presences keep it busy,
+        and every reader would wait the whole `BACKLOG_WAIT`."""
         queue = self.xmpp.waiting_queue
         if queue.qsize() <= XMPP_BACKLOG:
             return
-        try:
-            async with asyncio.timeout(BACKLOG_WAIT):
-                await queue.join()
-        except TimeoutError:
-            log.debug("XMPP send queue still has %d stanzas", queue.qsize())
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + BACKLOG_WAIT
+        # slixmpp's queue signals "empty" only (join), nothing to await for "half": poll.
+        while queue.qsize() > XMPP_BACKLOG // 2 and loop.time() < give_up:  # noqa: ASYNC110
+            await asyncio.sleep(BACKLOG_POLL)
 
     async def _run(self, client: IrcClient) -> None:
         try:
