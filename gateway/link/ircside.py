@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,7 +53,9 @@ RELAY_NICK = "passerelle"
 RELAY_REALNAME = "Passerelle XMPP link"
 JOIN_TIMEOUT = 30.0
 BARRIER_TIMEOUT = 5.0
-QUEUE_SIZE = 100  # lines kept per connection while it reconnects
+QUEUE_SIZE = int(os.environ.get("PASSERELLE_LINK_IRC_QUEUE_SIZE", "") or 100)
+"""Lines kept per connection while it reconnects; past them the sender is told (the
+environment variable is for tests)."""
 CONNECT_TIMEOUT = 20.0
 RECONNECT = Backoff(initial=1.0, cap=30.0)
 _REFUSALS = frozenset({"404", "442", "477", "482", "489"})
@@ -92,6 +95,9 @@ class _Puppet:
     """Nicks it is about to take (a NICK in flight), folded."""
     busy: bool = False
     """Opening or joining: not idle, whatever the clock says."""
+    leaving: str | None = None
+    """Why it closes once reconnected: the occupant left while the server was away, and
+    the lines it keeps for them go out first."""
 
 
 class IrcServer:
@@ -213,6 +219,7 @@ class IrcServer:
                 return None
             puppet = self._open(link, occupant, template)
         puppet.last_used = loop.time()
+        puppet.leaving = None
         client = puppet.client
         if client.connected_once and self.fold(link.channel) in client.wanted:
             return client  # in the channel, or rejoining it after a reconnection
@@ -248,6 +255,15 @@ class IrcServer:
             await client.run()
         except Exception:
             log.exception("IRC puppet %s on %r failed", client.identity.nick, self.name)
+
+    async def release_puppet(self, key: PuppetKey, reason: str) -> None:
+        """The occupant is gone: close their connection — once it is connected again,
+        if it is reconnecting, so the lines it keeps for them are not lost."""
+        puppet = self._puppets.get(key)
+        if puppet is not None and puppet.client.connected_once and not puppet.client.ready:
+            puppet.leaving = reason
+            return
+        await self.close_puppet(key, reason)
 
     async def close_puppet(self, key: PuppetKey, reason: str) -> None:
         puppet = self._puppets.pop(key, None)
@@ -297,7 +313,11 @@ class IrcServer:
             await asyncio.sleep(min(max(idle / 4, 0.5), 30.0))
             now = loop.time()
             for key, puppet in list(self._puppets.items()):
-                if not puppet.busy and now - puppet.last_used >= idle:
+                if puppet.client.connected_once and not puppet.client.ready:
+                    continue  # reconnecting: what it keeps goes out first
+                if puppet.leaving is not None:
+                    await self.close_puppet(key, puppet.leaving)
+                elif not puppet.busy and now - puppet.last_used >= idle:
                     await self.close_puppet(key, "idle")
 
     # --- events (IrcClient's Listener) ---------------------------------------------------

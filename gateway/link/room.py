@@ -74,7 +74,9 @@ __all__ = ["Link", "LinkState"]
 
 log = logging.getLogger(__name__)
 
-QUEUE_MAX = 1000  # items waiting in each direction (e.g. while the other side is down)
+QUEUE_MAX = int(os.environ.get("PASSERELLE_LINK_QUEUE_MAX", "") or 1000)
+"""Items waiting in each direction, e.g. while the other side is down (the environment
+variable is for tests)."""
 SELF_PING_EVERY = float(os.environ.get("PASSERELLE_LINK_SELF_PING_EVERY", "") or 300.0)
 """Seconds of quiet before checking that the room still has us (the environment variable
 is for tests and troubleshooting)."""
@@ -214,6 +216,13 @@ class Link:
         self._features: frozenset[str] = frozenset()
         self.archive_note = ""
         """Why lines said in the room while the link is away would be lost, if they would."""
+        self._told_xmpp: set[str] = set()
+        self._told_irc: set[str] = set()
+        """Senders on each side told that their messages are not relayed (the link's
+        queue is full): told once, and nothing more of theirs is queued, until a message
+        of theirs went through or the queue is empty again — so the notice holds true."""
+        self._told_conn: set[str] = set()
+        """XMPP senders told that their IRC connection keeps no more lines."""
 
     def __repr__(self) -> str:
         return f"<Link {self.id}>"
@@ -276,17 +285,30 @@ class Link:
         return lines or ["nothing to grant: the room lets the link in"]
 
     def irc_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.MessageReceived) and self._was_told(event.sender.nick):
+            return  # told that nothing more of theirs is relayed until the room is back
         try:
             self._to_xmpp.put_nowait(event)
         except asyncio.QueueFull:
             log.warning("%s: %d IRC events wait for the room; dropping %r", self, QUEUE_MAX, event)
             if isinstance(event, ev.MessageReceived):
-                with contextlib.suppress(QueueFull, LocalProtocolError):
-                    self._server.relay.send(
-                        "NOTICE",
-                        event.sender.nick,
-                        f"Not relayed to {self.room}: it is unreachable",
-                    )
+                self._tell_irc_dropped(event.sender.nick)
+
+    def _was_told(self, nick: str) -> bool:
+        return self._server.fold(nick) in self._told_irc
+
+    def _tell_irc_dropped(self, nick: str) -> None:
+        """An IRC user's line was dropped: tell them once, not once per line."""
+        folded = self._server.fold(nick)
+        if folded in self._told_irc:
+            return
+        self._told_irc.add(folded)
+        self._notice(
+            nick,
+            f"Not relayed to {self.room}: it is unreachable and {QUEUE_MAX} lines already "
+            "wait for it. What you say before it is back is not relayed either; this is "
+            "the only notice.",
+        )
 
     def irc_own_line(self, event: ev.MessageReceived) -> None:
         """A line of one of our own connections in the channel: it moves the position."""
@@ -296,10 +318,12 @@ class Link:
             self._to_xmpp.put_nowait(IrcSeen(event.msgid, event.time))
 
     def irc_private(self, occupant: str, event: ev.MessageReceived) -> None:
+        if self._was_told(event.sender.nick):
+            return
         try:
             self._to_xmpp.put_nowait(IrcPrivate(occupant, event))
         except asyncio.QueueFull:
-            self._notice(event.sender.nick, f"Not relayed to {occupant}: too much is waiting")
+            self._tell_irc_dropped(event.sender.nick)
 
     def _notice(self, nick: str, text: str) -> None:
         with contextlib.suppress(QueueFull, LocalProtocolError):
@@ -540,6 +564,8 @@ class Link:
     async def _pump_to_xmpp(self) -> None:
         while True:
             event = await self._to_xmpp.get()
+            if self._to_xmpp.empty():
+                self._told_irc.clear()  # nothing waits: everyone's lines are queued again
             if isinstance(event, IrcSeen):
                 self._irc_position(event.msgid, event.time)
                 continue
@@ -614,6 +640,7 @@ class Link:
             await self._room_ready.wait()
             puppet = await self._occupants.occupant(event.sender.nick)
         self._irc_position(event.msgid, event.time)  # first: the line must never go twice
+        self._told_irc.discard(self._server.fold(event.sender.nick))
         if puppet is not None:
             self._component.send_groupchat(self.room, puppet.jid, text)
         else:  # the room refused the puppet: the listener speaks for them
@@ -681,6 +708,12 @@ class Link:
                 self._held.append(message)
             else:
                 log.warning("%s: too many room messages during a join; dropping one", self)
+                if message.body and message.nick and not self._is_ours(message.nick, None):
+                    self._tell_xmpp_dropped(
+                        message.nick,
+                        f"{QUEUE_MAX} messages already wait for the IRC channel",
+                        self._told_xmpp,
+                    )
             return
         self._handle(message, archived=False)
 
@@ -779,19 +812,38 @@ class Link:
             self._queue(SubjectChanged(nick, subject))
 
     def _queue(self, item: ToIrc) -> None:
+        if isinstance(item, Say | PrivateSay) and item.nick in self._told_xmpp:
+            return  # told that nothing more of theirs is relayed until IRC is back
         try:
             self._to_irc.put_nowait(item)
         except asyncio.QueueFull:
             log.warning("%s: %d messages wait for IRC; dropping one", self, QUEUE_MAX)
-            if isinstance(item, Say) and self.listener_nick is not None:
-                self._component.send_private(
-                    self.room, item.nick, self.listener_jid,
-                    "Not relayed to IRC: too many messages are waiting for the IRC server.",
-                )  # fmt: skip
+            if isinstance(item, Say | PrivateSay):
+                self._tell_xmpp_dropped(
+                    item.nick,
+                    f"{QUEUE_MAX} messages already wait for the IRC channel",
+                    self._told_xmpp,
+                )
+
+    def _tell_xmpp_dropped(
+        self, nick: str, why: str, told: set[str], sender: str | None = None
+    ) -> None:
+        """An XMPP occupant's message was not relayed: tell them once (privately, from
+        the listener or `sender`), not once per message, until one of theirs goes out."""
+        if nick in told or self.listener_nick is None:
+            return
+        told.add(nick)
+        self._component.send_private(
+            self.room, nick, sender or self.listener_jid,
+            f"Not relayed to IRC: {why}. What you say before it is back is not relayed "
+            "either; this is the only notice.",
+        )  # fmt: skip
 
     async def _pump_to_irc(self) -> None:
         while True:
             item = await self._to_irc.get()
+            if self._to_irc.empty():
+                self._told_xmpp.clear()  # nothing waits: everyone's messages are queued again
             if isinstance(item, Seen):
                 self._room_position(item.stanza_id)
                 continue
@@ -804,7 +856,7 @@ class Link:
     async def _to_channel(self, item: ToIrc) -> None:
         server = self._server
         if isinstance(item, OccupantLeft):
-            await server.close_puppet((self.id, item.nick), "left the room")
+            await server.release_puppet((self.id, item.nick), "left the room")
             return
         if isinstance(item, OccupantRenamed):
             server.rename_puppet(self, item.old, item.new, self.spec.irc_nick_template)
@@ -833,10 +885,10 @@ class Link:
                 client.send_text(self.channel, item.text.text, action=item.text.action)
             else:
                 server.relay.send_text(self.channel, relay_text(item.nick, item.text))
+            self._told_xmpp.discard(item.nick)
+            self._told_conn.discard(item.nick)
         except QueueFull as exc:
-            self._component.send_private(
-                self.room, item.nick, self.listener_jid, f"Not relayed to IRC: {exc}"
-            )
+            self._tell_xmpp_dropped(item.nick, str(exc).partition(";")[0], self._told_conn)
         except LocalProtocolError as exc:
             log.warning("%s: not sending a line IRC cannot carry: %s", self, exc)
 
@@ -858,10 +910,11 @@ class Link:
         try:
             await self._switch_to(client)
             client.send_text(item.to, item.text.text, action=item.text.action)
+            self._told_xmpp.discard(item.nick)
+            self._told_conn.discard(item.nick)
         except QueueFull as exc:
-            self._component.send_private(
-                self.room, item.nick, puppet.jid, f"Not relayed to IRC: {exc}"
-            )
+            why = str(exc).partition(";")[0]
+            self._tell_xmpp_dropped(item.nick, why, self._told_conn, puppet.jid)
         except LocalProtocolError as exc:
             log.warning("%s: not sending a line IRC cannot carry: %s", self, exc)
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from slixmpp.xmlstream import ET
 
 from gateway.localservers import ComponentSpec, InspIRCd, NgIrcd, Prosody
 from gateway.localservers.prosody import lua_str
@@ -123,6 +124,33 @@ def link_prosody_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     with server:
         server.register(ADMIN, PASSWORD)
         yield server
+
+
+@pytest.fixture(name="own_ngircd")
+def own_ngircd_fixture(tmp_path: Path) -> Iterator[NgIrcd]:
+    """An ngIRCd this test may stop and start again (same port)."""
+    with NgIrcd(tmp_path / "ngircd") as server:
+        yield server
+
+
+async def irc_down(server: NgIrcd, gateway: PasserelleProcess) -> int:
+    """Stop the IRC server; return once the link noticed (its log position then)."""
+    mark = len(gateway.lines)
+    await asyncio.to_thread(server.stop)
+    await gateway.wait_for(r"reconnecting in", after=mark)
+    return mark
+
+
+async def irc_up(
+    server: NgIrcd, gateway: PasserelleProcess, mark: int, nick: str, channel: str
+) -> IrcPerson:
+    """Start the IRC server again once the link's connections wait a few seconds before
+    their next attempt, so that `nick` is in `channel` before they come back."""
+    await gateway.wait_for(r"reconnecting in ([3-9]|\d\d)\.\d s", after=mark, timeout=60)
+    await asyncio.to_thread(server.start)
+    person = await IrcPerson.connect(server.port, nick)
+    await person.join(channel)
+    return person
 
 
 @pytest.fixture(name="people")
@@ -290,3 +318,39 @@ async def three_and_three(
     await gateway.wait_for(linked(room, channel))
     xmpp = {f"alice{n}": alice, f"bob{n}": bob, f"carol{n}": carol}
     return Conversation(room, channel, xmpp, irc, gateway)
+
+
+# --- attachments and notices -----------------------------------------------------------
+
+
+def send_attachment(
+    client: Client, room: str, body: str, url: str, reply: tuple[str, str] | None = None
+) -> None:
+    """A groupchat message with an XEP-0066 OOB URL, as Conversations and Gajim send
+    after an HTTP upload (`body` may be the URL, text, or empty); `reply` is
+    (stanza-id, occupant JID) of the message it answers (XEP-0461)."""
+    msg = client.make_message(mto=room, mtype="groupchat")
+    if body:
+        msg["body"] = body
+    msg["id"] = client.new_id()
+    oob = ET.SubElement(msg.xml, "{jabber:x:oob}x")
+    ET.SubElement(oob, "{jabber:x:oob}url").text = url
+    if reply is not None:
+        ET.SubElement(msg.xml, "{urn:xmpp:reply:0}reply", {"id": reply[0], "to": reply[1]})
+    msg.send()
+
+
+async def private_notices(client: Client, room: str, timeout: float) -> list[str]:
+    """The bodies of the private messages (through `room`) that `client` receives within
+    `timeout` seconds; the other messages it receives meanwhile are skipped."""
+    bodies: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        try:
+            msg = await asyncio.wait_for(client.messages.get(), left)
+        except TimeoutError:
+            break
+        if msg["from"].bare == room and msg["type"] == "chat" and msg["body"]:
+            bodies.append(msg["body"])
+    return bodies

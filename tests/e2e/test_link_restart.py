@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -23,9 +21,12 @@ from tests.e2e.link_helpers import People as XmppPeople
 from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     StartLink,
     channel_texts,
+    irc_down,
+    irc_up,
     link_prosody_fixture,
     link_toml,
     linked,
+    own_ngircd_fixture,
     people_fixture,
     room_jid,
     start_link_fixture,
@@ -34,13 +35,6 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
 from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def own_ngircd(tmp_path: Path) -> Iterator[NgIrcd]:
-    """An ngIRCd this test may stop and start again (same port)."""
-    with NgIrcd(tmp_path / "ngircd") as server:
-        yield server
 
 
 async def test_killed_link_comes_back_and_nothing_is_said_twice(
@@ -90,16 +84,11 @@ async def test_irc_server_restart_puppets_reconnect(
         await dave.close()
 
     # The IRC server goes away; what alice says meanwhile waits for it.
-    mark = len(gateway.lines)
-    await asyncio.to_thread(own_ngircd.stop)
-    await gateway.wait_for(r"reconnecting in", after=mark)
+    mark = await irc_down(own_ngircd, gateway)
     alice.send_groupchat(room, "said while IRC was down")
     assert (await alice.link_room_texts(room, 1))[0] == ("alice", "said while IRC was down")
-    await gateway.wait_for(r"reconnecting in ([3-9]|\d\d)\.\d s", after=mark, timeout=60)
-    await asyncio.to_thread(own_ngircd.start)
-    dave = await IrcPerson.connect(own_ngircd.port, "rdave2")
+    dave = await irc_up(own_ngircd, gateway, mark, "rdave2", channel)
     try:
-        await dave.join(channel)
         # alice's own IRC connection came back and said it, once.
         assert await channel_texts(dave, channel, 1, timeout=30) == [
             ("alice[x]", "said while IRC was down")

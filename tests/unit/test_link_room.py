@@ -149,7 +149,7 @@ class FakeServer:
             return None
         return self.clients.setdefault(occupant, FakeClient(irc_nick(template, occupant), self.log))
 
-    async def close_puppet(self, key: tuple[str, str], reason: str) -> None:
+    async def release_puppet(self, key: tuple[str, str], reason: str) -> None:
         self.closed.append(key)
 
     def rename_puppet(self, link: Any, old: str, new: str, template: str) -> None:
