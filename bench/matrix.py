@@ -20,6 +20,8 @@ For each gateway, with Matrix accounts of its own:
    flight, so the homeserver is not what limits), measured from the first sent to the
    last the XMPP user received; losses, duplicates and order are checked against the
    order the messages have in the room on the homeserver;
+   then the same as a backlog: the gateway is paused (SIGSTOP) while the peer sends, and
+   timed from its resume (SIGCONT), so the homeserver does not set the pace;
 5. XMPP→Matrix throughput: the XMPP user sends N numbered groupchat messages, counted
    by the peer's sync and again from the room's history on the homeserver;
 6. U more XMPP users log in to their Matrix accounts (all members of one busy room)
