@@ -642,3 +642,59 @@ async def test_a_busy_room_is_not_pinged(rig: Rig, monkeypatch: pytest.MonkeyPat
         await asyncio.sleep(0.05)
     assert rig.component.pings == 0
     await until(lambda: rig.component.pings == 1)
+
+
+# --- full queues -------------------------------------------------------------------------
+
+
+async def test_a_full_queue_to_irc_is_reported_once_and_nothing_slips_past_the_notice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(room_mod, "QUEUE_MAX", 3)
+    rig = Rig()
+    channel_open = asyncio.Event()
+
+    async def join_relay(channel: str) -> None:  # the IRC server is away
+        await channel_open.wait()
+
+    rig.server.join_relay = join_relay  # type: ignore[method-assign]
+    await rig.start(wait=False)
+    await until(lambda: rig.link.listener_nick is not None and rig.link._held is None)
+    for i in range(1, 7):
+        rig.room_says("bob", f"m{i}")
+        await asyncio.sleep(0)  # the pump takes the first and waits for the channel
+    assert len(rig.component.private) == 1
+    assert rig.component.private[0][0] == "bob"
+    assert "this is the only notice" in rig.component.private[0][1]
+    channel_open.set()
+    await until(lambda: rig.link.state == "linked")
+    rig.room_says("bob", "back")
+    await until(lambda: ("say", "bob[x]", "back") in rig.server.log)
+    # The one the pump held, the 3 queued, then nothing until IRC was back.
+    said = [line[2] for line in rig.server.log if line[0] == "say"]
+    assert said == ["m1", "m2", "m3", "m4", "back"]
+    assert len(rig.component.private) == 1
+    await rig.stop()
+
+
+async def test_a_full_queue_to_the_room_is_reported_once_to_the_irc_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(room_mod, "QUEUE_MAX", 3)
+    rig = Rig()
+    rig.component.online.clear()  # the XMPP server is away
+    await rig.start(wait=False)
+    await until(rig.link._channel_ready.is_set)
+    for i in range(1, 7):
+        rig.irc_says("dave", f"d{i}")
+        await asyncio.sleep(0)
+    notices = [line for line in rig.server.log if line[0] == "NOTICE"]
+    assert len(notices) == 1 and notices[0][2] == "dave"
+    assert "this is the only notice" in notices[0][3]
+    rig.component.online.set()
+    await until(lambda: rig.link.state == "linked")
+    rig.irc_says("dave", "back")
+    await until(lambda: (DAVE, "back", None) in rig.component.said)
+    assert [body for _, body, _ in rig.component.said] == ["d1", "d2", "d3", "d4", "back"]
+    assert len([line for line in rig.server.log if line[0] == "NOTICE"]) == 1
+    await rig.stop()
