@@ -108,6 +108,49 @@ async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
         await dave.close()
 
 
+async def test_irc_down_the_relay_bot_keeps_the_bound_too(
+    own_ngircd: NgIrcd,
+    people: XmppPeople,
+    start_link: StartLink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In relay-bot mode the lines wait in the relay's connection: same bound, same
+    single notice."""
+    monkeypatch.setenv("PASSERELLE_LINK_IRC_QUEUE_SIZE", str(BOUND))
+    room, channel = room_jid("outage3"), "#outage3"
+    alice = await people("alice")
+    await alice.link_create_room(room, "alice", persistentroom="1")
+    dave = await IrcPerson.connect(own_ngircd.port, "odave3")
+    await dave.join(channel)
+    gateway = start_link(link_toml(room, own_ngircd.port, channel, double_puppet=False))
+    try:
+        await gateway.wait_for(linked(room, channel))
+        alice.send_groupchat(room, "before")
+        assert await channel_texts(dave, channel, 1) == [("passerelle", "<alice> before")]
+    finally:
+        await dave.close()
+
+    mark = await irc_down(own_ngircd, gateway)
+    said = [f"relayed later {i}" for i in range(1, BOUND + 4)]
+    for text in said:
+        alice.send_groupchat(room, text)
+    notices = await private_notices(alice, room, timeout=8)
+    assert len(notices) == 1, notices
+    assert "this is the only notice" in notices[0]
+    dave = await irc_up(own_ngircd, gateway, mark, "odave3", channel)
+    try:
+        assert await channel_texts(dave, channel, BOUND, timeout=30) == [
+            ("passerelle", f"<alice> {text}") for text in said[:BOUND]
+        ]
+        alice.send_groupchat(room, "is it back?")
+        assert await channel_texts(dave, channel, 1) == [("passerelle", "<alice> is it back?")]
+        await quiet()
+        with pytest.raises(AssertionError):
+            await channel_texts(dave, channel, 1, timeout=0.2)
+    finally:
+        await dave.close()
+
+
 async def test_xmpp_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     link_prosody: Prosody,
     ngircd: NgIrcd,
