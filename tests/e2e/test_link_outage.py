@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from gateway.localservers import NgIrcd, Prosody
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
     IrcPerson,
     People,
@@ -44,6 +44,26 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 BOUND = 5
 
 
+async def alice_linked(
+    name: str, server: NgIrcd, people: XmppPeople, start_link: StartLink, **options: object
+) -> tuple[str, str, Client, PasserelleProcess, tuple[str, str]]:
+    """alice in room `name`, linked to `#name` on `server`, and her first line on IRC.
+    Returns (room, channel, alice, Passerelle, (nick, text) of that line on IRC)."""
+    room, channel = room_jid(name), f"#{name}"
+    alice = await people("alice")
+    await alice.link_create_room(room, "alice", persistentroom="1")
+    dave = await IrcPerson.connect(server.port, f"d{name}")
+    await dave.join(channel)
+    gateway = start_link(link_toml(room, server.port, channel, **options))
+    try:
+        await gateway.wait_for(linked(room, channel))
+        alice.send_groupchat(room, "before")
+        (first,) = await channel_texts(dave, channel, 1)
+    finally:
+        await dave.close()
+    return room, channel, alice, gateway, first
+
+
 async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     own_ngircd: NgIrcd,
     people: XmppPeople,
@@ -51,18 +71,10 @@ async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PASSERELLE_LINK_IRC_QUEUE_SIZE", str(BOUND))
-    room, channel = room_jid("outage1"), "#outage1"
-    alice = await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1")
-    dave = await IrcPerson.connect(own_ngircd.port, "odave1")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, own_ngircd.port, channel))
-    try:
-        await gateway.wait_for(linked(room, channel))
-        alice.send_groupchat(room, "before")
-        assert await channel_texts(dave, channel, 1) == [("alice[x]", "before")]
-    finally:
-        await dave.close()
+    room, channel, alice, gateway, first = await alice_linked(
+        "outage1", own_ngircd, people, start_link
+    )
+    assert first == ("alice[x]", "before")
 
     # The IRC server goes away; alice says more than her IRC connection keeps for it.
     mark = await irc_down(own_ngircd, gateway)
@@ -74,7 +86,7 @@ async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     assert len(notices) == 1, notices
     assert notices[0].startswith("Not relayed to IRC: not connected to IRC server '127.0.0.1'")
     assert "this is the only notice" in notices[0]
-    dave = await irc_up(own_ngircd, gateway, mark, "odave1", channel)
+    dave = await irc_up(own_ngircd, gateway, mark, "doutage1", channel)
     try:
         # The lines that fit arrive once, in order; the others never do.
         assert await channel_texts(dave, channel, BOUND, timeout=30) == [
@@ -98,7 +110,7 @@ async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     # She leaves the room before IRC is back: what waits for it is not lost with her
     # connection, which closes only once it has said it.
     alice.leave_muc(room, "alice")
-    dave = await irc_up(own_ngircd, gateway, mark, "odave1", channel)
+    dave = await irc_up(own_ngircd, gateway, mark, "doutage1", channel)
     try:
         assert await channel_texts(dave, channel, BOUND, timeout=30) == [
             ("alice[x]", f"second outage {i}") for i in range(BOUND)
@@ -117,18 +129,10 @@ async def test_irc_down_the_relay_bot_keeps_the_bound_too(
     """In relay-bot mode the lines wait in the relay's connection: same bound, same
     single notice."""
     monkeypatch.setenv("PASSERELLE_LINK_IRC_QUEUE_SIZE", str(BOUND))
-    room, channel = room_jid("outage3"), "#outage3"
-    alice = await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1")
-    dave = await IrcPerson.connect(own_ngircd.port, "odave3")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, own_ngircd.port, channel, double_puppet=False))
-    try:
-        await gateway.wait_for(linked(room, channel))
-        alice.send_groupchat(room, "before")
-        assert await channel_texts(dave, channel, 1) == [("passerelle", "<alice> before")]
-    finally:
-        await dave.close()
+    room, channel, alice, gateway, first = await alice_linked(
+        "outage3", own_ngircd, people, start_link, double_puppet=False
+    )
+    assert first == ("passerelle", "<alice> before")
 
     mark = await irc_down(own_ngircd, gateway)
     said = [f"relayed later {i}" for i in range(1, BOUND + 4)]
@@ -137,7 +141,7 @@ async def test_irc_down_the_relay_bot_keeps_the_bound_too(
     notices = await private_notices(alice, room, timeout=8)
     assert len(notices) == 1, notices
     assert "this is the only notice" in notices[0]
-    dave = await irc_up(own_ngircd, gateway, mark, "odave3", channel)
+    dave = await irc_up(own_ngircd, gateway, mark, "doutage3", channel)
     try:
         assert await channel_texts(dave, channel, BOUND, timeout=30) == [
             ("passerelle", f"<alice> {text}") for text in said[:BOUND]
