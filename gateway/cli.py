@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import Config, load
 from .errors import ConfigError
-
-log = logging.getLogger("passerelle")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="supervisor | %(levelname)s %(name)s: %(message)s", force=True
-    )
 
 
 def _load(path: Path) -> Config:
@@ -31,21 +22,11 @@ def _load(path: Path) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor import Supervisor, network_children, run_supervisor
+    """Validate the configuration here, then become the lean supervisor (same pid)."""
+    from .supervisor import exec_supervisor, plan
 
-    cfg = _load(args.config)
-    _setup_logging(cfg.settings.log_level)
-    children = network_children(cfg)
-    log.info("Passerelle %s: starting %s", __version__, ", ".join(c.name for c in children))
-    supervisor = Supervisor(children)
-    asyncio.run(run_supervisor(supervisor))
-    if supervisor.gave_up:
-        log.error(
-            "stopped after configuration errors in: %s", ", ".join(sorted(supervisor.gave_up))
-        )
-        return 1
-    log.info("all networks stopped")
-    return 0
+    exec_supervisor(plan(_load(args.config)))
+    return 1  # not reached: exec_supervisor replaces this process
 
 
 def cmd_check(args: argparse.Namespace) -> int:

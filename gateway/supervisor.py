@@ -9,12 +9,19 @@ then sends unavailable presences and exits 0) and, after ``stop_timeout`` second
 Children run in their own session, so a Ctrl-C in the terminal reaches only the supervisor,
 which then stops them in order; and each child asks the kernel to SIGTERM it if the
 supervisor dies (see :mod:`gateway.child`).
+
+``passerelle run`` validates the configuration (pydantic) and then ``exec``s
+``python -m gateway.supervisor --plan JSON``: the long-lived supervisor gets only the
+:func:`plan` (child names, argv, pidfiles, log level) and never imports pydantic, slidge or
+a plugin, so it stays small. The plan holds no secret; each child reads the config file.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -23,13 +30,20 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from . import __version__
 from .backoff import Backoff
-from .child import EXIT_CONFIG
-from .config import Config
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger("gateway.supervisor")  # not __main__ under -m
+
+EXIT_CONFIG = 78
+"""Same value as :data:`gateway.child.EXIT_CONFIG` (not imported: child imports pydantic)."""
+
+LOG_FORMAT = "supervisor | %(levelname)s %(name)s: %(message)s"
 
 _LINE_LIMIT = 1 << 20
 
@@ -191,3 +205,60 @@ async def run_supervisor(supervisor: Supervisor) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def plan(cfg: Config) -> dict[str, Any]:
+    """What the lean supervisor process needs, as plain JSON-able values (no secret)."""
+    return {
+        "version": __version__,
+        "log_level": cfg.settings.log_level,
+        "children": [
+            {"name": c.name, "argv": list(c.argv), "pidfile": str(c.pidfile or "") or None}
+            for c in network_children(cfg)
+        ],
+    }
+
+
+def children_from_plan(data: dict[str, Any]) -> list[ChildSpec]:
+    return [
+        ChildSpec(
+            name=c["name"],
+            argv=list(c["argv"]),
+            pidfile=Path(c["pidfile"]) if c.get("pidfile") else None,
+        )
+        for c in data["children"]
+    ]
+
+
+def exec_supervisor(data: dict[str, Any]) -> None:
+    """Replace this process (same pid) by a fresh interpreter running :func:`main`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", "gateway.supervisor", "--plan", json.dumps(data)]
+    os.execv(sys.executable, argv)  # noqa: S606  (our own interpreter, argv is a list)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the children of a plan until SIGTERM/SIGINT: 0, or 1 after configuration errors."""
+    parser = argparse.ArgumentParser(prog="python -m gateway.supervisor")
+    parser.add_argument("--plan", required=True, help="JSON from gateway.supervisor.plan()")
+    data = json.loads(parser.parse_args(argv).plan)
+    logging.basicConfig(level=data["log_level"], format=LOG_FORMAT, force=True)
+    out = logging.getLogger("passerelle")
+    children = children_from_plan(data)
+    out.info("Passerelle %s: starting %s", data["version"], ", ".join(c.name for c in children))
+    if log.isEnabledFor(logging.DEBUG):
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"pydantic", "slidge"})
+        log.debug("modules loaded: %d; pydantic/slidge: %s", len(sys.modules), heavy or "none")
+    supervisor = Supervisor(children)
+    asyncio.run(run_supervisor(supervisor))
+    if supervisor.gave_up:
+        failed = ", ".join(sorted(supervisor.gave_up))
+        out.error("stopped after configuration errors in: %s", failed)
+        return 1
+    out.info("all networks stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,3 +82,23 @@ async def test_long_and_undecodable_output_is_forwarded() -> None:
     text = out.getvalue()
     assert "x" * 70000 in text
     assert "noisy | \ufffd\ufffd bad" in text
+
+
+def test_exit_config_matches_the_child() -> None:
+    from gateway import child, supervisor
+
+    assert supervisor.EXIT_CONFIG == child.EXIT_CONFIG
+
+
+def test_lean_supervisor_exits_1_after_a_configuration_error() -> None:
+    import json
+    import subprocess
+
+    child = {"name": "bad", "argv": [sys.executable, "-c", f"raise SystemExit({EXIT_CONFIG})"]}
+    plan = {"version": "t", "log_level": "INFO", "children": [child]}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.supervisor", "--plan", json.dumps(plan)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "ERROR passerelle: stopped after configuration errors in: bad" in result.stderr

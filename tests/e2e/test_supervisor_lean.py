@@ -1,0 +1,36 @@
+"""``passerelle run`` validates with pydantic, then the long-lived supervisor is a lean process."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import PasserelleProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def _status(pid: int, key: str) -> str:
+    text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    match = re.search(rf"^{key}:\s*(.*)$", text, re.MULTILINE)
+    assert match is not None
+    return match.group(1)
+
+
+def test_running_supervisor_has_not_loaded_pydantic(
+    start_passerelle: Callable[..., PasserelleProcess],
+) -> None:
+    process = start_passerelle(extra='log_level = "DEBUG"')
+    pid = process.proc.pid  # execv keeps the pid
+    supervisor_maps = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8")
+    child_maps = Path(f"/proc/{process.child_pid('echo')}/maps").read_text(encoding="utf-8")
+    assert "pydantic_core" in child_maps  # the check can see it where it is loaded
+    assert "pydantic_core" not in supervisor_maps
+    process.wait_for_line(r"^supervisor \| DEBUG .*pydantic/slidge: none$")
+    process.wait_for_line(r"^supervisor \| INFO gateway\.supervisor: echo started \(pid \d+\)$")
+    print(f"supervisor VmRSS: {_status(pid, 'VmRSS')}")  # for the report; no assertion on it
+    assert process.stop() == 0
+    assert not (process.config.parent / "data" / "run" / "echo.pid").exists()
