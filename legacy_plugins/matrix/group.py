@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
+import sqlalchemy as sa
+from slidge.contact import LegacyContact
+from slidge.db.models import Participant as StoredParticipant
+from slidge.db.models import Room
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant, MucType
 from slidge.util.types import (
     ChatState,
@@ -46,6 +50,16 @@ __all__ = ["MUC", "Bookmarks", "Participant"]
 
 OWNER_POWER = 100
 MODERATOR_POWER = 50
+KEPT_SPEAKERS = 100  # occupants per room found without SQL (the recent speakers)
+
+
+def _unload_occupants(room: Room | None) -> None:
+    """Unload a kept room row's occupant list so the next reader loads it from the
+    database: slidge merges room rows, and a stale list would orphan (and delete, by
+    its delete-orphan cascade) the occupants who joined since."""
+    if room is not None:
+        state: Any = sa.inspect(room)
+        state._expire_attributes(state.dict, ["participants"])
 
 
 class Participant(LegacyParticipant[Contact]):
@@ -109,9 +123,65 @@ class MUC(LegacyMUC[Participant]):
     REPLIES = True
     HAS_DESCRIPTION = False
 
+    def __init__(self, session: Any, stored: Room) -> None:
+        super().__init__(session, stored)
+        self._speakers: dict[str, tuple[Participant, int, str]] = {}
+        """Matrix user → (kept occupant, its row id, its nickname then), least recent
+        first: the room's recent speakers, found again without SQL (`speaker`)."""
+        self._trusted: set[int] = set()
+        """Row ids of the kept occupants not read again by slidge since."""
+
     @property
     def room_id(self) -> RoomId:
         return RoomId(self.legacy_id)
+
+    def speaker(self, user: str) -> Participant | None:
+        """The kept occupant for `user` (see `keep`), or None: not kept, or stale."""
+        found = self._speakers.pop(user, None)
+        if found is None:
+            return None
+        part, row, nickname = found
+        if row not in self._trusted or part.stored.nickname != nickname:
+            return None
+        self._speakers[user] = found  # the most recent now
+        _unload_occupants(part.stored.__dict__.get("room"))
+        return part
+
+    def keep(self, user: str, part: Participant) -> None:
+        """Keep `part`, a stored occupant, for `user`'s next event to show (only that:
+        anything that changes an occupant reads it again); at most `KEPT_SPEAKERS`."""
+        state: Any = sa.inspect(part.stored)
+        if part.is_system or not state.has_identity:
+            return
+        self._speakers[user] = (part, part.stored.id, part.stored.nickname)
+        self._trusted.add(part.stored.id)
+        while len(self._speakers) > KEPT_SPEAKERS:
+            _, row, _ = self._speakers.pop(next(iter(self._speakers)))
+            self._trusted.discard(row)
+
+    def forget_speaker(self, user: str) -> None:
+        """`user`'s membership or profile changed: read the occupant again next time."""
+        found = self._speakers.pop(user, None)
+        if found is not None:
+            self._trusted.discard(found[1])
+
+    def participant_from_store(
+        self, stored: StoredParticipant, contact: LegacyContact | None = None
+    ) -> Participant:
+        """slidge reads an occupant row for whatever it is about to change (role, nick,
+        kick): from then on the kept copy is not trusted."""
+        self._trusted.discard(stored.id)
+        return super().participant_from_store(stored, contact)
+
+    def remove_participant(
+        self,
+        p: Participant,
+        kick: bool = False,
+        ban: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        super().remove_participant(p, kick, ban, reason)
+        self._trusted.discard(p.stored.id)
 
     async def update_info(self) -> None:
         self.type = MucType.GROUP
@@ -254,7 +324,77 @@ class MUC(LegacyMUC[Participant]):
 
 
 class Bookmarks(LegacyBookmarks[MUC]):
+    """The user's rooms, one `MUC` object per room for the session's lifetime: slidge
+    0.4.2 builds a new one from an SQL query at every lookup (every Matrix event). When
+    slidge reads the room anyway (`from_store`), the kept object takes the fresh row."""
+
     session: Session
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self._rooms: dict[str, MUC] = {}
+
+    def from_store(self, stored: Room) -> MUC:
+        muc = self._rooms.get(stored.legacy_id)
+        if muc is None:
+            return super().from_store(stored)
+        muc.stored = muc.archive.room = stored
+        return muc
+
+    def _kept(self, legacy_id: str) -> MUC | None:
+        muc = self._rooms.get(legacy_id)
+        if muc is None:
+            return None
+        state: Any = sa.inspect(muc.stored)
+        if not state.has_identity or "updated" in state.unloaded or not muc.stored.updated:
+            return None  # slidge refreshes it, or fills in its details again
+        _unload_occupants(muc.stored)
+        return muc
+
+    def _keep(self, muc: MUC | None) -> None:
+        if muc is not None and muc.stored.id is not None:
+            self._rooms[muc.legacy_id] = muc
+
+    @overload
+    async def by_legacy_id(self, legacy_id: str) -> MUC: ...
+
+    @overload
+    async def by_legacy_id(self, legacy_id: str, create: Literal[False]) -> MUC | None: ...
+
+    @overload
+    async def by_legacy_id(self, legacy_id: str, create: Literal[True]) -> MUC: ...
+
+    async def by_legacy_id(self, legacy_id: str, create: bool = False) -> MUC | None:
+        muc = self._kept(legacy_id)
+        if muc is None:
+            base: Any = super()
+            muc = await base.by_legacy_id(legacy_id, create)
+            self._keep(muc)
+        return muc
+
+    async def by_jid(self, jid: JID) -> MUC:
+        """(Kept too: the user's join goes through here, and a second object for the
+        room would have missed the resources it adds.)"""
+        muc = self._kept(self._known_room(jid.node) or "")
+        if muc is None:
+            muc = await super().by_jid(jid)
+            self._keep(muc)
+        return muc
+
+    def _known_room(self, local_part: str) -> str | None:
+        """The room at `local_part`, without resolving an alias on the homeserver."""
+        for room_id, local in self.session.room_addresses().items():
+            if local == local_part:
+                return room_id
+        try:
+            parsed = localpart_to_id(local_part)
+        except ValueError:
+            return None
+        return parsed.matrix_id if parsed.kind == "room" else None
+
+    async def remove(self, muc: Any, *args: Any, **kwargs: Any) -> None:
+        self._rooms.pop(muc.legacy_id, None)
+        await super().remove(muc, *args, **kwargs)
 
     async def legacy_id_to_jid_local_part(self, legacy_id: str) -> str:
         return self.session.room_addresses().get(legacy_id) or id_to_localpart(legacy_id)

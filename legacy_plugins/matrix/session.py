@@ -536,6 +536,7 @@ class Session(BaseSession[Contact]):
 
     async def _on_member(self, state: RoomState, event: Membership) -> None:
         muc = await self._muc(state.room_id)
+        muc.forget_speaker(event.user)  # joined, left, renamed, new avatar: read again
         if not muc.participants_filled:
             return  # the member list is read when someone joins the MUC
         participant = await muc.get_participant_by_legacy_id(event.user)
@@ -758,7 +759,11 @@ class Session(BaseSession[Contact]):
     async def _speaker(self, chat: Chat, user: UserId) -> Speaker | None:
         if isinstance(chat, Contact):
             return chat if user in (self.me, chat.legacy_id) else None
-        return await chat.get_participant_by_legacy_id(user)
+        part = chat.speaker(user)
+        if part is None:
+            part = await chat.get_participant_by_legacy_id(user)
+            chat.keep(user, part)
+        return part
 
     async def _befriend(self, user: UserId) -> Contact:
         contact = cast(Contact, await self.contacts.by_legacy_id(user))
