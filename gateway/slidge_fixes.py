@@ -41,6 +41,12 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
    sees the archive without the queued rows; a clean exit (SIGTERM, or slidge exiting
    after an error) flushes at exit. A SIGKILL loses at most the rows of the last tick —
    messages already delivered live, missing from the room's history.
+10. A registration through XEP-0077 (and an ad-hoc registration whose preferences form
+    timed out) stores no preferences: slidge reads the missing ones as off (*sync avatar*,
+    *sync presence*, whatever the form shows as default), and its ``preferences`` command
+    crashes on ``previous["sync_avatar"]``. :func:`apply` stores the form's defaults when
+    the user registers, and fills the missing ones when a session is created for a user
+    registered before (:func:`fill_preferences`).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import asyncio
 import atexit
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +126,77 @@ def cascade_room_origins() -> None:
         )
 
 
+def default_preferences(fields: Iterable[Any]) -> dict[str, Any]:
+    """Fix 10: what slidge's preferences form submits when the user changes nothing."""
+    from slixmpp.exceptions import XMPPError
+
+    defaults: dict[str, Any] = {}
+    for field in fields:
+        try:
+            defaults[field.var] = field.validate(field.value)
+        except XMPPError as e:  # a required field without a default: the user must choose
+            log.debug("Preference %s has no usable default: %s", field.var, e)
+    return defaults
+
+
+def fill_preferences(xmpp: Any, user: Any) -> bool:
+    """Fix 10: store the default of every preference ``user`` has no value for; whether
+    anything was missing."""
+    missing = {
+        var: value
+        for var, value in default_preferences(xmpp.PREFERENCES).items()
+        if var not in user.preferences
+    }
+    if not missing:
+        return False
+    user.preferences = {**missing, **user.preferences}
+    xmpp.store.users.update(user)
+    return True
+
+
+def _validate_then_fill(validate: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix 10: slidge's XEP-0077 ``_user_validate``, then the defaults stored for the user."""
+
+    @functools.wraps(validate)
+    async def user_validate(self: Any, gateway_jid: Any, node: str, ifrom: Any, iq: Any) -> None:
+        from slidge.db import GatewayUser
+
+        await validate(self, gateway_jid, node, ifrom, iq)
+        with self.xmpp.store.session(expire_on_commit=False) as orm:
+            user = orm.query(GatewayUser).filter_by(jid=ifrom.bare).one_or_none()
+        if user is not None:
+            fill_preferences(self.xmpp, user)
+
+    user_validate.passerelle_fix = True  # type: ignore[attr-defined]
+    return user_validate
+
+
+def _init_then_fill(init: Callable[..., None]) -> Callable[..., None]:
+    """Fix 10: slidge's ``BaseSession.__init__``, then the user's missing defaults stored."""
+
+    @functools.wraps(init)
+    def session_init(self: Any, user: Any) -> None:
+        init(self, user)
+        fill_preferences(self.xmpp, user)
+
+    session_init.passerelle_fix = True  # type: ignore[attr-defined]
+    return session_init
+
+
+def store_default_preferences() -> None:
+    """Fix 10: preferences stored at registration, and filled for users without them
+    (idempotent)."""
+    from slidge.core.dispatcher.registration import RegistrationMixin
+    from slidge.core.session import BaseSession
+
+    if not getattr(RegistrationMixin._user_validate, "passerelle_fix", False):
+        RegistrationMixin._user_validate = _validate_then_fill(  # type: ignore[method-assign]
+            RegistrationMixin._user_validate
+        )
+    if not getattr(BaseSession.__init__, "passerelle_fix", False):
+        BaseSession.__init__ = _init_then_fill(BaseSession.__init__)  # type: ignore[method-assign]
+
+
 def apply() -> None:
     """Install the in-process fixes; call before slidge's ``main`` runs."""
     import slidge.main
@@ -132,6 +209,7 @@ def apply() -> None:
     main_module: Any = slidge.main
     main_module.get_engine = sqlite_wal_engine_factory(main_module.get_engine)
     batch_archive_writes()
+    store_default_preferences()
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: object) -> None:

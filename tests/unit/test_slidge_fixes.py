@@ -31,9 +31,14 @@ def test_bug4_sigterm_raises_into_running_code_is_still_there() -> None:
     assert "raise SigTermInterrupt" in inspect.getsource(slidge.main.handle_sigterm)
 
 
-def test_fixes_are_applied() -> None:
+def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slidge.core.session import BaseSession
     from slidge.db.store import MAMStore
     from slidge.group.archive import MessageArchive
+
+    # Fix 10 (tested in test_slidge_fix_preferences.py): undone after this test.
+    monkeypatch.setattr(RegistrationMixin, "_user_validate", RegistrationMixin._user_validate)
+    monkeypatch.setattr(BaseSession, "__init__", BaseSession.__init__)
 
     original_modify = RegistrationMixin._user_modify
     original_sigterm = slidge.main.handle_sigterm
