@@ -112,24 +112,9 @@ class Session(BaseSession[Contact]):
     # --- slidge hooks ------------------------------------------------------------------
 
     async def login(self) -> str:
-        self._default_preferences()
         await self._open()
         self.create_task(self._pump(), name=f"email-pump-{self.user_jid.bare}")
         return f"Connected as {self.address}"
-
-    def _default_preferences(self) -> None:
-        """Fill in the preferences a XEP-0077 registration never stored (slidge 0.4.2 stores
-        them only through its ad-hoc registration), so "sync avatar" and the others take
-        the defaults the preferences form shows, and that form can be saved."""
-        prefs = self.user.preferences
-        missing = {
-            f.var: f.value in ("true", "1", True) if f.type == "boolean" else f.value
-            for f in self.xmpp.PREFERENCES
-            if f.var not in prefs
-        }
-        if missing:
-            prefs.update(missing)
-            self.xmpp.store.users.update(self.user)
 
     async def logout(self) -> None:
         self.cancel_all_tasks()
