@@ -157,7 +157,6 @@ class Session(BaseSession[Contact]):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def login(self) -> str:
-        self._default_preferences()
         creds = Credentials.from_stored(self.user.legacy_module_data)
         self.matrix = MatrixClient(creds, self.cfg)
         self.rooms = RoomTracker(creds.user_id)
@@ -625,17 +624,6 @@ class Session(BaseSession[Contact]):
             await self.matrix.set_avatar_url(mxc)
         except MatrixError as e:
             raise as_xmpp_error(e) from e
-
-    def _default_preferences(self) -> None:
-        """Store the defaults of the preferences form (slidge 0.4.2 stores them only
-        when registering through its ad-hoc command, not with XEP-0077), so that *sync
-        presence* is on unless the user turns it off."""
-        prefs = self.user.preferences
-        missing = [f for f in self.xmpp.PREFERENCES if f.var not in prefs]
-        for f in missing:
-            prefs[f.var] = f.value == "true" if f.type == "boolean" else f.value
-        if missing:
-            self.xmpp.store.users.update(self.user)
 
     async def _invited(self, invite: InvitedRoom) -> None:
         if not (invite.is_direct or self.cfg.auto_accept_invites):
