@@ -4,8 +4,8 @@ slidge 0.4.2 answers a MUC nick change with "Slidge does not let you change your
 nickname in groups". IRC has nick changes, so this gateway puts a small handler in front
 of slidge's presence handler: a nick change from a joined client becomes an IRC NICK, and
 the server's answer renames the user in every room (status 303), or explains the refusal.
-Every other presence goes on to slidge unchanged. (A candidate for gateway.slidge_fixes
-as a general hook, `LegacyMUC.on_user_nick_change`, once another network wants it.)
+Every other presence goes on to slidge unchanged (the hook is slidge fix 50, in
+gateway.slidge_fixes).
 
 With `auto_register = true`, a join presence from a JID the gateway allows but that is
 not registered registers it first (the nick it asks for becomes its IRC nick), then
@@ -16,7 +16,6 @@ this (an unregistered JID gets `registration-required`), so the gateway wraps sl
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from slidge import BaseGateway
@@ -27,6 +26,7 @@ from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 
 from gateway.runtime import network_config
+from gateway.slidge_fixes import SlidgeHandler, handle_before_slidge
 
 from . import contact, group  # noqa: F401  (slidge finds the classes by subclassing)
 from .config import Config
@@ -61,32 +61,23 @@ class Gateway(BaseGateway[Session]):
         self._registering = asyncio.Lock()
         # Synchronous, so it runs before slidge's (scheduled) handler of the same stanza.
         self.add_event_handler("groupchat_message", STASH.remember)
-        dispatcher = getattr(self, "_BaseGateway__dispatcher", None)
-        original: Callable[[Presence], Awaitable[None]] | None = getattr(
-            dispatcher, "on_presence", None
+        installed = handle_before_slidge(
+            self,
+            {"presence": self._presence_before_slidge, "groupchat_join": self._join_before_slidge},
         )
-        join: Callable[[Presence], Awaitable[None]] | None = getattr(
-            dispatcher, "on_groupchat_join", None
-        )
-        if original is None or join is None:  # a slidge without them: leave presences alone
+        if not installed:  # a slidge without them: leave presences alone
             log.warning("MUC nick changes and auto_register need slidge 0.4's dispatcher")
-            return
-        self.del_event_handler("presence", original)
-        self.del_event_handler("groupchat_join", join)
 
-        async def on_presence(presence: Presence) -> None:
-            if not await self._nick_change(presence):
-                await original(presence)
+    async def _presence_before_slidge(self, presence: Presence, slidge: SlidgeHandler) -> None:
+        if not await self._nick_change(presence):
+            await slidge(presence)
 
-        async def on_groupchat_join(presence: Presence) -> None:
-            try:
-                await self._auto_register(presence)
-            except Exception:  # slidge exits on an unhandled error; the join then
-                log.exception("auto_register failed for %s", presence.get_from())  # fails
-            await join(presence)
-
-        self.add_event_handler("presence", on_presence)
-        self.add_event_handler("groupchat_join", on_groupchat_join)
+    async def _join_before_slidge(self, presence: Presence, slidge: SlidgeHandler) -> None:
+        try:
+            await self._auto_register(presence)
+        except Exception:  # slidge exits on an unhandled error; the join then
+            log.exception("auto_register failed for %s", presence.get_from())  # fails
+        await slidge(presence)
 
     async def _auto_register(self, presence: Presence) -> None:
         """Register an allowed, unregistered JID that joins a room (`auto_register`)."""
