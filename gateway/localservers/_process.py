@@ -4,17 +4,33 @@
 own session (so a Ctrl-C in the terminal reaches the test runner, which then stops the
 child in order), waits for its ports, and stops exactly that child: SIGTERM, up to 10 s,
 then SIGKILL. Subclasses say what to run and which ports to wait for.
+
+A server dies with the process that started it, even one killed with SIGKILL (a test
+run stopped by a timeout), so no server is left behind listening: it gets a SIGTERM
+from Linux (the supervisor's `_die_with_parent`, as a pre-exec function). That only
+works for a server in the foreground (each command says so: `-F`, `--nodaemon`,
+`--nofork`...) that never changes its user: Linux forgets the signal when it does, so
+such a server (`changes_user`) runs under `_guard.py`, which holds the signal for it.
+Linux sends the signal when the *thread* that started the child ends, so servers
+started from other threads (``asyncio.to_thread``) are started from one thread that
+lives as long as the process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import subprocess
+import sys
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from gateway.child import _die_with_parent
 from gateway.localservers.errors import ServerStartError
 from gateway.localservers.ports import LOOPBACK, tail, wait_for_port
 
@@ -23,8 +39,29 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0
 
 
-def spawn(argv: Sequence[str], output: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` with stdin closed and stdout and stderr appended to `output`."""
+GUARD = Path(__file__).with_name("_guard.py")
+"""The script that runs a server that changes its user (see the module docstring)."""
+
+
+@functools.cache
+def _spawner() -> ThreadPoolExecutor:
+    """The thread that starts servers for the other threads (it lives until exit)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="localservers-spawner")
+
+
+def spawn(
+    argv: Sequence[str], output: Path, cwd: Path, *, guard: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start `argv` with stdin closed and stdout and stderr appended to `output`, to die
+    with this process; `guard`: under `_guard.py` (a server that changes its user)."""
+    if guard:
+        argv = [sys.executable, str(GUARD), str(os.getpid()), *argv]
+    if threading.current_thread() is threading.main_thread():
+        return _popen(argv, output, cwd)
+    return _spawner().submit(_popen, argv, output, cwd).result()
+
+
+def _popen(argv: Sequence[str], output: Path, cwd: Path) -> subprocess.Popen[bytes]:
     log.debug("starting %s (output in %s)", " ".join(argv), output)
     with output.open("ab") as out:
         # The child keeps its own copy of the descriptor; ours can close at once.
@@ -35,6 +72,7 @@ def spawn(argv: Sequence[str], output: Path, cwd: Path) -> subprocess.Popen[byte
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
         )
 
 
@@ -55,6 +93,9 @@ class ManagedServer:
     """Base for a server run as one foreground child process on 127.0.0.1."""
 
     name: ClassVar[str] = "server"
+    changes_user: ClassVar[bool] = False
+    """Whether the server switches to another user by itself: it then runs under
+    `_guard.py`, or it would not die with the process that started it."""
 
     def __init__(self, workdir: Path, start_timeout: float) -> None:
         self.workdir = Path(workdir)
@@ -95,13 +136,19 @@ class ManagedServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the process this object started (its session and process group
+        too), or None when it is not running."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def start(self) -> None:
         """Write the config, start the server and wait until every port listens."""
         if self.running:
             raise RuntimeError(f"this {self.name} is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepare()
-        self._proc = spawn(self.command(), self.output_path, self.workdir)
+        self._proc = spawn(self.command(), self.output_path, self.workdir, guard=self.changes_user)
         ports = self.listen_ports()
         log.info(
             "%s started (pid %d) in %s on 127.0.0.1 port(s) %s",

@@ -168,6 +168,7 @@ class Postfix(ManagedServer):
     """Postfix's ``master`` in the foreground, accepting mail for one domain on loopback."""
 
     name = "Postfix"
+    changes_user = os.geteuid() == 0  # master opens files as the postfix user, then as root
 
     def __init__(self, workdir: Path, state: Path, dovecot: Dovecot, start_timeout: float) -> None:
         super().__init__(workdir, start_timeout)
@@ -455,6 +456,12 @@ class MailServer:
             and self._dovecot.running
             and self._postfix.running
         )
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The pids of the running Dovecot and Postfix processes this object started."""
+        servers = (self._dovecot, self._postfix)
+        return tuple(s.pid for s in servers if s is not None and s.pid is not None)
 
     def stop(self) -> None:
         """Stop Postfix then Dovecot (the processes this object started)."""

@@ -30,6 +30,7 @@ class NgIrcd(ManagedServer):
     """One ngIRCd process on 127.0.0.1, configured and owned by this object."""
 
     name = "ngIRCd"
+    changes_user = os.geteuid() == 0  # started as root, it switches to nobody
 
     def __init__(
         self,

@@ -145,11 +145,12 @@ class PostgreSQL(ManagedServer):
 
     # -- running as the postgres user -----------------------------------------------
 
-    def _as_server_user(self, argv: list[str]) -> list[str]:
+    def _as_server_user(self, argv: list[str], *setpriv: str) -> list[str]:
+        """`argv` as the server user when root, with more `setpriv` options if given."""
         if os.geteuid() != 0:
-            return argv
+            return ["setpriv", *setpriv, "--", *argv] if setpriv else argv
         user = f"--reuid={SYSTEM_USER}", f"--regid={SYSTEM_USER}", "--init-groups"
-        return ["setpriv", *user, "--", *argv]
+        return ["setpriv", *setpriv, *user, "--", *argv]
 
     def _server_user(self) -> pwd.struct_passwd | None:
         if os.geteuid() != 0:
@@ -234,7 +235,10 @@ class PostgreSQL(ManagedServer):
             "-c", "full_page_writes=off",
             "-c", "logging_collector=off",
         ]  # fmt: skip
-        return self._as_server_user(postgres)
+        # Changing the user clears the parent-death signal `spawn` sets; setpriv sets it
+        # again after: SIGINT, a fast shutdown that does not wait for clients (a killed
+        # test run may leave some).
+        return self._as_server_user(postgres, "--pdeathsig", "INT")
 
     def listen_ports(self) -> tuple[int, ...]:
         return (self.port,)
