@@ -475,4 +475,5 @@ def server_target(host: str, port: int, tls: bool, ca_file: str | None = None) -
         encoding="latin-1",
         admin_defined=True,
         ca_file=ca_file,
+        config_section="link",
     )

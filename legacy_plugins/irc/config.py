@@ -113,6 +113,9 @@ class ServerTarget:
     admin_defined: bool
     ca_file: str | None = None
     """CAs trusted for this server instead of the system's (admin-defined servers only)."""
+    config_section: str | None = None
+    """The gateway.toml table where the admin trusts this server's CA, for error hints
+    (None: the server's own ``[networks.irc.servers.NAME]``)."""
 
 
 class Config(NetworkConfig):

@@ -103,11 +103,17 @@ def describe(exc: BaseException, target: ServerTarget | None = None) -> str:
 
 
 def _trust_hint(target: ServerTarget | None) -> str:
-    """What can be done about a server certificate the gateway does not trust."""
+    """What can be done about a server certificate the gateway does not trust, naming
+    the config table the server comes from."""
     if target is None:
         return ""
     if not target.admin_defined:
         return f"; {target.host} must present a certificate valid for that name"
+    if target.config_section is not None:  # e.g. [link]: verification cannot be turned off
+        return (
+            "; the gateway's admin can trust the server's CA with ca_file "
+            f"in [{target.config_section}] (or add it to the system's trust store)"
+        )
     name = target.name
     bare = name.isascii() and name.replace("-", "").replace("_", "").isalnum()
     key = name if bare else f'"{name}"'

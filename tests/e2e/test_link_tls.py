@@ -111,7 +111,10 @@ async def test_an_untrusted_certificate_is_refused(
     alice = await people("alice")
     await alice.link_create_room(room, "alice", persistentroom="1")
     gateway = start_link(link_toml(room, tls_inspircd.tls_port, channel, "ircs"))
-    await gateway.wait_for(r"TLS certificate not trusted", timeout=60)
+    refused = await gateway.wait_for(r"TLS certificate not trusted", timeout=60)
     await gateway.wait_for(r"\[link\] ca_file", timeout=10)
+    # The connection's own reason names the link's section, not an IRC network's.
+    assert "ca_file in [link]" in gateway.lines[refused], gateway.lines[refused]
+    assert not any("networks.irc" in line for line in gateway.lines)
     await asyncio.sleep(1)
     assert not any("linked" in line and channel in line for line in gateway.lines)
