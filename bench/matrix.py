@@ -4,10 +4,13 @@ Run ``uv run python -m bench.matrix --out bench/results/matrix.json`` (``--quick
 smoke run of a few minutes). Everything listens on 127.0.0.1 and is started and stopped
 here: a Prosody with both gateways as components, a Synapse without rate limits, then
 each gateway in turn (never both at once, so they do not compete for the CPU), each with
-its defaults. matridge (slidge's own Matrix gateway) is installed from PyPI into a venv
-of its own on the first run (:mod:`bench.matrix_matridge`).
+its defaults. By default each gateway has two turns, in the order A B B A (``--rounds``),
+so that neither is always the one measured on a homeserver that just started.
+matridge (slidge's own Matrix gateway) is installed from PyPI into a venv of its own on
+the first run (:mod:`bench.matrix_matridge`).
 
-For each gateway, with Matrix accounts of its own:
+For each turn of a gateway, with Matrix and XMPP accounts of its own and a fresh
+gateway (new work directory and database):
 
 1. start-up time, and resident memory (VmRSS of the gateway's processes: for Passerelle
    the supervisor and the Matrix child) once idle, before any user;
@@ -109,7 +112,8 @@ class Plan:
     settle: float
     """Seconds to wait before reading memory."""
     hard_timeout: float
-    """The whole run, servers included, is cancelled after this many seconds."""
+    """Seconds per round (one turn of each gateway): the whole run, servers included,
+    is cancelled after this many seconds times the rounds."""
 
 
 FULL = Plan(
@@ -545,14 +549,48 @@ async def xmpp_to_matrix(rm: Room, plan: Plan, meter: Meter) -> dict[str, Any]:
 # --- one gateway -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One gateway's turn in the run: which gateway, and which of its turns (1, 2...).
+    Each turn has Matrix accounts, XMPP accounts and a work directory of its own."""
+
+    key: str
+    number: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.key}#{self.number}"
+
+    @property
+    def xmpp_prefix(self) -> str:
+        return f"t{self.number}{self.key[0]}"
+
+
+def turn_order(gateways: list[str], rounds: int) -> list[Turn]:
+    """A-B, then B-A, then A-B...: neither gateway is always the one measured right
+    after the homeserver started (its warm-up) or when the machine has been busiest."""
+    turns: list[Turn] = []
+    for r in range(rounds):
+        for key in gateways if r % 2 == 0 else reversed(gateways):
+            turns.append(Turn(key, r + 1))
+    return turns
+
+
+def xmpp_names(turn: Turn, users: int) -> list[str]:
+    """The turn's XMPP accounts: its pinger first, then the crowd."""
+    return [f"{turn.xmpp_prefix}ping"] + [f"{turn.xmpp_prefix}user{i}" for i in range(users)]
+
+
 @contextlib.contextmanager
-def maybe_profile(spy: PySpy | None, gw: GatewayUnderTest, phase: str) -> Iterator[None]:
+def maybe_profile(
+    spy: PySpy | None, gw: GatewayUnderTest, turn: Turn, phase: str
+) -> Iterator[None]:
     """Sample the gateway's Python process with py-spy during the block, if asked to."""
     pid = gw.python_pid()
     if spy is None or pid is None:
         yield
         return
-    with spy.record(pid, f"{gw.key}-{phase}"):
+    with spy.record(pid, f"{gw.key}{turn.number}-{phase}"):
         yield
 
 
@@ -569,18 +607,25 @@ class Lab:
 
 
 async def bench_gateway(
-    gw: GatewayUnderTest, lab: Lab, plan: Plan, spy: PySpy | None, out: dict[str, Any]
+    gw: GatewayUnderTest,
+    turn: Turn,
+    lab: Lab,
+    plan: Plan,
+    spy: PySpy | None,
+    out: dict[str, Any],
 ) -> None:
-    """Measure one gateway; figures land in `out` as soon as they exist."""
+    """Measure one gateway in one turn; figures land in `out` as soon as they exist."""
     out["settings"] = gw.settings()
+    tag = f"{gw.tag}{turn.number}"
+    pinger_name, *crowd_names = xmpp_names(turn, plan.users)
     out["loadavg_before"] = loadavg()
     peers: list[MatrixPeer] = []
     users: list[XmppUser] = []
     try:
         # Matrix accounts first (the homeserver's work is not the gateway's).
-        peer = await lab.account(f"{gw.tag}peer")
-        me = await lab.account(f"{gw.tag}ping")
-        crowd = [await lab.account(f"{gw.tag}u{i}") for i in range(plan.users)]
+        peer = await lab.account(f"{tag}peer")
+        me = await lab.account(f"{tag}ping")
+        crowd = [await lab.account(f"{tag}u{i}") for i in range(plan.users)]
         peers += [peer, me, *crowd]
         room_id = await peer.create_room(f"Bench {gw.label}")
         await peer.invite(room_id, me.user_id)
@@ -601,7 +646,7 @@ async def bench_gateway(
         out["rss_idle_kib"] = rss_kib(pids)
         out["rss_idle_by_process"] = rss_by_process(pids)
 
-        pinger = XmppUser(f"ping@{DOMAIN}", PASSWORD)
+        pinger = XmppUser(f"{pinger_name}@{DOMAIN}", PASSWORD)
         users.append(pinger)
         await pinger.start(lab.xmpp_port, STEP_TIMEOUT)
         out["login_s"] = round(await log_in(pinger, gw, me.user_id, STEP_TIMEOUT), 3)
@@ -611,32 +656,32 @@ async def bench_gateway(
         out["quiet_after_login_s"] = await quiet(gw.pids)
 
         log.info("%s: %d ping-pongs", gw.label, plan.pings)
-        with maybe_profile(spy, gw, "latency"):
+        with maybe_profile(spy, gw, turn, "latency"):
             out["latency"] = await ping_pong(rm, plan.pings, plan.warmup_pings, PAUSE)
         out["quiet_before_matrix_to_xmpp_s"] = await quiet(gw.pids)
         log.info("%s: %d messages Matrix -> XMPP", gw.label, plan.messages)
-        with maybe_profile(spy, gw, "matrix_to_xmpp"):
+        with maybe_profile(spy, gw, turn, "matrix_to_xmpp"):
             out["matrix_to_xmpp"] = await matrix_to_xmpp(rm, plan, Meter(gw.pids))
         out["quiet_before_backlog_s"] = await quiet(gw.pids)
         log.info("%s: a backlog of %d messages Matrix -> XMPP", gw.label, plan.messages)
-        with maybe_profile(spy, gw, "matrix_backlog"):
+        with maybe_profile(spy, gw, turn, "matrix_backlog"):
             out["matrix_backlog"] = await matrix_backlog(rm, plan, gw.pids)
         out["quiet_before_xmpp_to_matrix_s"] = await quiet(gw.pids)
         log.info("%s: %d messages XMPP -> Matrix", gw.label, plan.messages)
-        with maybe_profile(spy, gw, "xmpp_to_matrix"):
+        with maybe_profile(spy, gw, turn, "xmpp_to_matrix"):
             out["xmpp_to_matrix"] = await xmpp_to_matrix(rm, plan, Meter(gw.pids))
         out["quiet_after_traffic_s"] = await quiet(gw.pids)
         out["rss_after_traffic_kib"] = rss_kib(gw.pids())
 
         log.info("%s: %d more users log in to Matrix", gw.label, plan.users)
-        crowd_users = [XmppUser(f"user{i}@{DOMAIN}", PASSWORD) for i in range(plan.users)]
+        crowd_users = [XmppUser(f"{name}@{DOMAIN}", PASSWORD) for name in crowd_names]
         users += crowd_users
         logins = await bounded_gather(
             10, [u.start(lab.xmpp_port, STEP_TIMEOUT) for u in crowd_users]
         )
         if error := next((r for r in logins if isinstance(r, BaseException)), None):
             raise BenchError(f"an XMPP user could not log in: {error}")
-        with maybe_profile(spy, gw, "logins"), Meter(gw.pids) as meter:
+        with maybe_profile(spy, gw, turn, "logins"), Meter(gw.pids) as meter:
             started = now()
             results = await bounded_gather(
                 5,
@@ -672,7 +717,7 @@ async def run(plan: Plan, args: argparse.Namespace, report: dict[str, Any]) -> N
     if "matridge" in args.gateways:
         python = await asyncio.to_thread(ensure_venv, args.matridge_version, args.matridge_python)
         report["versions"]["matridge_venv"] = await asyncio.to_thread(venv_versions, python)
-    async with asyncio.timeout(plan.hard_timeout):
+    async with asyncio.timeout(plan.hard_timeout * args.rounds):
         await _run(plan, args, report, python)
 
 
@@ -696,22 +741,26 @@ async def _run(
             )
             stack.enter_context(prosody)
             synapse = stack.enter_context(Synapse(workdir / "synapse"))
-            await register_accounts(prosody, ["ping"] + [f"user{i}" for i in range(plan.users)])
+            turns = turn_order(args.gateways, args.rounds)
+            report["turns"] = [t.name for t in turns]
+            await register_accounts(
+                prosody, [name for t in turns for name in xmpp_names(t, plan.users)]
+            )
             lab = Lab(synapse, prosody.c2s_port)
-            makers: dict[str, Callable[[], GatewayUnderTest]] = {
-                "passerelle": lambda: PasserelleUnderTest(
-                    workdir / "passerelle", prosody, synapse.url, args.passerelle_log_level
+            makers: dict[str, Callable[[Path], GatewayUnderTest]] = {
+                "passerelle": lambda d: PasserelleUnderTest(
+                    d, prosody, synapse.url, args.passerelle_log_level
                 ),
-                "matridge": lambda: MatridgeUnderTest(
-                    workdir / "matridge", prosody, synapse.url, python or Path(sys.executable)
+                "matridge": lambda d: MatridgeUnderTest(
+                    d, prosody, synapse.url, python or Path(sys.executable)
                 ),
             }
-            for key in args.gateways:
-                gw = makers[key]()
-                entry: dict[str, Any] = {"label": gw.label}
-                report["gateways"][key] = entry
+            for turn in turns:
+                gw = makers[turn.key](workdir / f"{turn.key}-{turn.number}")
+                entry: dict[str, Any] = {"label": gw.label, "turn": turn.number}
+                report["gateways"][turn.name] = entry
                 try:
-                    await bench_gateway(gw, lab, plan, spy, entry)
+                    await bench_gateway(gw, turn, lab, plan, spy, entry)
                 except Exception as e:
                     log.exception("%s: the benchmark failed", gw.label)
                     entry["error"] = f"{type(e).__name__}: {e}"
@@ -767,8 +816,10 @@ def markdown_table(report: dict[str, Any]) -> str:
     n, u = plan["messages"], plan["users"]
     versions = report["versions"]
 
-    def head(key: str) -> str:
-        return f"{gws[key]['label']} {versions.get(key) or ''}".strip()
+    def head(name: str) -> str:
+        key, _, number = name.partition("#")
+        text = f"{gws[name]['label']} {versions.get(key) or ''}".strip()
+        return f"{text}, turn {number}" if number else text
 
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         (f"Matrix→XMPP throughput, {n} msgs, msg/s", lambda g: _rate(g.get("matrix_to_xmpp"))),
@@ -826,6 +877,12 @@ def main(argv: list[str] | None = None) -> int:
         default=["passerelle", "matridge"],
         help="comma-separated, in order: passerelle,matridge",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="turns of each gateway, the order reversed each round (2: A B B A)",
+    )
     parser.add_argument("--messages", type=int, help="override the plan's message count")
     parser.add_argument("--pings", type=int, help="override the plan's ping-pong count")
     parser.add_argument("--users", type=int, help="override the plan's user count")
@@ -849,6 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if unknown := set(args.gateways) - {"passerelle", "matridge"}:
         parser.error(f"unknown gateway(s) {', '.join(sorted(unknown))}")
+    if len(set(args.gateways)) != len(args.gateways) or args.rounds < 1:
+        parser.error("name each gateway once; --rounds is at least 1")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("slixmpp", "gateway.localservers"):
@@ -893,8 +952,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(run(plan, args, report))
     except TimeoutError:
-        log.error("hard timeout: the run took more than %g s", plan.hard_timeout)
-        report["error"] = f"hard timeout after {plan.hard_timeout:g} s"
+        limit = plan.hard_timeout * args.rounds
+        log.error("hard timeout: the run took more than %g s", limit)
+        report["error"] = f"hard timeout after {limit:g} s"
         failed = True
     finally:
         report["machine"]["loadavg_end"] = loadavg()
