@@ -3,7 +3,10 @@
 slidge 0.4.2 allows one legacy module per interpreter (its config, store and registries are
 process-global), so the supervisor starts ``python -m gateway.child -c FILE --network NAME``
 once per network. This module translates the network's section into slidge's options,
-applies :mod:`gateway.slidge_fixes`, and hands over to ``slidge.main.main``.
+applies :mod:`gateway.slidge_fixes`, and hands over to ``slidge.main.main``. Before slidge
+is imported, :mod:`gateway.lazy_imports` keeps the modules slidge rarely uses out of the
+process until first use, and :mod:`gateway.malloc_tuning` caps malloc arenas and gives
+freed memory back after start-up (a child idles at ~83 MiB instead of ~102).
 
 The secret reaches slidge through this process's environment, never through a command
 line that ``ps`` would show. slidge exits with its own codes: 0 after SIGTERM, 1 on an
@@ -21,6 +24,7 @@ slidge through the environment (``PGPASSWORD``), so no URL that slidge logs carr
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -35,7 +39,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from . import config as config_mod
-from . import slidge_fixes
+from . import lazy_imports, malloc_tuning, slidge_fixes
 from .errors import ConfigError
 from .networks import slidge_module
 from .runtime import set_network_config
@@ -279,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--network", required=True)
     args = parser.parse_args(argv)
     _die_with_parent()
+    lazy_imports.install()  # before anything imports slidge
 
     try:
         cfg = config_mod.load(args.config)
@@ -296,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = slidge_argv(cfg, args.network)
     _configure_logging(_config_secrets(cfg, net))
     slidge_fixes.apply()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # the loop slixmpp's get_event_loop() then returns
+    malloc_tuning.install(loop)
 
     import slidge.main
 
