@@ -29,6 +29,10 @@ def test_running_supervisor_has_not_loaded_pydantic(
     child_maps = Path(f"/proc/{process.child_pid('echo')}/maps").read_text(encoding="utf-8")
     assert "pydantic_core" in child_maps  # the check can see it where it is loaded
     assert "pydantic_core" not in supervisor_maps
+    assert "libssl" in child_maps  # the child speaks TLS; the supervisor needs no OpenSSL
+    assert "libssl" not in supervisor_maps
+    # Pillow is loaded on first use only (gateway.lazy_imports); nothing here uses it.
+    assert "PIL/_imaging" not in child_maps
     process.wait_for_line(r"^supervisor \| DEBUG .*pydantic/slidge: none$")
     process.wait_for_line(r"^supervisor \| INFO gateway\.supervisor: echo started \(pid \d+\)$")
     print(f"supervisor VmRSS: {_status(pid, 'VmRSS')}")  # for the report; no assertion on it
