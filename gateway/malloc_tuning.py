@@ -26,7 +26,7 @@ ARENAS = 2
 """Most malloc arenas: the event loop's thread and the few worker threads share them."""
 FIRST_TRIM = 15.0
 """Seconds after the event loop starts before the first trim (start-up is over by then)."""
-TRIM_EVERY = 300.0
+TRIM_EVERY = 60.0
 """Seconds between later trims; one trim takes about a millisecond."""
 
 _M_ARENA_MAX = -8  # from glibc's malloc.h
