@@ -13,6 +13,7 @@ from tests.e2e.conftest import PASSWORD, PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
     NewClient,
     People,
+    in_channel,
     irc_gateway_fixture,
     irc_people_fixture,
     ngircd_fixture,
@@ -55,11 +56,7 @@ async def test_join_and_talk_both_ways(
 async def test_actions_formatting_and_long_messages(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob2")
-    await bob.join("#story2")
-    room2 = room("#story2")
-    await alice.join_muc(room2, nick)
+    alice, nick, bob, room2 = await in_channel(new_client, irc_people, "bob2", "#story2")
 
     # /me both ways
     bob.send("PRIVMSG #story2 :\x01ACTION waves\x01")
@@ -85,11 +82,7 @@ async def test_actions_formatting_and_long_messages(
 async def test_line_breaks_never_inject_commands(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob3")
-    await bob.join("#story3")
-    room3 = room("#story3")
-    await alice.join_muc(room3, nick)
+    alice, nick, bob, room3 = await in_channel(new_client, irc_people, "bob3", "#story3")
 
     # Each line is its own PRIVMSG: "QUIT" and "JOIN" arrive as text, not as commands.
     alice.send_groupchat(room3, "first line\r\nQUIT :gone\nJOIN #elsewhere")
@@ -103,11 +96,7 @@ async def test_line_breaks_never_inject_commands(
 async def test_invalid_utf8_is_decoded_not_dropped(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob4")
-    await bob.join("#story4")
-    room4 = room("#story4")
-    await alice.join_muc(room4, nick)
+    alice, _, bob, room4 = await in_channel(new_client, irc_people, "bob4", "#story4")
     bob.send_raw(b"PRIVMSG #story4 :caf\xe9 cr\xe8me\r\n")
     assert (await alice.next_groupchat(room4, "bob4"))["body"] == "café crème"
 
@@ -115,11 +104,7 @@ async def test_invalid_utf8_is_decoded_not_dropped(
 async def test_irc_people_come_go_and_change_nick(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob5")
-    await bob.join("#story5")
-    room5 = room("#story5")
-    await alice.join_muc(room5, nick)
+    alice, nick, bob, room5 = await in_channel(new_client, irc_people, "bob5", "#story5")
 
     carol = await irc_people("carol5")
     await carol.join("#story5")
@@ -174,11 +159,7 @@ async def test_topic_both_ways(
 async def test_modes_become_roles_and_kicks_work_both_ways(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob7")
-    await bob.join("#story7")
-    room7 = room("#story7")
-    await alice.join_muc(room7, nick)
+    alice, nick, bob, room7 = await in_channel(new_client, irc_people, "bob7", "#story7")
 
     # bob (channel operator) gives alice +o: she becomes a moderator.
     bob.send(f"MODE #story7 +o {nick}")
@@ -206,11 +187,7 @@ async def test_two_clients_of_one_user_share_the_nick_and_get_history(
     irc_people: People,
     prosody: Prosody,
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob8")
-    await bob.join("#story8")
-    room8 = room("#story8")
-    await alice.join_muc(room8, nick)
+    alice, nick, bob, room8 = await in_channel(new_client, irc_people, "bob8", "#story8")
     bob.say("#story8", "said before the phone joined")
     await alice.next_groupchat(room8, "bob8")
 
