@@ -83,6 +83,8 @@ async def observe(
         key = (client.fold(channel), client.fold(nick))
         if key in shown and shown[key] == account:
             continue
+        if account is None and key not in shown and isinstance(event, ev.Joined):
+            continue  # a newcomer without an account: no hat to show, no occupant to read
         muc = await session.room(client, channel)
         if not muc.participants_filled:
             continue  # `filled` shows it when the user joins
@@ -96,3 +98,11 @@ def filled(client: IrcClient, channel: str, part: Participant, nick: str) -> Non
     account = client.channels.account_of(nick)
     part.set_hats(account_hats(account))
     _SHOWN.setdefault(client, {})[(client.fold(channel), client.fold(nick))] = account
+
+
+def on_new_occupant(client: IrcClient, channel: str, nick: str) -> list[Hat]:
+    """The hats for the occupant about to be created for `nick` in `channel`, so that
+    its first presence carries them (`MUC.get_participant_by_contact`)."""
+    account = client.channels.account_of(nick)
+    _SHOWN.setdefault(client, {})[(client.fold(channel), client.fold(nick))] = account
+    return account_hats(account)

@@ -15,17 +15,23 @@ answers that settings live on the server's JID.)
 
 from __future__ import annotations
 
+import collections
 import uuid
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from slidge.command import ContactCommand, FormField
 from slidge.command.base import FormRecipient, FormValues
 from slidge.contact import LegacyContact, LegacyRoster
+from slidge.db.models import Contact as StoredContact
 from slidge.util.types import XMPPMessage
+from slixmpp import JID
 from slixmpp.exceptions import XMPPError
+from sqlalchemy.exc import IntegrityError
 
 from gateway.runtime import network_config
 
+from . import rows
 from .config import Config, UserServerSettings
 from .protocol import IrcProtocolError, LocalProtocolError, Message, parse_line, serialize
 from .translate import (
@@ -43,7 +49,124 @@ if TYPE_CHECKING:
     from .session import Session
 
 
+KEPT_CONTACTS = 5000  # contact objects per session kept for lookups without SQL
+
+
 class Roster(LegacyRoster["Contact"]):
+    """The user's IRC contacts, one `Contact` object per nick (the most recently used kept).
+
+    slidge 0.4.2 reads a contact from the database and builds a new object every time
+    it is looked up: every JOIN every user sees looked the joining nick up. Here a
+    lookup of a known contact returns the object without a query; when slidge reads a
+    contact row anyway (`from_store`: an occupant's contact, the roster), the kept
+    object takes the fresh row, so there is one object per nick and it carries what
+    was last read or written (`Bookmarks` does the same for rooms).
+    """
+
+    session: Session
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._kept: collections.OrderedDict[str, Contact] = collections.OrderedDict()
+
+    def from_store(self, stored: StoredContact) -> Contact:
+        contact = self._kept.get(stored.legacy_id)
+        if contact is None or stored.id is None or stored.id != contact.stored.id:
+            return super().from_store(stored)
+        contact.stored = stored
+        return contact
+
+    async def by_legacy_id(self, legacy_id: str) -> Contact:
+        contact = self._kept.get(legacy_id)
+        if contact is not None and contact.stored.updated and legacy_id != self.user_legacy_id:
+            self._kept.move_to_end(legacy_id)
+            return contact
+        if contact is None and legacy_id != self.user_legacy_id:
+            # A nick: read or made (one INSERT) without slidge's per-contact round of
+            # merges and queries; named as `Contact.update_info` names it.
+            try:
+                address = network_config(Config).address_mapping().parse(legacy_id)
+            except AddressError:
+                address = None
+            if isinstance(address, UserAddress):
+                name = self.session.display_nick(address.server, address.nick)
+                await self.prefetch({legacy_id: name})
+                if (contact := self._kept.get(legacy_id)) is not None:
+                    return contact
+        contact = await super().by_legacy_id(legacy_id)
+        if contact.stored.id is not None and contact.stored.updated:
+            self._keep(contact)
+        return contact
+
+    async def by_jid(self, contact_jid: JID) -> Contact:
+        """The kept contact for `contact_jid` without a query (slidge looks the sender
+        up this way for every presence it sends, to add its capabilities)."""
+        username = contact_jid.node
+        if username:
+            contact = self._kept.get(await self.jid_username_to_legacy_id(username))
+            if contact is not None and contact.stored.updated:
+                return contact
+        return await super().by_jid(contact_jid)
+
+    async def prefetch(self, names: dict[str, str], *, present: bool = False) -> None:
+        """Make sure the contacts `names` (legacy id → the nick as IRC writes it) are
+        kept, with one query for the known ones and one transaction for the new ones
+        (a channel's member list when the user joins; slidge reads, builds and commits
+        them one by one). A new contact is named like one `by_legacy_id` makes.
+        `present`: each is about to be shown as a plain "available" occupant, which
+        slidge records on the contact (one UPDATE each): recorded in the INSERT."""
+        wanted = [i for i in names if i not in self._kept and i != self.user_legacy_id]
+        if not wanted:
+            return
+        with self.session.xmpp.store.session(expire_on_commit=False) as orm:
+            mine = StoredContact.user_account_id == self.session.user_pk
+            exist = orm.scalars(
+                sa.select(StoredContact.id).where(mine, StoredContact.legacy_id.in_(wanted))
+            ).first()
+            known = (
+                orm.scalars(
+                    sa.select(StoredContact).where(mine, StoredContact.legacy_id.in_(wanted))
+                ).all()
+                if exist is not None
+                else []
+            )
+        found = {row.legacy_id: row for row in known}
+        for row in known:
+            if row.updated:
+                self._keep(self.from_store(row))
+        new: list[Contact] = []
+        for legacy_id in wanted:
+            if legacy_id in found:
+                continue  # not updated since the gateway started: slidge's way, later
+            stored = StoredContact(
+                user_account_id=self.session.user_pk,
+                legacy_id=legacy_id,
+                jid_localpart=await self.legacy_id_to_jid_username(legacy_id),
+                nick=names[legacy_id],  # what `Contact.update_info` would set
+                updated=True,
+                cached_presence=present,  # CachedPresence() then, as `online()` stores it
+            )
+            contact = self.from_store(stored)
+            stored.extra_attributes = contact.serialize_extra_attributes()
+            new.append(contact)
+        if not new:
+            return
+        try:
+            with self.session.xmpp.store.session() as orm:
+                for contact in new:
+                    rows.insert(orm, contact.stored, {"avatar": None})
+                orm.commit()
+        except IntegrityError:  # made meanwhile by another path: looked up one by one
+            return
+        for contact in new:
+            self._keep(contact)
+
+    def _keep(self, contact: Contact) -> None:
+        self._kept[contact.legacy_id] = contact
+        self._kept.move_to_end(contact.legacy_id)
+        while len(self._kept) > KEPT_CONTACTS:
+            self._kept.popitem(last=False)
+
     async def jid_username_to_legacy_id(self, jid_username: str) -> str:
         mapping = network_config(Config).address_mapping()
         try:
