@@ -867,6 +867,30 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def source_state() -> dict[str, Any]:
+    """The commit measured, and the files that differed from it (other people's work in
+    progress in a shared tree is measured too)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            ).stdout.rstrip("\n")
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"unknown ({e})"
+
+    changed = git(
+        "status", "--porcelain", "--untracked-files=all", "--", "gateway", "legacy_plugins"
+    )
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": changed.splitlines()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.matrix", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results/matrix.json"))
@@ -926,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "plan": asdict(plan),
         "profiled": bool(args.py_spy),
+        "source": source_state(),
         "machine": machine_info() | {"loadavg_start": loadavg()},
         "versions": {
             "passerelle": py_version("passerelle"),
