@@ -39,6 +39,9 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     # Fix 10 (tested in test_slidge_fix_preferences.py): undone after this test.
     monkeypatch.setattr(RegistrationMixin, "_user_validate", RegistrationMixin._user_validate)
     monkeypatch.setattr(BaseSession, "__init__", BaseSession.__init__)
+    # Fixes 11-19 (tested in test_slidge_speed.py): only whether apply() installs them.
+    speed: list[bool] = []
+    monkeypatch.setattr(slidge_fixes.slidge_speed, "apply", lambda: speed.append(True))
 
     original_modify = RegistrationMixin._user_modify
     original_sigterm = slidge.main.handle_sigterm
@@ -53,6 +56,7 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
         assert main_module.get_engine.__name__ == "wal_get_engine"
         assert MessageArchive.add is slidge_fixes._archive_add
         assert all(getattr(MAMStore, name).passerelle_fix for name in slidge_fixes.MAM_READS)
+        assert speed == [True]
         slidge_fixes.apply()  # idempotent: nothing wrapped twice
         assert not hasattr(MAMStore.get_messages.__wrapped__, "passerelle_fix")
     finally:

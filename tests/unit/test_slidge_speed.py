@@ -1,0 +1,376 @@
+"""Slidge fixes 11-19 (gateway/slidge_speed.py): a detector for each (the slow code is still
+upstream: when one fails, check whether the fix is still needed), and each fix compared
+with the code it replaces: same answers, same stanzas, same rows."""
+
+import asyncio
+import contextlib
+import copy
+import inspect
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slixmpp import Message
+from slixmpp.xmlstream import ET, register_stanza_plugin
+from slixmpp.xmlstream.stanzabase import ElementBase
+
+from gateway import slidge_speed
+
+# --- fix 11: `name in stanza` -----------------------------------------------------------
+
+
+def _register_message_plugins() -> None:
+    """The Message plugins slidge's XEP plugins register at start-up."""
+    from slixmpp.plugins.xep_0045 import stanza as muc
+    from slixmpp.plugins.xep_0066 import stanza as oob
+    from slixmpp.plugins.xep_0085 import stanza as chat_states
+    from slixmpp.plugins.xep_0184 import stanza as receipts
+    from slixmpp.plugins.xep_0203 import stanza as delay
+    from slixmpp.plugins.xep_0308 import stanza as correction
+    from slixmpp.plugins.xep_0333 import stanza as markers
+    from slixmpp.plugins.xep_0334 import stanza as hints
+    from slixmpp.plugins.xep_0359 import stanza as stanza_id
+    from slixmpp.plugins.xep_0372 import stanza as references
+    from slixmpp.plugins.xep_0421 import stanza as occupant_id
+    from slixmpp.plugins.xep_0424 import stanza as retraction
+    from slixmpp.plugins.xep_0428 import stanza as fallback
+    from slixmpp.plugins.xep_0444 import stanza as reactions
+    from slixmpp.plugins.xep_0461 import stanza as reply
+
+    for module in (muc, stanza_id, retraction, fallback, reply):
+        module.register_plugins()
+    for plugin in (
+        correction.Replace,
+        delay.Delay,
+        references.Reference,
+        oob.OOB,
+        hints.Store,
+        hints.NoStore,
+        hints.NoPermanentStore,
+        reactions.Reactions,
+        markers.Markable,
+        markers.Displayed,
+        chat_states.Active,
+        occupant_id.OccupantId,
+        receipts.Request,
+    ):
+        register_stanza_plugin(Message, plugin)
+
+
+def _echo() -> Message:
+    """What slidge echoes of a groupchat message the user sent, archived too."""
+    msg = Message()
+    msg["type"] = "groupchat"
+    msg["from"] = "#chan%irc@irc.example.org/romeo"
+    msg["to"] = "romeo@example.org/gajim"
+    msg["body"] = "juliet: hi"
+    msg["stanza_id"]["id"] = "abc"
+    msg["stanza_id"]["by"] = "#chan%irc@irc.example.org"
+    msg["occupant-id"]["id"] = "occ"
+    msg["muc"]["role"] = "participant"
+    msg["muc"]["affiliation"] = "member"
+    msg["muc"]["jid"] = "romeo@example.org"
+    msg.enable("markable")
+    return msg
+
+
+def _stanzas() -> list[Message]:
+    _register_message_plugins()
+    mention = _echo()
+    mention["reference"]["type"] = "mention"
+    mention["reference"]["uri"] = "xmpp:#chan%irc@irc.example.org/juliet"
+    mention["reference"]["begin"] = "0"
+    mention["reference"]["end"] = "6"
+    delayed = _echo()
+    delayed["delay"]["stamp"] = "2026-01-02T03:04:05Z"
+    corrected = _echo()
+    corrected["replace"]["id"] = "old"
+    attached = _echo()
+    attached["oob"]["url"] = "https://example.org/a.png"
+    french = _echo()
+    french["lang"] = "fr"
+    french["body|en"] = "hi"
+    reaction = Message()
+    reaction["reactions"]["id"] = "abc"
+    retraction = Message()
+    retraction["retract"]["id"] = "abc"
+    state = Message()
+    state["chat_state"] = "active"
+    hinted = _echo()
+    hinted.enable("store")
+    hinted.enable("no-permanent-store")
+    answer = _echo()
+    answer["reply"]["id"] = "abc"
+    answer["fallback"]["for"] = "urn:xmpp:reply:0"
+    parsed = Message(
+        xml=ET.fromstring(
+            "<message xmlns='jabber:client' type='groupchat' xml:lang='de'>"
+            "<body>x</body><body xml:lang='fr'>y</body>"
+            "<replace xmlns='urn:xmpp:message-correct:0' id='q'/>"
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='z' xml:lang='it'/>"
+            "<unknown xmlns='urn:example'/></message>"
+        )
+    )
+    return [
+        Message(),
+        _echo(),
+        mention,
+        delayed,
+        corrected,
+        attached,
+        french,
+        reaction,
+        retraction,
+        state,
+        hinted,
+        answer,
+        parsed,
+    ]
+
+
+def _names(stanza: ElementBase) -> list[str]:
+    return sorted(
+        {*stanza.plugin_attrib_map, *stanza.interfaces}
+        | {"lang", "substanzas", "body|fr", "body|*", "id|en", "no-such-plugin", ""}
+    )
+
+
+@pytest.fixture
+def slixmpp_contains() -> Iterator[Callable[[Any, str], bool]]:
+    """slixmpp's own ``__contains__``, with fix 11 installed for the test."""
+    original = ElementBase.__dict__["__contains__"]
+    slidge_speed.fast_contains()
+    try:
+        yield original
+    finally:
+        ElementBase.__contains__ = original  # type: ignore[method-assign]
+
+
+def test_bug11_contains_builds_the_whole_values_dict_is_still_there(
+    slixmpp_contains: Callable[[Any, str], bool],
+) -> None:
+    assert slixmpp_contains is not slidge_speed._contains
+    assert "self.values" in inspect.getsource(slixmpp_contains)
+
+
+def test_fix11_is_installed_once(slixmpp_contains: Callable[[Any, str], bool]) -> None:
+    assert ElementBase.__contains__ is slidge_speed._contains
+    slidge_speed.fast_contains()
+    assert slidge_speed._SLIXMPP_CONTAINS is slixmpp_contains  # not itself, wrapped
+
+
+def test_fix11_answers_as_slixmpp_does(slixmpp_contains: Callable[[Any, str], bool]) -> None:
+    checked = 0
+    for stanza in _stanzas():
+        parts = [stanza, *(plugin for plugin in list(stanza.plugins.values()))]
+        for part in parts:
+            for name in _names(part):
+                before = str(stanza)
+                fast = slidge_speed._contains(part, name)
+                assert str(stanza) == before, f"{name!r} in {before} changed the stanza"
+                slow = slixmpp_contains(copy.deepcopy(part), name)
+                assert fast == slow, f"{name!r} in {before}: {fast}, slixmpp says {slow}"
+                checked += 1
+    assert checked > 500
+    assert "replace" in _stanzas()[4]  # the operator itself goes through the fix
+    assert "replace" not in _stanzas()[1]
+
+
+# --- fix 12: the id map, once per tick --------------------------------------------------
+
+
+def test_bug12_id_map_writes_every_message_is_still_there() -> None:
+    from slidge.core.dispatcher.message.message import MessageContentMixin
+    from slidge.db.store import IdMapStore
+
+    assert IdMapStore.__dict__["_set"].__func__ is not slidge_speed._set
+    assert "session.add(msg)" in inspect.getsource(IdMapStore._set)
+    handler = inspect.getsource(MessageContentMixin.on_legacy_message)
+    assert "set_origin" in handler and "orm.commit()" in handler
+
+
+@pytest.fixture(autouse=True)
+def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slidge.core import config
+
+    monkeypatch.setattr(config, "HOME_DIR", tmp_path, raising=False)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    with _store(tmp_path / "batched.sqlite") as store:
+        yield store
+
+
+@contextlib.contextmanager
+def _store(path: Path) -> Iterator[Any]:
+    import sqlalchemy as sa
+    from slidge.db.meta import Base
+    from slidge.db.models import Contact, GatewayUser, Room
+    from slidge.db.store import SlidgeStore
+    from slixmpp import JID
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    store = SlidgeStore(engine)
+    with store.session() as orm:
+        user = GatewayUser(jid=JID("romeo@example.org"), legacy_module_data={})
+        orm.add(user)
+        for name in ("#a", "#b"):
+            orm.add(Room(user=user, legacy_id=name, jid_localpart=name, name=name))
+        orm.add(Contact(user=user, legacy_id="juliet", jid_localpart="juliet"))
+        orm.commit()
+    try:
+        yield store
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def batched() -> Iterator[None]:
+    from slidge.db.store import IdMapStore
+
+    saved = {name: IdMapStore.__dict__[name] for name in ("_set", *slidge_speed.IDMAP_READS)}
+    slidge_speed.batch_id_map_writes()
+    try:
+        yield
+    finally:
+        slidge_speed.IDMAP.flush()
+        for name, attribute in saved.items():
+            setattr(IdMapStore, name, attribute)
+
+
+def _pk(store: Any, model: str, legacy_id: str) -> int:
+    from slidge.db import models
+
+    with store.session() as orm:
+        pk: int = orm.query(getattr(models, model)).filter_by(legacy_id=legacy_id).one().id
+        return pk
+
+
+def _table(store: Any) -> list[tuple[str, int, str, str]]:
+    """Every row of every id map table, in insertion order per key."""
+    from slidge.db.models import (
+        DirectMessages,
+        DirectThreads,
+        GroupMessages,
+        GroupMessagesOrigin,
+        GroupThreads,
+    )
+
+    rows = []
+    with store.session() as orm:
+        for type_ in (DirectMessages, DirectThreads, GroupMessages, GroupMessagesOrigin):
+            for row in orm.query(type_).order_by(type_.id):
+                rows.append((type_.__tablename__, row.foreign_key, row.legacy_id, row.xmpp_id))
+        rows += [
+            ("group_thread", r.foreign_key, r.legacy_id, r.xmpp_id) for r in orm.query(GroupThreads)
+        ]
+    return sorted(rows, key=lambda r: (r[0], r[1], r[2]))  # stable: insertion order kept
+
+
+OPERATIONS: list[tuple[str, str, str, list[str]]] = [
+    ("set_msg", "#a", "L1", ["x1"]),
+    ("set_origin", "#a", "L1", ["o1"]),
+    ("set_msg", "#b", "L1", ["y1"]),
+    ("set_msg", "#a", "L2", ["x2", "x2bis"]),  # an attachment message: several ids
+    ("set_msg", "#a", "L1", ["x1-again"]),  # the same legacy id again: replaces
+    ("set_thread", "#a", "T", ["t1"]),
+    ("direct", "juliet", "L1", ["d1"]),
+    ("set_msg", "#a", "L2", ["x2-new"]),
+    ("direct", "juliet", "L1", ["d2", "d3"]),
+]
+
+
+def _apply(store: Any, operations: list[tuple[str, str, str, list[str]]]) -> None:
+    """Operations as slidge's callers make them: each in its own session, committed."""
+    id_map = store.id_map
+    for what, owner, legacy_id, ids in operations:
+        with store.session() as orm:
+            if what == "direct":
+                id_map.set_msg(orm, _pk(store, "Contact", owner), legacy_id, ids, False)
+            elif what == "set_origin":
+                id_map.set_origin(orm, _pk(store, "Room", owner), legacy_id, ids[0])
+            elif what == "set_thread":
+                id_map.set_thread(orm, _pk(store, "Room", owner), legacy_id, ids[0], True)
+            else:
+                id_map.set_msg(orm, _pk(store, "Room", owner), legacy_id, ids, True)
+            orm.commit()
+
+
+async def test_fix12_rows_wait_for_the_tick_and_reads_see_them(store: Any, batched: None) -> None:
+    _apply(store, OPERATIONS[:2])
+    assert len(slidge_speed.IDMAP) == 2
+    assert _table(store) == []  # not written yet
+    room = _pk(store, "Room", "#a")
+    with store.session() as orm:  # a read flushes first
+        assert store.id_map.get_legacy(orm, room, "o1", True, origin=True) == "L1"
+    assert len(_table(store)) == 2
+    _apply(store, OPERATIONS[2:3])
+    await asyncio.sleep(slidge_speed.IDMAP_TICK * 4)  # the tick writes it
+    assert len(slidge_speed.IDMAP) == 0
+    assert len(_table(store)) == 3
+    with store.session() as orm:
+        _apply(store, [("set_msg", "#a", "L9", ["x9"])])
+        assert store.id_map.was_sent_by_user(orm, room, "L9", True)
+        assert store.id_map.get_xmpp(orm, room, "L9", True) == ["x9"]
+
+
+@pytest.mark.parametrize("split", [0, 3, 5, len(OPERATIONS)])
+async def test_fix12_same_rows_as_slidge(tmp_path: Path, split: int) -> None:
+    """The same calls against slidge's own `_set` and against the batched one, flushed
+    after `split` calls and at the end: the same rows (ids apart), in the same order."""
+    from slidge.db.store import IdMapStore
+
+    with contextlib.ExitStack() as stack:
+        expected_store = stack.enter_context(_store(tmp_path / "slidge.sqlite"))
+        store = stack.enter_context(_store(tmp_path / "batched.sqlite"))
+        _apply(expected_store, OPERATIONS)
+        saved = {name: IdMapStore.__dict__[name] for name in ("_set", *slidge_speed.IDMAP_READS)}
+        slidge_speed.batch_id_map_writes()
+        try:
+            _apply(store, OPERATIONS[:split])
+            slidge_speed.IDMAP.flush()
+            _apply(store, OPERATIONS[split:])
+            slidge_speed.IDMAP.flush()
+        finally:
+            for name, attribute in saved.items():
+                setattr(IdMapStore, name, attribute)
+        assert _table(store) == _table(expected_store)
+
+
+async def test_fix12_a_full_batch_is_written_at_once(store: Any, batched: None) -> None:
+    ops = [("set_msg", "#a", f"L{i}", [f"x{i}"]) for i in range(slidge_speed.IDMAP_BATCH)]
+    _apply(store, ops)
+    assert len(slidge_speed.IDMAP) == 0
+    assert len(_table(store)) == slidge_speed.IDMAP_BATCH
+
+
+async def test_fix12_rows_of_a_deleted_room_are_dropped_not_fatal(
+    store: Any, batched: None
+) -> None:
+    from slidge.db.models import Room
+
+    _apply(store, [("set_msg", "#a", "L1", ["x1"]), ("set_msg", "#b", "L2", ["y2"])])
+    with store.session() as orm:
+        orm.delete(orm.query(Room).filter_by(legacy_id="#b").one())
+        orm.commit()
+    slidge_speed.IDMAP.flush()
+    assert [row[2:] for row in _table(store)] == [("L1", "x1")]
+
+
+def test_fix12_without_an_event_loop_rows_are_written_at_once(store: Any, batched: None) -> None:
+    _apply(store, OPERATIONS[:1])
+    assert len(_table(store)) == 1
+
+
+def test_fix12_is_installed_once(batched: None) -> None:
+    from slidge.db.store import IdMapStore
+
+    slidge_speed.batch_id_map_writes()
+    assert IdMapStore.__dict__["_set"].__func__ is slidge_speed._set
+    for name in slidge_speed.IDMAP_READS:
+        read = IdMapStore.__dict__[name].__func__
+        assert read.passerelle_fix
+        assert not hasattr(read.__wrapped__, "passerelle_fix")
