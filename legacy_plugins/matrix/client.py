@@ -28,6 +28,8 @@ import dataclasses
 import json
 import logging
 import random
+import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +37,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-import nio  # type: ignore[import-untyped]
 
 from gateway.backoff import Backoff
 
@@ -60,7 +61,55 @@ from .translate import (
     parse_sync,
 )
 
-__all__ = ["Credentials", "MatrixClient", "discover_homeserver", "login"]
+
+def _import_nio() -> Any:
+    """matrix-nio, imported without psycopg2 unless something already loaded it: nio's
+    key store is on peewee, which imports psycopg2 (~18 MiB resident: libpq, OpenSSL)
+    just in case, while nio only ever opens SQLite. Hidden for that one import only, so
+    a PostgreSQL database for slidge still loads the driver when SQLAlchemy asks."""
+    hide = "psycopg2" not in sys.modules
+    if hide:
+        sys.modules["psycopg2"] = None  # type: ignore[assignment]  # "not installed"
+    try:
+        import nio  # type: ignore[import-untyped]
+    finally:
+        if hide:
+            del sys.modules["psycopg2"]
+    return nio
+
+
+class _LazyNio:
+    """matrix-nio (with its encryption libraries, ~1.5 s and ~10 MiB), imported when a
+    Matrix account first needs it rather than when the network's process starts:
+    `load_nio` does it in a thread at the first login; any other first use imports it
+    on the spot."""
+
+    def __init__(self) -> None:
+        self._module: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        with self._lock:
+            if self._module is None:
+                self._module = _import_nio()
+        return self._module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module or self.load(), name)
+
+
+nio: Any = _LazyNio()
+"""The ``nio`` module, for this module and :mod:`.crypto`."""
+
+
+async def load_nio() -> None:
+    """Import nio, if not yet done, in a thread: the event loop keeps serving the users
+    already logged in (and the XMPP server) meanwhile."""
+    if nio._module is None:
+        await asyncio.to_thread(nio.load)
+
+
+__all__ = ["Credentials", "MatrixClient", "discover_homeserver", "load_nio", "login"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +212,7 @@ async def login(
     sync from. Raises the errors of :mod:`.errors`; nothing is kept on failure."""
     if user and not is_user_id(user):
         raise LoginRefused(f"{user!r} is not a Matrix ID such as @alice:example.org")
+    await load_nio()
     if not homeserver:
         if not user:
             raise LoginRefused("give a homeserver URL or a full Matrix ID (@alice:example.org)")

@@ -33,11 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nio  # type: ignore[import-untyped]
-from nio.crypto import Olm  # type: ignore[import-untyped]
-from nio.store import SqliteStore  # type: ignore[import-untyped]
-
-from .client import MatrixClient
+from .client import MatrixClient, nio  # imported on first use, see client.py
 from .errors import NotSupported, RequestFailed, Undecryptable
 from .ids import RoomId, UserId
 from .translate import Encrypted, SyncBatch
@@ -308,8 +304,8 @@ def _open_store(me: str, device: str, store_dir: Path, pickle_key: str) -> tuple
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
         store_dir.chmod(0o700)
-        store = SqliteStore(me, device, str(store_dir), pickle_key)
-        return Olm(me, device, store), store
+        store = nio.store.SqliteStore(me, device, str(store_dir), pickle_key)
+        return nio.crypto.Olm(me, device, store), store
     except Exception as e:  # peewee, vodozemac and nio each raise their own errors
         raise NotSupported(
             f"the encryption store in {store_dir} cannot be opened ({e}); "

@@ -51,7 +51,7 @@ from gateway.formatting import to_xep0393
 from gateway.runtime import network_config
 from gateway.slidge_fixes import push_to_roster
 
-from .client import Credentials, MatrixClient
+from .client import Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
 from .crypto import E2EE, decrypt_file, encrypt_file
@@ -157,6 +157,7 @@ class Session(BaseSession[Contact]):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def login(self) -> str:
+        await load_nio()
         creds = Credentials.from_stored(self.user.legacy_module_data)
         self.matrix = MatrixClient(creds, self.cfg)
         self.rooms = RoomTracker(creds.user_id)
