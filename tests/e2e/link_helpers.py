@@ -20,6 +20,7 @@ import pytest
 from slixmpp.xmlstream import ET
 
 from gateway.localservers import ComponentSpec, InspIRCd, NgIrcd, Prosody
+from gateway.localservers._process import ManagedServer
 from gateway.localservers.prosody import lua_str
 from tests.e2e.conftest import PASSWORD, PasserelleProcess
 from tests.e2e.irc_helpers import IrcPerson
@@ -81,6 +82,21 @@ def linked(room: str, channel: str) -> str:
     return rf"^link \| .*linked {re.escape(room)} ↔ {re.escape(channel)} "
 
 
+async def start_linked(
+    start_link: StartLink,
+    room: str,
+    irc_port: int,
+    channel: str,
+    scheme: str = "irc",
+    link_extra: str = "",
+    **options: object,
+) -> PasserelleProcess:
+    """Passerelle with one link (`link_toml`'s arguments), once it has joined both sides."""
+    gateway = start_link(link_toml(room, irc_port, channel, scheme, **options), link_extra)
+    await gateway.wait_for(linked(room, channel))
+    return gateway
+
+
 class LinkProsody(Prosody):
     """The stories' Prosody, with its admin shell (``mod_admin_shell`` over
     ``mod_admin_socket``) on: what a server admin types into ``prosodyctl shell``, a
@@ -133,12 +149,17 @@ def own_ngircd_fixture(tmp_path: Path) -> Iterator[NgIrcd]:
         yield server
 
 
-async def irc_down(server: NgIrcd, gateway: PasserelleProcess) -> int:
-    """Stop the IRC server; return once the link noticed (its log position then)."""
+async def server_down(server: ManagedServer, gateway: PasserelleProcess, noticed: str) -> int:
+    """Stop `server`; return once the link logged `noticed` (its log position before)."""
     mark = len(gateway.lines)
     await asyncio.to_thread(server.stop)
-    await gateway.wait_for(r"reconnecting in", after=mark)
+    await gateway.wait_for(noticed, after=mark)
     return mark
+
+
+async def irc_down(server: NgIrcd, gateway: PasserelleProcess) -> int:
+    """Stop the IRC server; return once the link noticed (its log position then)."""
+    return await server_down(server, gateway, r"reconnecting in")
 
 
 async def irc_up(
@@ -151,6 +172,23 @@ async def irc_up(
     person = await IrcPerson.connect(server.port, nick)
     await person.join(channel)
     return person
+
+
+async def xmpp_down(server: Prosody, gateway: PasserelleProcess) -> int:
+    """Stop the XMPP server; return once the link noticed (its log position then)."""
+    return await server_down(server, gateway, r"XMPP server at .*: lost the connection")
+
+
+async def xmpp_up(
+    server: Prosody, gateway: PasserelleProcess, mark: int, room: str, channel: str, user: Client
+) -> Client:
+    """Start the XMPP server again; once the link has linked `room` and `channel` again,
+    log `user`'s account in again. The new client is the caller's to stop."""
+    await asyncio.to_thread(server.start)
+    await gateway.wait_for(linked(room, channel), after=mark, timeout=60)
+    client = Client(user.boundjid.bare, PASSWORD)
+    await client.start(server.c2s_port)
+    return client
 
 
 @pytest.fixture(name="people")
@@ -205,9 +243,28 @@ async def linked_room(
     room, channel = room_jid(name), f"#{name}"
     await alice.link_create_room(room, "alice", persistentroom="1", **room_config)
     await dave.join(channel)
-    gateway = start_link(link_toml(room, irc_port, channel))
-    await gateway.wait_for(linked(room, channel))
+    gateway = await start_linked(start_link, room, irc_port, channel)
     return room, channel, gateway
+
+
+async def alice_linked(
+    name: str, server: NgIrcd, people: People, start_link: StartLink, **options: object
+) -> tuple[str, str, Client, PasserelleProcess, tuple[str, str]]:
+    """alice in room `name`, linked to `#name` on `server` (one a story may stop: its IRC
+    person leaves before it returns), and her first line on IRC.
+    Returns (room, channel, alice, Passerelle, (nick, text) of that line on IRC)."""
+    room, channel = room_jid(name), f"#{name}"
+    alice = await people("alice")
+    await alice.link_create_room(room, "alice", persistentroom="1")
+    dave = await IrcPerson.connect(server.port, f"d{name}")
+    await dave.join(channel)
+    try:
+        gateway = await start_linked(start_link, room, server.port, channel, **options)
+        alice.send_groupchat(room, "before")
+        (first,) = await channel_texts(dave, channel, 1)
+    finally:
+        await dave.close()
+    return room, channel, alice, gateway, first
 
 
 async def channel_texts(
@@ -314,8 +371,7 @@ async def three_and_three(
     for person in irc.values():
         await person.join(channel)
     port = link_port if link_port is not None else ngircd.port
-    gateway = start_link(link_toml(room, port, channel, scheme, **options), link_extra)
-    await gateway.wait_for(linked(room, channel))
+    gateway = await start_linked(start_link, room, port, channel, scheme, link_extra, **options)
     xmpp = {f"alice{n}": alice, f"bob{n}": bob, f"carol{n}": carol}
     return Conversation(room, channel, xmpp, irc, gateway)
 

@@ -33,6 +33,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     quiet,
     room_jid,
     start_link_fixture,
+    start_linked,
     three_and_three,
 )
 from tests.e2e.link_helpers import People as XmppPeople
@@ -157,8 +158,7 @@ async def test_idle_irc_connections_close_and_come_back(
     await alice.link_create_room(room, "alice4", persistentroom="1")
     dave = await irc_people("dave4")
     await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel), link_extra="idle_timeout = 3")
-    await gateway.wait_for(linked(room, channel))
+    await start_linked(start_link, room, ngircd.port, channel, link_extra="idle_timeout = 3")
 
     # Lazily opened: nobody from the room is on IRC before speaking.
     await quiet(0.5)
@@ -197,8 +197,7 @@ async def test_relay_bot_speaks_for_xmpp_people(
     await bob.join_muc(room, f"bob{n}")
     dave = await irc_people(f"dave{n}")
     await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel, **options), link_extra=extra)
-    await gateway.wait_for(linked(room, channel))
+    await start_linked(start_link, room, ngircd.port, channel, link_extra=extra, **options)
 
     alice.send_groupchat(room, "hello from the room")
     assert await channel_texts(dave, channel, 1) == [
@@ -239,8 +238,7 @@ async def test_topic_corrections_and_replies(
     await alice.link_create_room(room, "alice7", persistentroom="1", changesubject="1")
     dave = await irc_people("dave7")
     await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel))
-    await gateway.wait_for(linked(room, channel))
+    await start_linked(start_link, room, ngircd.port, channel)
 
     # IRC topic → room subject, set by dave's occupant.
     dave.send(f"TOPIC {channel} :all about linking")
@@ -290,8 +288,7 @@ async def test_every_irc_user_present_is_an_occupant_when_asked(
     dave, erin = await irc_people("dave8"), await irc_people("erin8")
     for person in (dave, erin):
         await person.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel, relay_joins_parts=True))
-    await gateway.wait_for(linked(room, channel))
+    await start_linked(start_link, room, ngircd.port, channel, relay_joins_parts=True)
     # Present before anyone spoke; the link's own IRC users are not shown.
     seen: set[str] = set()
     async with asyncio.timeout(20):

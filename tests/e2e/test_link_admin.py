@@ -19,11 +19,12 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     StartLink,
     channel_texts,
     link_prosody_fixture,
-    link_toml,
     linked,
+    linked_room,
     people_fixture,
     room_jid,
     start_link_fixture,
+    start_linked,
 )
 from tests.e2e.link_helpers import People as XmppPeople
 from tests.e2e.xmpp_client import Client
@@ -116,8 +117,7 @@ async def test_check_says_what_a_members_only_room_must_grant(
     await alice.set_affiliation(room, "member", jid=listener)
     dave = await irc_people("mdave1")
     await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel))
-    await gateway.wait_for(linked(room, channel))
+    await start_linked(start_link, room, ngircd.port, channel)
 
     # dave's own occupant is refused: the listener speaks for him, and nothing is lost.
     dave.say(channel, "can I come in?")
@@ -140,13 +140,10 @@ async def test_check_says_what_a_members_only_room_must_grant(
 async def test_in_a_moderated_room_an_ircer_without_voice_is_told_until_given_voice(
     ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
 ) -> None:
-    room, channel = room_jid("moderated1"), "#moderated1"
-    admin, alice = await people(ADMIN), await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1", moderatedroom="1")
-    dave = await irc_people("vdave1")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel))
-    await gateway.wait_for(linked(room, channel))
+    admin, alice, dave = await people(ADMIN), await people("alice"), await irc_people("vdave1")
+    room, channel, _gateway = await linked_room(
+        "moderated1", ngircd.port, alice, dave, start_link, moderatedroom="1"
+    )
 
     # dave's occupant joins as a visitor: the room refuses his line, and he is told.
     dave.say(channel, "may I speak?")

@@ -32,13 +32,13 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     StartLink,
     channel_texts,
     link_prosody_fixture,
-    link_toml,
     linked,
     linked_room,
     people_fixture,
     quiet,
     room_jid,
     start_link_fixture,
+    start_linked,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -154,8 +154,7 @@ async def test_irc_and_room_lines_said_while_dead_are_relayed_with_inspircd_hist
         dave.send(f"MODE {channel} +H 50:1d")
         await dave.expect(rf"MODE {channel} :?\+H")
         await erin.join(channel)
-        gateway = start_link(link_toml(room, history_inspircd.port, channel))
-        await gateway.wait_for(linked(room, channel))
+        gateway = await start_linked(start_link, room, history_inspircd.port, channel)
 
         dave.say(channel, "before the crash")
         assert await alice.link_room_texts(room, 1) == [("cdave2", "before the crash")]

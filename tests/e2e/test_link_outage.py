@@ -9,14 +9,10 @@ waiting in each direction of a link, 1000 by default) so that a few lines overfl
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from gateway.localservers import NgIrcd, Prosody
-from tests.e2e.conftest import PASSWORD, PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
-    IrcPerson,
     People,
     irc_people_fixture,
     ngircd_fixture,
@@ -24,44 +20,24 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
 from tests.e2e.link_helpers import People as XmppPeople
 from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     StartLink,
+    alice_linked,
     channel_texts,
     irc_down,
     irc_up,
     link_prosody_fixture,
-    link_toml,
-    linked,
+    linked_room,
     own_ngircd_fixture,
     people_fixture,
     private_notices,
     quiet,
-    room_jid,
     start_link_fixture,
+    xmpp_down,
+    xmpp_up,
 )
-from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 BOUND = 5
-
-
-async def alice_linked(
-    name: str, server: NgIrcd, people: XmppPeople, start_link: StartLink, **options: object
-) -> tuple[str, str, Client, PasserelleProcess, tuple[str, str]]:
-    """alice in room `name`, linked to `#name` on `server`, and her first line on IRC.
-    Returns (room, channel, alice, Passerelle, (nick, text) of that line on IRC)."""
-    room, channel = room_jid(name), f"#{name}"
-    alice = await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1")
-    dave = await IrcPerson.connect(server.port, f"d{name}")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, server.port, channel, **options))
-    try:
-        await gateway.wait_for(linked(room, channel))
-        alice.send_groupchat(room, "before")
-        (first,) = await channel_texts(dave, channel, 1)
-    finally:
-        await dave.close()
-    return room, channel, alice, gateway, first
 
 
 async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
@@ -165,20 +141,13 @@ async def test_xmpp_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
 ) -> None:
     """Last in this module: it restarts the module's Prosody."""
     monkeypatch.setenv("PASSERELLE_LINK_QUEUE_MAX", str(BOUND))
-    room, channel = room_jid("outage2"), "#outage2"
-    alice = await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1")
-    dave = await irc_people("odave2")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel))
-    await gateway.wait_for(linked(room, channel))
+    alice, dave = await people("alice"), await irc_people("odave2")
+    room, channel, gateway = await linked_room("outage2", ngircd.port, alice, dave, start_link)
     dave.say(channel, "before")
     assert (await alice.next_groupchat_text(room))["body"] == "before"
 
     # The XMPP server goes away; dave says more than the link keeps for the room.
-    mark = len(gateway.lines)
-    await asyncio.to_thread(link_prosody.stop)
-    await gateway.wait_for(r"XMPP server at .*: lost the connection", after=mark)
+    mark = await xmpp_down(link_prosody, gateway)
     said = [f"while XMPP is down {i}" for i in range(1, BOUND + 5)]
     for text in said:
         dave.say(channel, text)
@@ -189,10 +158,7 @@ async def test_xmpp_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     with pytest.raises(AssertionError):
         await dave.expect(r"^:passerelle!\S+ NOTICE odave2 ", timeout=3)
 
-    await asyncio.to_thread(link_prosody.start)
-    await gateway.wait_for(linked(room, channel), after=mark, timeout=60)
-    alice = Client(alice.boundjid.bare, PASSWORD)
-    await alice.start(link_prosody.c2s_port)
+    alice = await xmpp_up(link_prosody, gateway, mark, room, channel, alice)
     try:
         await alice.join_muc(room, "alice", history=20)
         # What the link kept is in the room once, in order: the first `BOUND` lines,

@@ -10,9 +10,7 @@ import signal
 import pytest
 
 from gateway.localservers import NgIrcd, Prosody
-from tests.e2e.conftest import PASSWORD
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
-    IrcPerson,
     People,
     irc_people_fixture,
     ngircd_fixture,
@@ -20,19 +18,20 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
 from tests.e2e.link_helpers import People as XmppPeople
 from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     StartLink,
+    alice_linked,
     channel_texts,
     irc_down,
     irc_up,
     link_prosody_fixture,
-    link_toml,
     linked,
+    linked_room,
     own_ngircd_fixture,
     people_fixture,
-    room_jid,
     start_link_fixture,
     three_and_three,
+    xmpp_down,
+    xmpp_up,
 )
-from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -68,25 +67,15 @@ async def test_killed_link_comes_back_and_nothing_is_said_twice(
 async def test_irc_server_restart_puppets_reconnect(
     own_ngircd: NgIrcd, people: XmppPeople, start_link: StartLink
 ) -> None:
-    room, channel = room_jid("restart2"), "#restart2"
-    alice = await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1")
-    dave = await IrcPerson.connect(own_ngircd.port, "rdave2")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, own_ngircd.port, channel))
-    try:
-        await gateway.wait_for(linked(room, channel))
-        alice.send_groupchat(room, "before")
-        assert await channel_texts(dave, channel, 1) == [("alice[x]", "before")]
-        dave.say(channel, "hi alice")
-        assert (await alice.link_room_texts(room, 2))[-1] == ("rdave2", "hi alice")
-    finally:
-        await dave.close()
+    room, channel, alice, gateway, first = await alice_linked(
+        "restart2", own_ngircd, people, start_link
+    )
+    assert first == ("alice[x]", "before")
 
     # The IRC server goes away; what alice says meanwhile waits for it.
     mark = await irc_down(own_ngircd, gateway)
     alice.send_groupchat(room, "said while IRC was down")
-    assert (await alice.link_room_texts(room, 1))[0] == ("alice", "said while IRC was down")
+    assert (await alice.link_room_texts(room, 2))[-1] == ("alice", "said while IRC was down")
     dave = await irc_up(own_ngircd, gateway, mark, "rdave2", channel)
     try:
         # alice's own IRC connection came back and said it, once.
@@ -117,26 +106,15 @@ async def test_xmpp_server_restart_link_rejoins_and_delivers_once(
     start_link: StartLink,
 ) -> None:
     """Last in this module: it restarts the module's Prosody."""
-    room, channel = room_jid("restart3"), "#restart3"
-    alice = await people("alice")
-    await alice.link_create_room(room, "alice", persistentroom="1")
-    dave = await irc_people("rdave3")
-    await dave.join(channel)
-    gateway = start_link(link_toml(room, ngircd.port, channel))
-    await gateway.wait_for(linked(room, channel))
+    alice, dave = await people("alice"), await irc_people("rdave3")
+    room, channel, gateway = await linked_room("restart3", ngircd.port, alice, dave, start_link)
     alice.send_groupchat(room, "before")
     assert await channel_texts(dave, channel, 1) == [("alice[x]", "before")]
 
-    mark = len(gateway.lines)
-    await asyncio.to_thread(link_prosody.stop)
-    await gateway.wait_for(r"XMPP server at .*: lost the connection", after=mark)
+    mark = await xmpp_down(link_prosody, gateway)
     dave.say(channel, "said while XMPP was down")
-    await asyncio.to_thread(link_prosody.start)
-    await gateway.wait_for(linked(room, channel), after=mark, timeout=60)
-
     # alice logs in again; the line dave said meanwhile is in the room once.
-    alice = Client(alice.boundjid.bare, PASSWORD)
-    await alice.start(link_prosody.c2s_port)
+    alice = await xmpp_up(link_prosody, gateway, mark, room, channel, alice)
     try:
         await alice.join_muc(room, "alice", history=10)
         got = await alice.next_groupchat_text(room, "said while XMPP was down")
