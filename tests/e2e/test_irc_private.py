@@ -12,6 +12,7 @@ from tests.e2e.conftest import IRC_JID, PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
     NewClient,
     People,
+    in_channel,
     irc_gateway_fixture,
     irc_people_fixture,
     ngircd_fixture,
@@ -50,11 +51,7 @@ async def test_private_messages_both_ways_with_a_short_correction(
 async def test_the_server_talks_and_takes_raw_commands(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob12")
-    await bob.join("#story12")
-    room12 = room("#story12")
-    await alice.join_muc(room12, nick)
+    alice, nick, bob, room12 = await in_channel(new_client, irc_people, "bob12", "#story12")
 
     # The server's message of the day arrives from 127.0.0.1@irc.localhost, in one piece.
     motd = await alice.next_message(server_jid())
@@ -164,11 +161,7 @@ async def test_per_server_settings_through_the_configure_command(
 async def test_notices_stand_out_and_ctcp_requests_are_answered(
     irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People
 ) -> None:
-    alice, nick = await registered(new_client, "alice")
-    bob = await irc_people("bob16")
-    await bob.join("#story16")
-    room16 = room("#story16")
-    await alice.join_muc(room16, nick)
+    alice, nick, bob, room16 = await in_channel(new_client, irc_people, "bob16", "#story16")
 
     # A NOTICE is not an ordinary message: it arrives marked, in the room or in private.
     bob.send("NOTICE #story16 :the channel is moving")
