@@ -30,12 +30,15 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 import threading
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 LAZY = ("qrcode", "thumbhash", "PIL.Image", "PIL.ImageOps")
 """Modules loaded on first attribute use instead of when imported."""
@@ -228,13 +231,16 @@ def _without_pygments(import_: Callable[[], object]) -> None:
 def install(names: Sequence[str] = LAZY) -> None:
     """Make ``names`` lazy, fork the migrations, import slixmpp without pygments.
 
-    Call before anything imports slidge; calling it again does nothing.
+    Call before anything imports slidge; calling it again does nothing. Called too late
+    (one of them already imported), it warns and changes nothing: the process then works
+    as before, only larger.
     """
     if any(isinstance(f, _LazyFinder) for f in sys.meta_path):
         return
     already = [n for n in (*names, "slidge.migration", "slixmpp") if n in sys.modules]
     if already:
-        raise RuntimeError(f"gateway.lazy_imports.install() called too late: {already} loaded")
+        log.warning("lazy imports not installed: %s already imported (a bug of ours)", already)
+        return
     sys.meta_path.insert(0, _LazyFinder(names))
     sys.modules["slidge.migration"] = _migration_stand_in()
     _without_pygments(lambda: importlib.import_module("slixmpp"))
