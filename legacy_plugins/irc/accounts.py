@@ -1,13 +1,15 @@
 """Services accounts of the people in a channel, shown as a hat (XEP-0317) on occupants.
 
-The server says who is logged in to which account three ways, all IRCv3: the account of
-someone joining (`extended-join`), the account of whoever sent a message (`account-tag`),
-and logins and logouts as they happen (`account-notify`'s ACCOUNT). The channel tracker
-keeps what it learnt (`ChannelTracker.account_of`); `observe` shows it on the occupant
-as a hat titled "IRC account: NAME" — which tells a nick's owner apart from someone who
-took the nick — and takes the hat off at logout. An occupant is only touched when what
-it shows changes, not for every message. Nothing is known of people already in the
-channel when the user joins until they speak, log in or out, or join again.
+The server says who is logged in to which account four ways: the account of someone
+joining (IRCv3 `extended-join`), the account of whoever sent a message (`account-tag`),
+logins and logouts as they happen (`account-notify`'s ACCOUNT), and, for the people
+already in a channel the user joins, the WHOX reply to the WHO the client sends after
+joining when the server offers WHOX and accounts (`client.ACCOUNT_CAPS`). The channel
+tracker keeps what it learnt (`ChannelTracker.account_of`); `observe` shows it on the
+occupant as a hat titled "IRC account: NAME" — which tells a nick's owner apart from
+someone who took the nick — and takes the hat off at logout. An occupant is only touched
+when what it shows changes, not for every message. Without WHOX, nothing is known of
+people already in the channel until they speak, log in or out, or join again.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def _nick_of(event: ev.Event) -> str | None:
         return event.sender.nick
     if isinstance(event, ev.Unhandled) and event.command == "ACCOUNT" and event.source:
         return Prefix.parse(event.source).nick
+    if isinstance(event, ev.WhoEntry) and event.account is not None:
+        return event.mask.nick
     return None
 
 

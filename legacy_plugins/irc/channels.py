@@ -7,7 +7,7 @@ It also keeps what the rooms need beyond names: each channel's ban masks (MODE +
 the ban list, 367), the `nick!user@host` of the people we share a channel with (JOIN,
 userhost-in-names, WHO, their messages), so bans can be matched to occupants, who
 is away (away-notify, WHO), and who is logged in to which services account
-(extended-join, account-tag, account-notify's ACCOUNT). Pure: no I/O, no clock.
+(extended-join, account-tag, account-notify's ACCOUNT, WHOX). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -243,6 +243,10 @@ class ChannelTracker:
             self._away.setdefault(key, "")
         else:
             self._away.pop(key, None)
+        if event.account:  # WHOX: who is logged in to what, for people already there
+            self._accounts[key] = event.account
+        elif event.account is not None:
+            self._accounts.pop(key, None)
         state = self.get(event.channel)
         return () if state is None else (state.name,)
 

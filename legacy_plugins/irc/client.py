@@ -41,7 +41,7 @@ from gateway.backoff import Backoff
 from . import events as ev
 from .channels import ChannelState, ChannelTracker
 from .config import ServerTarget
-from .connection import IrcConnectionState
+from .connection import IrcConnectionState, who_query
 from .delivery import Confirmations, MessageRejected
 from .events import Channel, Nick
 from .flood import TokenBucket
@@ -80,6 +80,8 @@ JOIN_ERRORS = frozenset(
 )
 ECHO_WAIT = 10.0  # seconds for the server to echo a line, on top of flood-control delays
 JOIN_PATIENCE = 4  # a join waits up to this many timeouts while the server keeps talking
+ACCOUNT_CAPS = frozenset({"account-notify", "extended-join", "account-tag"})
+"""Capabilities that say the server has services accounts (worth a WHOX on join)."""
 JOIN_PING = "passerelle-join "  # PING token prefix that marks the end of a join's output
 # End of the replies to what the client asks itself on join (482: the ban list is hidden).
 AUTO_END = {"315": "who", "368": "bans", "482": "bans"}
@@ -176,6 +178,8 @@ class IrcClient:
         self.auto_queries: set[tuple[str, str]] = set()
         """("who" | "bans", folded channel): replies the client asked for itself, which
         update the occupants quietly instead of being shown to the user."""
+        self._who_later: dict[str, Channel] = {}  # joins sent before 005 said WHOX or not
+        self._who_twice: set[str] = set()  # channels asked a WHO, then a WHOX (two 315s)
         self.connected_once = False
         self.last_error = ""
         self.lines_read = 0
@@ -350,6 +354,8 @@ class IrcClient:
                 self._out = None
                 self.channels.clear()
                 self.auto_queries.clear()
+                self._who_later.clear()
+                self._who_twice.clear()
                 self._join_ponged.clear()
                 self._fail_deliveries()
             self.last_error = reason
@@ -465,6 +471,8 @@ class IrcClient:
             and self._confirmations.refused(event)  # not a JOIN refusal (403)
         ):
             return  # the sender hears it as an error on their message
+        elif isinstance(event, ev.ISupportChanged):
+            self._ask_accounts_late()
         elif isinstance(event, ev.PongReceived) and event.token.startswith(JOIN_PING):
             self._join_ponged.add(event.token.removeprefix(JOIN_PING))
             self._resolve_join(event.token.removeprefix(JOIN_PING))
@@ -480,7 +488,11 @@ class IrcClient:
         elif isinstance(event, ev.ServerReply) and event.code in JOIN_ERRORS and event.params:
             self._refuse_join(event.params[0], event.code, event.text)
         elif isinstance(event, ev.ServerReply) and event.code in AUTO_END and event.params:
-            self.auto_queries.discard((AUTO_END[event.code], self.fold(event.params[0])))
+            query = (AUTO_END[event.code], self.fold(event.params[0]))
+            if query[0] == "who" and query[1] in self._who_twice:
+                self._who_twice.discard(query[1])  # the WHOX's end is still to come
+            else:
+                self.auto_queries.discard(query)
         elif isinstance(event, ev.Kicked | ev.Parted) and event.own:
             self.wanted.pop(self.fold(event.channel), None)
 
@@ -515,14 +527,33 @@ class IrcClient:
         PONG says the server has sent everything the JOIN produced."""
         key = self.fold(channel)
         self._send_now(Message.of("JOIN", channel))
-        if "away-notify" in self.state.enabled_caps:
+        query = who_query(channel, self.state.isupport)  # WHOX: accounts (hats) too
+        caps = self.state.enabled_caps
+        if "away-notify" in caps or (len(query) > 1 and ACCOUNT_CAPS & caps):
             self.auto_queries.add(("who", key))
-            self._send_now(Message.of("WHO", channel))
+            self._send_now(Message.of("WHO", *query))
+        if len(query) == 1:
+            self._who_later[key] = channel
         self.auto_queries.add(("bans", key))
         self._send_now(Message.of("MODE", channel, "+b"))
         if key in self._join_waiters:
             self._join_ponged.discard(key)
             self._send_now(Message.of("PING", JOIN_PING + key))
+
+    def _ask_accounts_late(self) -> None:
+        """The joins sent on registration go out before the server's 005 lines say
+        whether it has WHOX: once it has said so, ask WHOX for those channels too (the
+        accounts of the people already there then show on their next presence)."""
+        if "WHOX" not in self.state.isupport.raw:
+            return
+        later, self._who_later = self._who_later, {}
+        if not ACCOUNT_CAPS & self.state.enabled_caps:
+            return
+        for key, channel in later.items():
+            if ("who", key) in self.auto_queries:
+                self._who_twice.add(key)
+            self.auto_queries.add(("who", key))
+            self._send_now(Message.of("WHO", *who_query(channel, self.state.isupport)))
 
     def _resolve_join(self, channel: str) -> None:
         key = self.fold(channel)

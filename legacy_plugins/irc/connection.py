@@ -17,13 +17,15 @@ from . import events as ev
 from .events import Channel, Event, ISupport, Member, MessageKind, Nick, Prefix
 from .protocol import DEFAULT_CAPS, LocalProtocolError, Message, serialize
 
-__all__ = ["IrcConnectionState", "Phase", "message_time", "nick_candidate"]
+__all__ = ["IrcConnectionState", "Phase", "message_time", "nick_candidate", "who_query"]
 
 _NICK_ERRORS = {"432": "erroneous", "433": "in use", "436": "collision", "437": "unavailable"}
 _NICK_ATTEMPTS = 11  # nick_, nick__, then nick1 ... nick9
 _SASL_CHUNK = 400
 _CTCP_MAX = 300  # bytes of a CTCP PING token we echo back
 _BATCHES_MAX = 64
+WHOX_TOKEN = "271"  # noqa: S105 (a query tag, no secret)
+"""Marks the replies (354) to the client's own WHOX query (`who_query`)."""
 HISTORY_BATCHES = frozenset({"chathistory", "draft/chathistory"})
 """Batch types whose messages are history (InspIRCd 3's chanhistory uses `chathistory`)."""
 Phase = Literal["cap-ls", "cap-req", "sasl", "registering", "registered", "closed"]
@@ -33,6 +35,15 @@ _Handler = Callable[["IrcConnectionState", Message, Prefix], list[Event]]
 def nick_candidate(nick: str, attempt: int) -> str:
     """The nick to try after `attempt` refusals (1-based): nick_, nick__, nick1..."""
     return nick + "_" * attempt if attempt <= 2 else f"{nick}{attempt - 2}"
+
+
+def who_query(channel: str, isupport: ISupport) -> tuple[str, ...]:
+    """The parameters of the WHO the client sends after joining `channel`: with WHOX
+    (when the server offers it) the fields that also give each member's services
+    account: token, channel, user, host, nick, flags, account, real name."""
+    if "WHOX" in isupport.raw:
+        return (channel, f"%tcuhnfar,{WHOX_TOKEN}")
+    return (channel,)
 
 
 def message_time(tags: Mapping[str, str]) -> datetime | None:
@@ -360,6 +371,15 @@ class IrcConnectionState:
         realname = msg.params[7].partition(" ")[2] if len(msg.params) > 7 else ""
         return [ev.WhoEntry(channel, Prefix(nick, user, host), flags.startswith("G"), realname)]
 
+    def _on_whox_reply(self, msg: Message, sender: Prefix) -> list[Event]:
+        # me token channel user host nick flags account :realname (fields of `who_query`)
+        if msg.params[1] != WHOX_TOKEN or len(msg.params) < 9:
+            return self._on_numeric(msg, sender)  # someone else's WHOX
+        _, _, channel, user, host, nick, flags, account, realname = msg.params[:9]
+        mask = Prefix(nick, user, host)
+        account = "" if account == "0" else account  # "0": not logged in
+        return [ev.WhoEntry(channel, mask, flags.startswith("G"), realname, account)]
+
     def _on_away(self, msg: Message, sender: Prefix) -> list[Event]:
         message = msg.params[0] if msg.params else None
         return [ev.AwayChanged(Nick(sender.nick), message, self.is_own(sender.nick))]
@@ -421,6 +441,7 @@ _NUMERICS: dict[str, _Handler] = {
     "353": _S._on_names,
     "366": _S._on_end_of_names,
     "352": _S._on_who_reply,
+    "354": _S._on_whox_reply,
     **dict.fromkeys(_NICK_ERRORS, _S._on_nick_error),
     **dict.fromkeys(("903", "904", "905", "906", "907"), _S._on_sasl_done),
 }
@@ -428,6 +449,6 @@ _NUMERICS: dict[str, _Handler] = {
 _MIN_PARAMS = {
     "CAP": 2, "AUTHENTICATE": 1, "PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1,
     "KICK": 2, "NICK": 1, "TOPIC": 2, "MODE": 1, "INVITE": 2, "BATCH": 1, "001": 1,
-    "332": 3, "333": 3, "352": 7, "353": 3, "366": 2, "432": 1, "433": 1, "436": 1,
+    "332": 3, "333": 3, "352": 7, "354": 2, "353": 3, "366": 2, "432": 1, "433": 1, "436": 1,
     "437": 1, "903": 1, "904": 1, "905": 1, "906": 1, "907": 1,
 }  # fmt: skip

@@ -374,12 +374,15 @@ class AwayChanged:
 
 @dataclass(frozen=True, slots=True)
 class WhoEntry:
-    """RPL_WHOREPLY (352): a member of `channel` (or `*`), its mask and away flag."""
+    """RPL_WHOREPLY (352), or the WHOX reply (354) to the client's own query: a member
+    of `channel` (or `*`), its mask and away flag; with WHOX also its services account
+    (`account`: "" when logged out, None when the reply does not say)."""
 
     channel: str
     mask: Prefix
     away: bool
     realname: str = ""
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The IRC plugin's cheap paths for joins (`legacy_plugins/irc/rows.py`, the mav data of
-`group.MUC`), on slidge's own tables in a SQLite file; and detectors for the slidge
+`group.MUC`), on slidge's own tables in a SQLite file; the WHOX query on join and what
+its replies teach; and detectors for the slidge
 0.4.2 internals those paths replace: when one fails, slidge changed under us and the
 override in `group.py` / `contact.py` must be checked against the new code."""
 
@@ -19,7 +20,12 @@ from slidge.group.room import LegacyMUC
 from slixmpp import JID
 from sqlalchemy.orm import Session, sessionmaker
 
+from legacy_plugins.irc import events as ev
 from legacy_plugins.irc import group, rows
+from legacy_plugins.irc.channels import ChannelTracker
+from legacy_plugins.irc.connection import WHOX_TOKEN, IrcConnectionState, who_query
+from legacy_plugins.irc.events import Channel, ISupport, Member, Nick, Prefix
+from legacy_plugins.irc.protocol import parse_line
 
 
 @pytest.fixture
@@ -165,3 +171,40 @@ def test_slidge_roster_still_queries_every_lookup() -> None:
     assert "return self._contact_cls(self.session, stored=stored)" in inspect.getsource(
         LegacyRoster.from_store
     )
+
+
+# --- WHOX on join: the accounts of the people already in a channel -----------------------
+
+
+def test_who_query_asks_whox_only_of_a_server_that_offers_it() -> None:
+    assert who_query("#c", ISupport()) == ("#c",)
+    whox = ISupport().updated(["WHOX"])
+    assert who_query("#c", whox) == ("#c", f"%tcuhnfar,{WHOX_TOKEN}")
+
+
+def test_whox_replies_to_our_query_tell_the_account() -> None:
+    state = IrcConnectionState("me", "user", "Real Name")
+    lines = [
+        f":srv 354 me {WHOX_TOKEN} #c ~dave h1 dave H@ dave-acct :Dave D",
+        f":srv 354 me {WHOX_TOKEN} #c bob h2 bob G 0 :Bob",
+        ":srv 354 me 999 #c carol h3 carol H carol :someone else's WHOX",
+        f":srv 354 me {WHOX_TOKEN} #c",  # truncated: not ours to read
+    ]
+    events = [e for line in lines for e in state.receive(parse_line(line.encode()))]
+    assert events[:2] == [
+        ev.WhoEntry("#c", Prefix("dave", "~dave", "h1"), False, "Dave D", "dave-acct"),
+        ev.WhoEntry("#c", Prefix("bob", "bob", "h2"), True, "Bob", ""),
+    ]
+    assert [type(e) for e in events[2:]] == [ev.ServerReply, ev.ServerReply]
+
+
+def test_the_tracker_learns_and_forgets_accounts_from_whox() -> None:
+    tracker = ChannelTracker(ISupport)
+    tracker.apply(ev.Joined(Channel("#c"), Nick("me"), Prefix("me", "u", "h"), own=True))
+    tracker.apply(ev.ChannelMembers(Channel("#c"), (Member(Nick("me")), Member(Nick("Dave")))))
+    touched = tracker.apply(ev.WhoEntry("#c", Prefix("Dave", "d", "h"), False, "", "dacct"))
+    assert touched == ("#c",) and tracker.account_of("dave") == "dacct"
+    tracker.apply(ev.WhoEntry("#c", Prefix("Dave", "d", "h"), False, ""))  # plain WHO
+    assert tracker.account_of("dave") == "dacct"  # says nothing of accounts
+    tracker.apply(ev.WhoEntry("#c", Prefix("Dave", "d", "h"), False, "", ""))  # logged out
+    assert tracker.account_of("dave") is None
