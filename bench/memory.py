@@ -44,6 +44,7 @@ STARTED = "Slidge has successfully started"
 
 
 def _kib(path: Path, key: str) -> int:
+    """The number after ``key:`` in a /proc file (KiB for sizes), 0 if it is gone."""
     with contextlib.suppress(OSError):
         for line in path.read_text().splitlines():
             if line.startswith(key + ":"):
@@ -70,6 +71,7 @@ def process_memory(pid: int) -> dict[str, Any]:
         "rss_kib": _kib(proc / "status", "VmRSS"),
         "pss_kib": _kib(proc / "smaps_rollup", "Pss"),
         "anon_kib": _kib(proc / "smaps_rollup", "Anonymous"),
+        "threads": _kib(proc / "status", "Threads"),
     }
 
 
@@ -130,7 +132,10 @@ def main() -> None:
                 for round_ in range(args.rounds):
                     rows = measure(prosody, group, base / f"{'-'.join(group)}-{round_}", args.idle)
                     results.append({"networks": group, "round": round_, "processes": rows})
-    print(f"{'networks':<20} {'process':<22} {'RSS MiB':>8} {'PSS MiB':>8} {'anon MiB':>8}")
+    print(
+        f"{'networks':<20} {'process':<22} {'RSS MiB':>8} {'PSS MiB':>8} {'anon MiB':>8}"
+        f" {'threads':>7}"
+    )
     for group in groups:
         runs = [r["processes"] for r in results if r["networks"] == group]
         names = sorted(
@@ -146,7 +151,7 @@ def main() -> None:
 
             print(
                 f"{','.join(group):<20} {name:<22} {med('rss_kib'):8.1f} {med('pss_kib'):8.1f}"
-                f" {med('anon_kib'):8.1f}"
+                f" {med('anon_kib'):8.1f} {med('threads') * 1024:7.0f}"
             )
     if args.out:
         args.out.write_text(
