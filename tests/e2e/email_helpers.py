@@ -184,6 +184,22 @@ class PlainPeer:
         self.name = name or address.split("@", 1)[0].capitalize()
         self._seen: set[bytes] = set()
 
+    @classmethod
+    def new(cls, mail: MailServer, name: str, display: str = "") -> PlainPeer:
+        """Someone with a fresh mailbox ``<name><n>@mail.test`` (`display`: the name
+        their mails show)."""
+        return cls(mail, *new_mailbox(mail, name), name=display)
+
+    async def exchange(self, xmpp: Client, address: str, said: str, answer: str) -> str:
+        """`xmpp` (the XMPP user of `address`) writes `said` to us; we answer `answer`
+        once it arrived, and `xmpp` reads it. Returns our contact JID."""
+        jid = contact_jid(self.address)
+        xmpp.send_chat(jid, said)
+        assert said in text_of(await self.next_mail())
+        await self.send(address, f"Re: {said}", answer)
+        assert answer in (await xmpp.next_message(jid, timeout=30))["body"]
+        return jid
+
     def _send(self, msg: email.message.EmailMessage, to: list[str]) -> None:
         with smtplib.SMTP("127.0.0.1", self.mail.smtp_port, timeout=WAIT) as smtp:
             smtp.login(self.address, self.password)

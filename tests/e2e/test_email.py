@@ -37,8 +37,8 @@ StartPasserelle = Callable[..., PasserelleProcess]
 
 
 async def test_mail_server_carries_mail_between_two_mailboxes(mail_server: MailServer) -> None:
-    alice = PlainPeer(mail_server, *new_mailbox(mail_server, "alice"))
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    alice = PlainPeer.new(mail_server, "alice")
+    bob = PlainPeer.new(mail_server, "bob")
     await alice.send(bob.address, "Lunch?", "At noon, as usual.")
     got = await bob.next_mail()
     assert got["Subject"] == "Lunch?"
@@ -84,7 +84,7 @@ async def test_one_to_one_with_an_ordinary_email_user(
     xmpp = await new_client("anna")
     address, password = new_mailbox(mail_server, "anna")
     await register(xmpp, mail_server, address, password, name="Anna Lyse")
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "Bob"), name="Bob Plain")
+    bob = PlainPeer.new(mail_server, "Bob", "Bob Plain")
     bob_jid = contact_jid(bob.address)
 
     # Anna writes first: bob gets an ordinary mail, readable in any mail program.
@@ -109,7 +109,7 @@ async def test_classic_mail_from_a_stranger_is_a_contact_request(
     _, xmpp, address, _password = await signed_up_user(
         start_passerelle, new_client, mail_server, "cora"
     )
-    stranger = PlainPeer(mail_server, *new_mailbox(mail_server, "Stranger"), name="Sam Stranger")
+    stranger = PlainPeer.new(mail_server, "Stranger", "Sam Stranger")
 
     await stranger.send(address, "Quarterly report", "Please find the numbers below.")
     notice = await next_message_containing(xmpp, EMAIL_JID, "Contact request", timeout=30)
@@ -134,12 +134,8 @@ async def test_mail_sent_while_passerelle_is_down_arrives_once(
     passerelle, xmpp, address, _password = await signed_up_user(
         start_passerelle, new_client, mail_server, "dora"
     )
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
-    bob_jid = contact_jid(bob.address)
-    xmpp.send_chat(bob_jid, "first contact")
-    await bob.next_mail()
-    await bob.send(address, "Re: first contact", "before the restart")
-    assert "before the restart" in (await xmpp.next_message(bob_jid, timeout=30))["body"]
+    bob = PlainPeer.new(mail_server, "bob")
+    bob_jid = await bob.exchange(xmpp, address, "first contact", "before the restart")
 
     assert await asyncio.to_thread(passerelle.stop) == 0
     await bob.send(address, "while you were away", "sent while Passerelle was down")
@@ -165,7 +161,7 @@ async def test_html_mail_arrives_as_text_and_as_the_whole_mail(
     _, xmpp, address, _password = await signed_up_user(
         start_passerelle, new_client, mail_server, "hana"
     )
-    shop = PlainPeer(mail_server, *new_mailbox(mail_server, "shop"), name="The Shop")
+    shop = PlainPeer.new(mail_server, "shop", "The Shop")
     html = (
         "<html><body><h1>Spring sale</h1><p>Everything <b>half price</b>.</p>"
         "<table><tr><td>Boots</td><td>40 EUR</td></tr></table></body></html>"
@@ -185,13 +181,13 @@ async def test_block_hides_a_stranger(
     _, xmpp, address, _password = await signed_up_user(
         start_passerelle, new_client, mail_server, "ines"
     )
-    spam = PlainPeer(mail_server, *new_mailbox(mail_server, "spam"))
+    spam = PlainPeer.new(mail_server, "spam")
     await spam.send(address, "You won", "Claim your prize")
     await next_message_containing(xmpp, EMAIL_JID, "Contact request", timeout=30)
     xmpp.send_chat(EMAIL_JID, f"block {spam.address}")
     await next_message_containing(xmpp, EMAIL_JID, "is blocked")
     await spam.send(address, "You won again", "Claim it now")
-    friend = PlainPeer(mail_server, *new_mailbox(mail_server, "friend"))
+    friend = PlainPeer.new(mail_server, "friend")
     await friend.send(address, "Dinner", "Dinner tonight?")
     # The friend's mail, sent after the spam, arrives; the spam never does.
     async with asyncio.timeout(40):
@@ -249,7 +245,7 @@ async def test_a_crashed_delta_chat_core_is_restarted(
     await next_message_containing(xmpp, EMAIL_JID, "Mail is interrupted", timeout=30)
     await next_message_containing(xmpp, EMAIL_JID, "Mail is flowing again", timeout=60)
     assert passerelle.proc.poll() is None
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    bob = PlainPeer.new(mail_server, "bob")
     xmpp.send_chat(contact_jid(bob.address), "still here after the crash")
     assert "still here after the crash" in text_of(await bob.next_mail())
 
@@ -260,12 +256,8 @@ async def test_registering_again_keeps_the_account_and_its_mail(
     _, xmpp, address, password = await signed_up_user(
         start_passerelle, new_client, mail_server, "lena"
     )
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
-    bob_jid = contact_jid(bob.address)
-    xmpp.send_chat(bob_jid, "before registering again")
-    await bob.next_mail()
-    await bob.send(address, "Re: before", "first answer")
-    assert "first answer" in (await xmpp.next_message(bob_jid, timeout=30))["body"]
+    bob = PlainPeer.new(mail_server, "bob")
+    bob_jid = await bob.exchange(xmpp, address, "before registering again", "first answer")
 
     # A wrong password is refused and changes nothing; the right one is accepted again.
     with pytest.raises(IqError) as err:

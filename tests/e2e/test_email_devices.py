@@ -171,7 +171,7 @@ async def test_adding_a_contact_by_address(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
     _, xmpp, _, _ = await signed_up_user(start_passerelle, new_client, mail_server, "nora")
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    bob = PlainPeer.new(mail_server, "bob")
     bob_jid = contact_jid(bob.address)
 
     # XEP-0100: the prompt, then the JID of an address (in any case).
@@ -200,7 +200,7 @@ async def test_mail_in_the_inbox_before_registering_is_not_shown(
     start_email_gateway(start_passerelle)
     xmpp = await new_client("olga")
     address, password = new_mailbox(mail_server, "olga")
-    bob = PlainPeer(mail_server, *new_mailbox(mail_server, "bob"))
+    bob = PlainPeer.new(mail_server, "bob")
     await bob.send(address, "Old news", "sent before Olga registered")
     olga_mailbox = PlainPeer(mail_server, address, password)
     for _ in range(50):  # delivered to the mailbox before the gateway logs in
