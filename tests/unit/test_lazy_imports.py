@@ -193,3 +193,30 @@ def test_probing_a_plain_lazy_module_does_not_load_it(attr: str, tmp_path: Path)
     # __wrapped__ is a real attribute lookup: it loads Pillow, which has no such name.
     expected = "False False" if attr == "__path__" else "False True"
     assert out.strip() == expected
+
+
+def test_slidge_uses_the_pillow_forwarders_only_as_they_allow() -> None:
+    """Detector: ``slidge.db.avatar`` takes ``Image`` and ``open`` from ``PIL.Image`` before
+    Pillow loads, so it gets :data:`gateway.lazy_imports._FORWARDERS`. They stand in for
+    annotations, ``isinstance`` and calls; if slidge starts subclassing ``Image`` or using
+    either name another way, this fails: check the forwarders still fit."""
+    import ast
+
+    import slidge.db.avatar
+
+    tree = ast.parse(Path(slidge.db.avatar.__file__).read_text(encoding="utf-8"))
+    annotations = {
+        id(node)
+        for parent in ast.walk(tree)
+        for field in ("annotation", "returns")
+        if isinstance(getattr(parent, field, None), ast.AST)
+        for node in ast.walk(getattr(parent, field))
+    }
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    uses = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in ("Image", "open_image")
+    ]
+    assert uses  # the detector sees them
+    for name in uses:
+        allowed = annotations if name.id == "Image" else calls
+        assert id(name) in allowed, f"line {name.lineno}: {name.id} used another way"
