@@ -85,6 +85,15 @@ class Session(BaseSession[Contact]):
 
     # --- slidge hooks --------------------------------------------------------------
 
+    async def wait_for_ready(self, timeout: float | None = 10) -> None:
+        """slidge waits on its three "ready" futures for every stanza the user sends,
+        each through a shield and a timeout (a few tasks and timers a message). Once all
+        three are done without error there is nothing to wait for."""
+        readies = (self.ready, self.contacts.ready, self.bookmarks.ready)
+        if all(f.done() and not f.cancelled() and f.exception() is None for f in readies):
+            return
+        await super().wait_for_ready(timeout)
+
     async def login(self) -> str:
         nick = self.identity().nick
         self.create_task(self._join_persistent(), name="irc-persistent-channels")

@@ -374,3 +374,130 @@ def test_fix12_is_installed_once(batched: None) -> None:
         read = IdMapStore.__dict__[name].__func__
         assert read.passerelle_fix
         assert not hasattr(read.__wrapped__, "passerelle_fix")
+
+
+# --- fix 13: no empty commits, the archive's legacy id index ----------------------------
+
+
+def test_bug13_empty_commit_and_unindexed_legacy_ids_are_still_there() -> None:
+    from slidge.core.dispatcher.message.message import MessageContentMixin
+    from slidge.db.models import ArchivedMessage
+
+    handler = inspect.getsource(MessageContentMixin.on_legacy_message)
+    assert "with self.xmpp.store.session() as orm:" in handler and "orm.commit()" in handler
+    indexed = [[c.name for c in index.columns] for index in ArchivedMessage.__table__.indexes]
+    assert not any("legacy_id" in columns for columns in indexed)
+
+
+@pytest.fixture
+def sped_up() -> Iterator[None]:
+    from slidge.db.store import SlidgeStore
+
+    init = SlidgeStore.__dict__["__init__"]
+    slidge_speed.speed_up_store()
+    try:
+        yield
+    finally:
+        SlidgeStore.__init__ = init  # type: ignore[method-assign]
+
+
+def _transactions(store: Any) -> list[object]:
+    import sqlalchemy as sa
+
+    begun: list[object] = []
+    sa.event.listen(store.session, "after_transaction_create", lambda *args: begun.append(args))
+    return begun
+
+
+def test_fix13_an_empty_commit_begins_nothing(tmp_path: Path, sped_up: None) -> None:
+    from slidge.db.models import Room
+
+    with _store(tmp_path / "x.sqlite") as store:
+        begun = _transactions(store)
+        with store.session() as orm:
+            orm.commit()  # what slidge does after fix 12 queued the id map rows
+        assert begun == []
+        with store.session() as orm:  # a read, then a commit: committed as before
+            room = orm.query(Room).filter_by(legacy_id="#a").one()
+            room.name = "renamed"
+            user = room.user_account_id
+            orm.commit()
+        with store.session() as orm:  # something added: committed
+            orm.add(Room(user_account_id=user, legacy_id="#c", jid_localpart="#c"))
+            orm.commit()
+        with store.session() as orm:
+            rooms = {r.legacy_id: r.name for r in orm.query(Room)}
+        assert rooms == {"#a": "renamed", "#b": "#b", "#c": None}
+        assert len(begun) >= 3
+
+
+def test_fix13_the_archive_looks_legacy_ids_up_by_index(tmp_path: Path, sped_up: None) -> None:
+    import sqlalchemy as sa
+    from slidge.db.models import ArchivedMessage
+
+    with _store(tmp_path / "x.sqlite") as store, store.session() as orm:
+        query = sa.select(ArchivedMessage).where(
+            ArchivedMessage.room_id.in_([1, 2]), ArchivedMessage.legacy_id.in_(["a", "b"])
+        )
+        sql = str(query.compile(orm.get_bind(), compile_kwargs={"literal_binds": True}))
+        plan = " ".join(row[-1] for row in orm.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
+        assert slidge_speed.MAM_LEGACY_INDEX in plan
+        assert issubclass(store.session.class_, slidge_speed.LAZY_COMMIT_SESSION)
+        slidge_speed.store_speedups(store)  # again: nothing added twice
+        assert store.session.class_.__mro__.count(slidge_speed.LAZY_COMMIT_SESSION) == 1
+
+
+# --- fix 14: a stanza path matched once -------------------------------------------------
+
+
+def test_bug14_stanza_paths_are_matched_twice_is_still_there() -> None:
+    from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
+
+    source = inspect.getsource(StanzaPath.__dict__["match"])
+    assert "stanza.match(self._criteria) or stanza.match(self._raw_criteria)" in source
+    assert "propagate_ns=False" in inspect.getsource(StanzaPath.__init__)
+
+
+PATHS = [
+    "message/muc/invite",
+    "message@type=groupchat/body",
+    "message/pubsub_event/items",
+    "iq@type=get/disco_info",
+    "iq/{http://jabber.org/protocol/disco#info}query",
+    "{jabber:client}presence/muc_join",
+    "presence@type=unavailable",
+    "message/replace",
+    "message/reactions",
+    "message/stanza_id",
+]
+
+
+def test_fix14_one_try_answers_as_two_do() -> None:
+    from slixmpp import Iq, Presence
+    from slixmpp.plugins.xep_0030 import stanza as disco
+    from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
+    from slixmpp.xmlstream.stanzabase import fix_ns
+
+    register_stanza_plugin(Iq, disco.DiscoInfo)
+    slixmpp_match = StanzaPath.__dict__["match"]
+    iq = Iq()
+    iq["type"] = "get"
+    iq.enable("disco_info")
+    presence = Presence()
+    presence["type"] = "unavailable"
+    stanzas = [*_stanzas(), iq, presence]
+    matched = 0
+    for path in PATHS:
+        matcher = StanzaPath(path)
+        for namespace in ("jabber:client", "jabber:component:accept", ""):  # the raw path,
+            # split as each stanza would split it: the same list as the one kept
+            assert fix_ns(path, split=True, propagate_ns=False, default_ns=namespace) == (
+                matcher._criteria
+            )
+        for stanza in stanzas:
+            before = str(stanza)
+            once = slidge_speed._match(matcher, stanza)
+            assert str(stanza) == before
+            assert once == slixmpp_match(matcher, copy.deepcopy(stanza)), (path, before)
+            matched += once
+    assert matched >= 5  # the table has matches, not only misses
