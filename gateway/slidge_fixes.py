@@ -59,6 +59,9 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     whole ``values``; 12, the message id map written once per tick; 13, no empty commit
     per message, and an index on the archive's legacy ids; 14, each incoming stanza
     matched once, not twice, against each handler's path.
+20-29. What slidge keeps of every occupant and contact it ever built, in
+    :mod:`gateway.slidge_joins` (its docstring lists them): 20, a logger per occupant,
+    contact and room object, which the logging module keeps forever.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import slidge_speed
+from . import slidge_joins, slidge_speed
 
 if TYPE_CHECKING:
     from slidge.contact import LegacyContact
@@ -263,6 +266,7 @@ def apply() -> None:
     main_module.get_engine = sqlite_wal_engine_factory(main_module.get_engine)
     batch_archive_writes()
     slidge_speed.apply()  # fixes 11-19
+    slidge_joins.apply()  # fixes 20-29
     store_default_preferences()
 
 
