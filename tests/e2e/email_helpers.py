@@ -110,16 +110,28 @@ class User(NamedTuple):
     password: str
 
 
-async def signed_up_user(
+async def new_user(
     start_passerelle: StartPasserelle, new_client: NewClient, mail: MailServer, name: str
 ) -> User:
-    """Passerelle with the email network, and a new XMPP user registered with a new
-    mailbox ``<name><n>@mail.test``."""
+    """Passerelle with the email network, a new XMPP user and a new mailbox
+    ``<name><n>@mail.test``, not registered with each other yet."""
     passerelle = start_email_gateway(start_passerelle)
     xmpp = await new_client(name)
     address, password = new_mailbox(mail, name)
-    await register(xmpp, mail, address, password)
     return User(passerelle, xmpp, address, password)
+
+
+async def signed_up_user(
+    start_passerelle: StartPasserelle,
+    new_client: NewClient,
+    mail: MailServer,
+    name: str,
+    display_name: str = "",
+) -> User:
+    """`new_user`, registered with its mailbox (as `display_name` if given)."""
+    user = await new_user(start_passerelle, new_client, mail, name)
+    await register(user.xmpp, mail, user.address, user.password, display_name)
+    return user
 
 
 async def logged_in(client: Client, timeout: float = 60) -> None:

@@ -21,12 +21,11 @@ from tests.e2e.email_helpers import (
     PlainPeer,
     contact_jid,
     mail_server_fixture,  # noqa: F401  (the mail_server fixture)
-    new_mailbox,
+    new_user,
     next_message_containing,
     register,
     registration_fields,
     signed_up_user,
-    start_email_gateway,
     text_of,
 )
 from tests.e2e.xmpp_client import Client
@@ -48,9 +47,9 @@ async def test_mail_server_carries_mail_between_two_mailboxes(mail_server: MailS
 async def test_wrong_password_is_refused_and_nothing_is_stored(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    passerelle = start_email_gateway(start_passerelle)
-    xmpp = await new_client("wrongpw")
-    address, password = new_mailbox(mail_server, "wrongpw")
+    passerelle, xmpp, address, password = await new_user(
+        start_passerelle, new_client, mail_server, "wrongpw"
+    )
     fields = registration_fields(mail_server, address, "not-" + password)
     with pytest.raises(IqError) as err:
         await xmpp.register(EMAIL_JID, **fields)
@@ -66,9 +65,7 @@ async def test_wrong_password_is_refused_and_nothing_is_stored(
 async def test_plaintext_to_a_remote_server_is_refused(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("plain")
-    address, password = new_mailbox(mail_server, "plain")
+    _, xmpp, address, password = await new_user(start_passerelle, new_client, mail_server, "plain")
     fields = registration_fields(mail_server, address, password)
     fields["imap_host"] = "imap.example.org"
     with pytest.raises(IqError) as err:
@@ -80,10 +77,9 @@ async def test_plaintext_to_a_remote_server_is_refused(
 async def test_one_to_one_with_an_ordinary_email_user(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("anna")
-    address, password = new_mailbox(mail_server, "anna")
-    await register(xmpp, mail_server, address, password, name="Anna Lyse")
+    _, xmpp, address, _ = await signed_up_user(
+        start_passerelle, new_client, mail_server, "anna", "Anna Lyse"
+    )
     bob = PlainPeer.new(mail_server, "Bob", "Bob Plain")
     bob_jid = contact_jid(bob.address)
 

@@ -27,11 +27,10 @@ from tests.e2e.email_helpers import (
     contact_jid,
     group_jid,
     mail_server_fixture,  # noqa: F401  (the mail_server fixture)
-    new_mailbox,
+    new_user,
     next_message_containing,
     register,
     signed_up_user,
-    start_email_gateway,
     text_of,
     verified_pair_fixture,  # noqa: F401  (the verified_pair fixture)
 )
@@ -197,9 +196,7 @@ async def test_adding_a_contact_by_address(
 async def test_mail_in_the_inbox_before_registering_is_not_shown(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
-    start_email_gateway(start_passerelle)
-    xmpp = await new_client("olga")
-    address, password = new_mailbox(mail_server, "olga")
+    _, xmpp, address, password = await new_user(start_passerelle, new_client, mail_server, "olga")
     bob = PlainPeer.new(mail_server, "bob")
     await bob.send(address, "Old news", "sent before Olga registered")
     olga_mailbox = PlainPeer(mail_server, address, password)
