@@ -150,7 +150,7 @@ def default_preferences(fields: Iterable[Any]) -> dict[str, Any]:
     for field in fields:
         try:
             defaults[field.var] = field.validate(field.value)
-        except XMPPError as e:  # a required field without a default: the user must choose
+        except XMPPError as e:  # none, or not one of its options: the user must choose
             log.debug("Preference %s has no usable default: %s", field.var, e)
     return defaults
 
@@ -166,7 +166,12 @@ def fill_preferences(xmpp: Any, user: Any) -> bool:
     if not missing:
         return False
     user.preferences = {**missing, **user.preferences}
-    xmpp.store.users.update(user)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        xmpp.store.users.update(user)
+    except SQLAlchemyError as e:  # the defaults still apply, for this session
+        log.warning("Could not store the default preferences of %s: %s", user.jid, e)
     return True
 
 

@@ -105,3 +105,22 @@ def test_installed_once_on_registration_and_session_creation(
     slidge_fixes.store_default_preferences()  # idempotent
     assert RegistrationMixin._user_validate.__wrapped__ is original_validate  # type: ignore[attr-defined]
     assert BaseSession.__init__.__wrapped__ is original_init  # type: ignore[misc]
+
+
+def test_a_database_error_is_logged_and_the_defaults_still_apply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import sqlalchemy.exc
+    from slixmpp import JID
+
+    class DownStore:
+        def update(self, _user: Any) -> None:
+            raise sqlalchemy.exc.OperationalError("UPDATE user_account", {}, Exception("gone"))
+
+    gateway = SimpleNamespace(
+        PREFERENCES=BaseGateway.PREFERENCES, store=SimpleNamespace(users=DownStore())
+    )
+    user = GatewayUser(jid=JID("down@example.org"), legacy_module_data={}, preferences={})
+    assert slidge_fixes.fill_preferences(gateway, user)
+    assert user.preferences["sync_presence"] is True
+    assert "Could not store the default preferences of down@example.org" in caplog.text
