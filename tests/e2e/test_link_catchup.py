@@ -40,6 +40,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     start_link_fixture,
     start_linked,
 )
+from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -49,6 +50,17 @@ def history_inspircd(tmp_path: Path) -> Iterator[InspIRCd]:
     """An InspIRCd that plays a channel's recent lines to whoever joins (+H)."""
     with InspIRCd(tmp_path / "inspircd", modules=(*IRCV3_MODULES, "chanhistory")) as server:
         yield server
+
+
+async def two_in_the_room(
+    n: int, ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
+) -> tuple[Client, Client, IrcPerson, str, str, PasserelleProcess]:
+    """alice and bob in room `catchup{n}`, dave in `#catchup{n}`, linked:
+    (alice, bob, dave, room, channel, Passerelle)."""
+    alice, bob, dave = await people("alice"), await people("bob"), await irc_people(f"cdave{n}")
+    room, channel, gateway = await linked_room(f"catchup{n}", ngircd.port, alice, dave, start_link)
+    assert (await bob.join_muc(room, "bob"))["type"] != "error"
+    return alice, bob, dave, room, channel, gateway
 
 
 async def kill_passerelle(gateway: PasserelleProcess, person: IrcPerson, channel: str) -> None:
@@ -63,9 +75,9 @@ async def kill_passerelle(gateway: PasserelleProcess, person: IrcPerson, channel
 async def test_room_lines_said_while_passerelle_was_dead_reach_irc_once(
     ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
 ) -> None:
-    alice, bob, dave = await people("alice"), await people("bob"), await irc_people("cdave1")
-    room, channel, gateway = await linked_room("catchup1", ngircd.port, alice, dave, start_link)
-    assert (await bob.join_muc(room, "bob"))["type"] != "error"
+    alice, bob, dave, room, channel, gateway = await two_in_the_room(
+        1, ngircd, people, irc_people, start_link
+    )
 
     alice.send_groupchat(room, "before the crash")
     assert await channel_texts(dave, channel, 1) == [("alice[x]", "before the crash")]
@@ -121,9 +133,9 @@ async def test_more_than_a_page_of_the_archive_is_relayed_in_order(
     ngircd: NgIrcd, people: XmppPeople, irc_people: People, start_link: StartLink
 ) -> None:
     """Prosody answers an archive query with 50 messages at most: 55 take two pages."""
-    alice, bob, dave = await people("alice"), await people("bob"), await irc_people("cdave3")
-    room, channel, gateway = await linked_room("catchup3", ngircd.port, alice, dave, start_link)
-    assert (await bob.join_muc(room, "bob"))["type"] != "error"
+    alice, bob, dave, room, channel, gateway = await two_in_the_room(
+        3, ngircd, people, irc_people, start_link
+    )
     alice.send_groupchat(room, "before")
     assert await channel_texts(dave, channel, 1) == [("alice[x]", "before")]
     await kill_passerelle(gateway, dave, channel)
