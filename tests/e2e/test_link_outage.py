@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.localservers import NgIrcd, Prosody
+from tests.e2e.conftest import PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
     People,
     irc_people_fixture,
@@ -34,10 +35,25 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     xmpp_down,
     xmpp_up,
 )
+from tests.e2e.xmpp_client import Client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 BOUND = 5
+
+
+async def too_much_while_irc_is_down(
+    server: NgIrcd, gateway: PasserelleProcess, alice: Client, room: str, said: list[str]
+) -> tuple[int, str]:
+    """The IRC server goes away and alice says `said` (more than the bound) in `room`:
+    she is told once, privately, by the room's listener. Returns (the link's log position
+    before, the notice)."""
+    mark = await irc_down(server, gateway)
+    for text in said:
+        alice.send_groupchat(room, text)
+    notices = await private_notices(alice, room, timeout=8)
+    assert len(notices) == 1, notices
+    return mark, notices[0]
 
 
 async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
@@ -53,15 +69,10 @@ async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
     assert first == ("alice[x]", "before")
 
     # The IRC server goes away; alice says more than her IRC connection keeps for it.
-    mark = await irc_down(own_ngircd, gateway)
     said = [f"while IRC is down {i}" for i in range(1, BOUND + 4)]
-    for text in said:
-        alice.send_groupchat(room, text)
-    # She is told once that the rest is not relayed, from the link's listener.
-    notices = await private_notices(alice, room, timeout=8)
-    assert len(notices) == 1, notices
-    assert notices[0].startswith("Not relayed to IRC: not connected to IRC server '127.0.0.1'")
-    assert "this is the only notice" in notices[0]
+    mark, notice = await too_much_while_irc_is_down(own_ngircd, gateway, alice, room, said)
+    assert notice.startswith("Not relayed to IRC: not connected to IRC server '127.0.0.1'")
+    assert "this is the only notice" in notice
     dave = await irc_up(own_ngircd, gateway, mark, "doutage1", channel)
     try:
         # The lines that fit arrive once, in order; the others never do.
@@ -78,18 +89,15 @@ async def test_irc_down_lines_wait_up_to_the_bound_and_the_sender_is_told_once(
         await dave.close()
 
     # Down again: she is told again (once), since a line of hers went through meanwhile.
-    mark = await irc_down(own_ngircd, gateway)
-    for i in range(BOUND + 2):
-        alice.send_groupchat(room, f"second outage {i}")
-    notices = await private_notices(alice, room, timeout=8)
-    assert len(notices) == 1, notices
+    said = [f"second outage {i}" for i in range(BOUND + 2)]
+    mark, _notice = await too_much_while_irc_is_down(own_ngircd, gateway, alice, room, said)
     # She leaves the room before IRC is back: what waits for it is not lost with her
     # connection, which closes only once it has said it.
     alice.leave_muc(room, "alice")
     dave = await irc_up(own_ngircd, gateway, mark, "doutage1", channel)
     try:
         assert await channel_texts(dave, channel, BOUND, timeout=30) == [
-            ("alice[x]", f"second outage {i}") for i in range(BOUND)
+            ("alice[x]", text) for text in said[:BOUND]
         ]
         await dave.expect(r"^:alice\[x\]!\S+ QUIT :.*left the room", timeout=60)
     finally:
@@ -110,13 +118,9 @@ async def test_irc_down_the_relay_bot_keeps_the_bound_too(
     )
     assert first == ("passerelle", "<alice> before")
 
-    mark = await irc_down(own_ngircd, gateway)
     said = [f"relayed later {i}" for i in range(1, BOUND + 4)]
-    for text in said:
-        alice.send_groupchat(room, text)
-    notices = await private_notices(alice, room, timeout=8)
-    assert len(notices) == 1, notices
-    assert "this is the only notice" in notices[0]
+    mark, notice = await too_much_while_irc_is_down(own_ngircd, gateway, alice, room, said)
+    assert "this is the only notice" in notice
     dave = await irc_up(own_ngircd, gateway, mark, "doutage3", channel)
     try:
         assert await channel_texts(dave, channel, BOUND, timeout=30) == [
