@@ -209,12 +209,15 @@ def test_server_runs_as_the_postgres_user_when_root(
     server._cluster = tmp_path / "cluster"
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     argv = server.command()
-    assert argv[:5] == ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    assert argv[5] == "/usr/lib/postgresql/15/bin/postgres"
+    # The parent-death signal is set after the user change, which clears it (SIGINT: a
+    # fast shutdown, see gateway.localservers._process).
+    death = ["setpriv", "--pdeathsig", "INT"]
+    assert argv[:7] == [*death, "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+    assert argv[7] == "/usr/lib/postgresql/15/bin/postgres"
     assert "listen_addresses=127.0.0.1" in argv
     assert "fsync=off" in argv
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert server.command()[0] == "/usr/lib/postgresql/15/bin/postgres"
+    assert server.command()[:5] == [*death, "--", "/usr/lib/postgresql/15/bin/postgres"]
 
 
 def test_reachable_by(tmp_path: Path) -> None:
