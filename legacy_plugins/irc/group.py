@@ -414,19 +414,12 @@ class MUC(LegacyMUC[Participant]):
         await self.session.contacts.ready
         nickname = c.name or unescape_node(c.jid.node)
         with self.xmpp.store.session(expire_on_commit=False) as orm:
-            found = orm.scalars(
-                sa.select(StoredParticipant).where(
-                    StoredParticipant.room_id == self.stored.id,
-                    (StoredParticipant.contact_id == c.stored.id)
-                    | (StoredParticipant.nickname == nickname),
-                )
-            ).all()
-        for stored in found:
-            if stored.contact_id == c.stored.id:
-                return self.participant_from_store(stored=stored, contact=c)
+            stored, clash = rows.occupant_by_contact(orm, self.stored.id, c.stored.id, nickname)
+        if stored is not None:
+            return self.participant_from_store(stored=stored, contact=c)
         if not create:
             return None
-        if found:  # someone else has the nickname (slidge's rule)
+        if clash:  # someone else has the nickname (slidge's rule)
             nickname = f"{nickname} ({unescape_node(c.jid.node)})"
         filling = bool(self.get_lock("fill participants") or self.get_lock("fill history"))
         announce = self.participants_filled and not filling

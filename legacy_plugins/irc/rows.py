@@ -5,7 +5,8 @@ unit of work, a commit) and looks occupants up with ORM queries that eagerly loa
 room and contact. With many users in a channel that runs for every JOIN every user sees.
 `insert` writes one new row with one cached INSERT and leaves the object as if it had
 been loaded (detached, every column set); `occupant_exists` answers "is there an
-occupant with this nick" without building any ORM object. Both keep slidge's rules: the
+occupant with this nick", and `occupant_by_contact` "is there one for this contact, or
+with this nickname", without building any ORM object unless there is. Both keep slidge's rules: the
 same column defaults, the same match on nickname or resource.
 """
 
@@ -19,7 +20,7 @@ from slidge.db.models import Participant
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-__all__ = ["insert", "occupant_exists"]
+__all__ = ["insert", "occupant_by_contact", "occupant_exists"]
 
 
 @cache
@@ -70,6 +71,28 @@ _OCCUPANT = (
     )
     .limit(1)
 )
+
+
+_BY_CONTACT_OR_NICK = sa.select(Participant.id, Participant.contact_id).where(
+    Participant.room_id == sa.bindparam("room"),
+    (Participant.contact_id == sa.bindparam("contact"))
+    | (Participant.nickname == sa.bindparam("nick")),
+)
+
+
+def occupant_by_contact(
+    orm: Session, room_id: int, contact_id: int, nickname: str
+) -> tuple[Participant | None, bool]:
+    """The occupant of room `room_id` for contact `contact_id` (loaded as slidge loads
+    one), and whether another occupant has `nickname`; one small query when neither."""
+    found = orm.execute(
+        _BY_CONTACT_OR_NICK, {"room": room_id, "contact": contact_id, "nick": nickname}
+    ).all()
+    mine = next((pk for pk, contact in found if contact == contact_id), None)
+    clash = any(contact != contact_id for _, contact in found)
+    if mine is None:
+        return None, clash
+    return orm.get(Participant, mine), clash
 
 
 def occupant_exists(orm: Session, room_id: int, nick: str) -> bool:

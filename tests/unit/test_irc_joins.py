@@ -96,6 +96,21 @@ def test_occupant_exists_matches_nickname_or_resource(orm: Session) -> None:
     assert not rows.occupant_exists(orm, room.id + 1, "Ali ce")
 
 
+def test_occupant_by_contact_finds_it_or_tells_a_nickname_clash(orm: Session) -> None:
+    room = _room(orm)
+    alice, bob = _contact(orm, room, "alice%irc"), _contact(orm, room, "bob%irc")
+    row = Participant(nickname="alice", occupant_id="alice@x", room_id=room.id)
+    row.contact_id, row.resource, row.nickname_no_illegal = alice.id, "alice", "alice"
+    rows.insert(orm, row, {})
+    orm.commit()
+
+    found, clash = rows.occupant_by_contact(orm, room.id, alice.id, "alice")
+    assert found is not None and found.id == row.id and not clash
+    assert found.contact is not None and found.contact.id == alice.id  # loaded as slidge's
+    assert rows.occupant_by_contact(orm, room.id, bob.id, "alice") == (None, True)
+    assert rows.occupant_by_contact(orm, room.id, bob.id, "bob") == (None, False)
+
+
 def _mav_version(data: list[tuple[str, str]]) -> str:
     """slidge's `__compute_mav_ver`, for comparing versions rather than lists."""
     affs = sorted(f"{id_}\0{aff}".encode() for id_, aff in data if aff != "none")
