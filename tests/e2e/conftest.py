@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.child import _die_with_parent
 from gateway.config import load
 from gateway.localservers.prosody import ComponentSpec, Prosody
 from tests.e2e.xmpp_client import Client
@@ -70,6 +71,12 @@ class PasserelleProcess:
             stdin=subprocess.DEVNULL,
             text=True,
             errors="replace",
+            # Dies with the test run even when that is SIGKILLed (a timeout), so no
+            # `passerelle run` is left holding a component JID. Linux sends the signal
+            # when the starting *thread* ends, so only from the main thread.
+            preexec_fn=(  # noqa: PLW1509 - only prctl, no locks
+                _die_with_parent if threading.current_thread() is threading.main_thread() else None
+            ),
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
