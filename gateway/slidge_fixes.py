@@ -58,7 +58,8 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     (its docstring lists them): 11, ``"name" in stanza`` without building the stanza's
     whole ``values``; 12, the message id map written once per tick; 13, no empty commit
     per message, and an index on the archive's legacy ids; 14, each incoming stanza
-    matched once, not twice, against each handler's path.
+    matched once, not twice, against each handler's path; 15, stanzas other than
+    presences filtered without a task and a timed wait per async filter.
 20-29. What slidge keeps of every occupant and contact it ever built, in
     :mod:`gateway.slidge_joins` (its docstring lists them): 20, a logger per occupant,
     contact and room object, which the logging module keeps forever.

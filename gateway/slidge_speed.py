@@ -33,6 +33,13 @@ replaces. ``bench/irc.py`` measured each (``bench/README.md``).
     then with the raw path split again, which gives the same list (paths are split
     without namespaces) and so the same answer: ~10 % of a line to IRC.
     :func:`match_once` keeps the first try.
+15. slixmpp's send queue runs each async outgoing filter of every stanza as a task and
+    waits for it with a 1 s ``asyncio.wait`` (a task, futures, a timer and two loop turns
+    a stanza). slidge's two async filters (entity caps, vCard avatar hash) only touch
+    presences and hand anything else back as it is. :func:`send_without_tasks` puts any
+    other stanza in the queue already filtered: the sync filters run at once, in their
+    order, the async ones are skipped, and the queue sends it as it is. Presences, and
+    every stanza when some other async filter is registered, go the old way.
 """
 
 from __future__ import annotations
@@ -76,15 +83,21 @@ def _contains(self: Any, name: str) -> bool:
 _SLIXMPP_CONTAINS: Callable[[Any, str], bool] | None = None
 
 
+def _install(cls: type, name: str, new: Callable[..., Any]) -> Any:
+    """Put `new` in place of ``cls.name``; what was there, or None if `new` already is."""
+    old = cls.__dict__[name]
+    if old is new:
+        return None
+    setattr(cls, name, new)
+    return old
+
+
 def fast_contains() -> None:
     """Fix 11: install :func:`_contains` (idempotent)."""
     global _SLIXMPP_CONTAINS  # noqa: PLW0603 - slixmpp's original, kept once
     from slixmpp.xmlstream.stanzabase import ElementBase
 
-    if ElementBase.__contains__ is _contains:
-        return
-    _SLIXMPP_CONTAINS = ElementBase.__contains__
-    ElementBase.__contains__ = _contains  # type: ignore[method-assign]
+    _SLIXMPP_CONTAINS = _install(ElementBase, "__contains__", _contains) or _SLIXMPP_CONTAINS
 
 
 # --- fix 12: the id map written once per tick ------------------------------------------
@@ -355,9 +368,65 @@ def match_once() -> None:
     StanzaPath.match = _match  # type: ignore[method-assign]
 
 
+# --- fix 15: stanzas other than presences filtered without tasks -----------------------
+
+PRESENCE_ONLY_FILTERS = (
+    ("slidge.core.dispatcher.caps", "CapsMixin._filter_add_caps"),
+    ("slixmpp.plugins.xep_0153.vcard_avatar", "XEP_0153._update_presence"),
+)
+"""Fix 15: async outgoing filters that return any stanza but a presence untouched."""
+
+
+def _presence_only(handler: Any) -> bool:
+    func = getattr(handler, "__func__", handler)
+    return (func.__module__, func.__qualname__) in PRESENCE_ONLY_FILTERS
+
+
+def _send(self: Any, data: Any, use_filters: bool = True) -> None:
+    """Fix 15: ``XMLStream.send``, with the filters of a stanza that is not a presence
+    run here when every async filter is one that only touches presences."""
+    from inspect import iscoroutinefunction
+
+    from slixmpp import Presence
+    from slixmpp.xmlstream import StanzaBase
+
+    assert _SLIXMPP_SEND is not None  # installed by send_without_tasks
+    if not use_filters or not isinstance(data, StanzaBase) or isinstance(data, Presence):
+        return _SLIXMPP_SEND(self, data, use_filters)
+    filters = self._XMLStream__filters
+    if filters["out_sync"] or filters["out_sce"]:
+        return _SLIXMPP_SEND(self, data, use_filters)
+    out = list(filters["out"])
+    asynchronous = [iscoroutinefunction(f) for f in out]
+    if not all(_presence_only(f) for f, a in zip(out, asynchronous, strict=True) if a):
+        return _SLIXMPP_SEND(self, data, use_filters)
+    try:
+        for handler, is_async in zip(out, asynchronous, strict=True):
+            if not is_async and isinstance(data, StanzaBase):
+                data = handler(data)
+                if data is None:
+                    return None  # dropped by a filter, as the queue would
+    except Exception:
+        log.exception("Exception raised in send queue:")  # the queue's words; dropped
+        return None
+    return _SLIXMPP_SEND(self, data, False)
+
+
+_SLIXMPP_SEND: Callable[..., None] | None = None
+
+
+def send_without_tasks() -> None:
+    """Fix 15: install :func:`_send` (idempotent)."""
+    global _SLIXMPP_SEND  # noqa: PLW0603 - slixmpp's original, kept once
+    from slixmpp.xmlstream.xmlstream import XMLStream
+
+    _SLIXMPP_SEND = _install(XMLStream, "send", _send) or _SLIXMPP_SEND
+
+
 def apply() -> None:
     """Install fixes 11-19 (called by :func:`gateway.slidge_fixes.apply`)."""
     fast_contains()
     batch_id_map_writes()
     speed_up_store()
     match_once()
+    send_without_tasks()

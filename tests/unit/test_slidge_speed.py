@@ -501,3 +501,110 @@ def test_fix14_one_try_answers_as_two_do() -> None:
             assert once == slixmpp_match(matcher, copy.deepcopy(stanza)), (path, before)
             matched += once
     assert matched >= 5  # the table has matches, not only misses
+
+
+# --- fix 15: stanzas other than presences filtered without tasks ------------------------
+
+
+def test_bug15_async_filters_run_as_tasks_and_only_touch_presences_is_still_there() -> None:
+    from slidge.core.dispatcher.caps import CapsMixin
+    from slixmpp.plugins.xep_0153.vcard_avatar import XEP_0153
+    from slixmpp.xmlstream.xmlstream import XMLStream
+
+    run_filters = inspect.getsource(XMLStream.run_filters)
+    assert "asyncio.create_task(filter(data))" in run_filters and "timeout=1" in run_filters
+    for handler in (CapsMixin._filter_add_caps, XEP_0153._update_presence):
+        body = inspect.getsource(handler)
+        first = body.split('"""')[-1] if '"""' in body.split(":", 1)[1][:40] else body
+        assert "if not isinstance(stanza, Presence):\n            return stanza" in first
+        assert (handler.__module__, handler.__qualname__) in slidge_speed.PRESENCE_ONLY_FILTERS
+
+
+async def _presence_only(stanza: Any) -> Any:  # an async filter like slidge's caps filter
+    from slixmpp import Presence
+
+    if not isinstance(stanza, Presence):
+        return stanza
+    await asyncio.sleep(0)
+    stanza["status"] = "from the async filter"
+    return stanza
+
+
+def _mark(stanza: Any) -> Any:  # a sync filter that changes every stanza
+    stanza["id"] = f"{stanza['id']}+sync"
+    return stanza
+
+
+def _drop_some(stanza: Any) -> Any:  # a sync filter that drops one
+    if stanza["id"].startswith("drop"):
+        return None
+    if stanza["id"].startswith("boom"):
+        raise ValueError("a broken filter")
+    return stanza
+
+
+async def _sent_by(fixed: bool, unknown_async: bool = False) -> list[str]:
+    """What an XMLStream writes for a few stanzas through these filters, with fix 15 or
+    without it."""
+    from slixmpp import Iq, Presence
+    from slixmpp.xmlstream.xmlstream import XMLStream
+
+    original = XMLStream.__dict__["send"]
+    if fixed:
+        slidge_speed.send_without_tasks()
+    try:
+        stream = XMLStream()
+        stream._always_send_everything = True
+        written: list[str] = []
+        stream.send_raw = written.append  # type: ignore[method-assign]
+        stream.add_filter("out", _presence_only)
+        stream.add_filter("out", _mark)
+        stream.add_filter("out", _drop_some)
+        if unknown_async:
+            stream.add_filter("out", slidge_speed._fake_async_filter)  # type: ignore[attr-defined]
+        sender = asyncio.create_task(stream.run_filters())
+        try:
+            for i, kind in enumerate(["m", "p", "i", "m", "m", "m", "p"]):
+                stanza = {"m": Message, "p": Presence, "i": Iq}[kind](stream=stream)
+                stanza["id"] = {4: "drop", 5: "boom"}.get(i, "") + str(i)
+                if kind == "m":
+                    stanza["body"] = f"line {i}"
+                stream.send(stanza)
+            async with asyncio.timeout(5):
+                await stream.waiting_queue.join()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        return written
+    finally:
+        XMLStream.send = original  # type: ignore[method-assign]
+
+
+async def test_fix15_sends_the_same_stanzas_in_the_same_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    known = (*slidge_speed.PRESENCE_ONLY_FILTERS, (__name__, "_presence_only"))
+    monkeypatch.setattr(slidge_speed, "PRESENCE_ONLY_FILTERS", known)
+    expected = await _sent_by(fixed=False)
+    assert len(expected) == 5  # one dropped, one broke its filter
+    assert "from the async filter" in expected[1] and "+sync" in expected[0]
+    assert await _sent_by(fixed=True) == expected
+
+
+async def test_fix15_an_unknown_async_filter_keeps_the_queue_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    async def unknown(stanza: Any) -> Any:
+        calls.append(stanza["id"])
+        return stanza
+
+    monkeypatch.setattr(slidge_speed, "_fake_async_filter", unknown, raising=False)
+    known = (*slidge_speed.PRESENCE_ONLY_FILTERS, (__name__, "_presence_only"))
+    monkeypatch.setattr(slidge_speed, "PRESENCE_ONLY_FILTERS", known)
+    expected = await _sent_by(fixed=False, unknown_async=True)
+    calls.clear()
+    assert await _sent_by(fixed=True, unknown_async=True) == expected
+    assert len(calls) == 5  # it saw every stanza the other filters let through
