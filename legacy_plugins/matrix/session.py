@@ -13,38 +13,30 @@ their transaction ID and are skipped; what the user does from another Matrix cli
 shown as their own (carbons in 1:1, the user's occupant in MUCs). A bad event is logged
 and skipped, never allowed to end the session.
 
-End-to-end encryption is :mod:`.crypto`'s; here, its keys are loaded before the first
-sync, each batch's keys are handed to it before the rooms' events, encrypted events are
-decrypted as they come (an undecryptable one shows as a notice, corrected if its key
-arrives later), and what goes to an encrypted room is encrypted for its members.
-Avatars (:mod:`.profiles`) and presence follow direct-chat partners and rooms.
+Two parts of the session live in modules of their own: end-to-end encryption
+(:mod:`.e2ee`, on the device of :mod:`.crypto`) and names, avatars and presence
+(:mod:`.profiles`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
-import secrets
 import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
-from urllib.parse import quote
 
-from slidge import BaseSession, global_config
+from slidge import BaseSession
 from slidge.util.types import (
     LegacyAttachment,
     MessageReference,
-    PseudoPresenceShow,
     XMPPMessage,
 )
 from slixmpp import JID
-from slixmpp.types import ResourceDict
 
 from gateway.backoff import Backoff
 from gateway.formatting import to_xep0393
@@ -54,21 +46,20 @@ from gateway.slidge_fixes import push_to_roster
 from .client import Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
-from .crypto import E2EE, decrypt_file, encrypt_file
+from .crypto import decrypt_file, encrypt_file
+from .e2ee import UNREADABLE, SessionE2EE
 from .errors import (
     HomeserverTimeout,
     HomeserverUnreachable,
     LoginRefused,
     MatrixError,
-    NotSupported,
     RateLimited,
     RequestFailed,
-    Undecryptable,
     as_xmpp_error,
 )
 from .ids import EventId, RoomId, UserId
 from .net import fetch_url
-from .profiles import show_avatar
+from .profiles import SessionProfiles, show_avatar
 from .rooms import ReactionBook, RoomState, RoomTracker, typing_changes
 from .translate import (
     Encrypted,
@@ -83,11 +74,8 @@ from .translate import (
     SyncBatch,
     TimelineEvent,
     Typing,
-    UserPresence,
     edit_content,
     media_content,
-    parse_event,
-    presence_for_xmpp_show,
     reaction_content,
     text_content,
 )
@@ -100,19 +88,6 @@ Speaker: TypeAlias = "Contact | Participant"
 
 log = logging.getLogger(__name__)
 
-ENCRYPTED_NOTICE = (
-    "🔒 This chat is end-to-end encrypted on Matrix. Passerelle decrypts and encrypts it "
-    "as your Matrix device {device}. It does not verify devices: it sends its keys to "
-    "every device of the people here and trusts the key it first sees for each. Send "
-    "'device' to the gateway to see this device's key and other people's devices."
-)
-ENCRYPTED_UNAVAILABLE = (
-    "🔒 This chat is end-to-end encrypted on Matrix, and Passerelle cannot decrypt it: "
-    "{problem}. Read and answer it in a Matrix client (Element, …)."
-)
-UNREADABLE = "🔒 [an end-to-end encrypted message Passerelle cannot decrypt: {reason}]"
-_UNDECRYPTED_KEPT = 1000
-"""Undecryptable events kept for the day their key arrives."""
 _LIVE_WINDOW_S = 30.0
 """Messages older than this get a delay timestamp (XEP-0203)."""
 _SENDERS_KEPT = 20_000
@@ -123,7 +98,7 @@ TRANSIENT = (HomeserverUnreachable, HomeserverTimeout, RateLimited)
 RETRY = Backoff(initial=2.0, cap=300.0)
 
 
-class Session(BaseSession[Contact]):
+class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
     matrix: MatrixClient
     rooms: RoomTracker
 
@@ -134,13 +109,7 @@ class Session(BaseSession[Contact]):
         self._my_typing: set[RoomId] = set()
         self._senders: OrderedDict[EventId, UserId] = OrderedDict()
         self._friends: set[UserId] = set()
-        self._warned_encrypted: set[RoomId] = set()
-        self.e2ee: E2EE | None = None
-        self.e2ee_problem = "its encryption keys are not loaded yet"
-        """Why ``e2ee`` is None: said in encrypted chats."""
-        self._undecrypted: OrderedDict[EventId, Encrypted] = OrderedDict()
-        self._members: dict[RoomId, frozenset[UserId]] = {}
-        """Joined and invited members of encrypted rooms, to encrypt for."""
+        self._init_e2ee()
         self._arrivals: dict[RoomId, asyncio.Event] = {}
         self.invites: dict[RoomId, InvitedRoom] = {}
         """Invitations waiting for the user (``auto_accept_invites = false``)."""
@@ -190,30 +159,6 @@ class Session(BaseSession[Contact]):
         if name:
             self.bookmarks.user_nick = name
         return first
-
-    async def _open_e2ee(self) -> None:
-        """Load the device's encryption keys; if encryption cannot work, remember why
-        (network trouble is raised: the first sync is retried)."""
-        if self.e2ee is not None:
-            return
-        key = self.user.legacy_module_data.get("e2ee_pickle_key")
-        if not isinstance(key, str) or not key:
-            key = secrets.token_urlsafe(32)
-            self.legacy_module_data_update({"e2ee_pickle_key": key})
-        try:
-            self.e2ee = await E2EE.open(self.matrix, self._e2ee_dir(), key)
-        except (NotSupported, RequestFailed) as e:
-            self.e2ee_problem = str(e)
-            log.warning("No end-to-end encryption for %s: %s", self.user_jid, e)
-
-    def _e2ee_dir(self) -> Path:
-        bare = quote(str(self.user_jid.bare).lower(), safe="@")
-        return Path(global_config.HOME_DIR) / "e2ee" / bare
-
-    def _close_e2ee(self) -> None:
-        if self.e2ee is not None:
-            self.e2ee.close()
-            self.e2ee = None
 
     async def logout(self) -> None:
         """Gateway shutdown: stop syncing; the Matrix device stays logged in."""
@@ -306,16 +251,6 @@ class Session(BaseSession[Contact]):
         state.apply_summary(room.joined_count, room.invited_count, room.heroes)
         return state
 
-    async def _e2ee_sync(self, batch: SyncBatch) -> set[str]:
-        """Keys and device changes of a sync; the Megolm sessions whose keys arrived."""
-        if self.e2ee is None:
-            return set()
-        try:
-            return await self.e2ee.on_sync(batch)
-        except MatrixError as e:  # key uploads are tried again at the next sync
-            log.warning("Encryption keys of %s not updated: %s", self.user_jid, e)
-            return set()
-
     async def _on_batch(self, batch: SyncBatch, *, state_done: bool = False) -> None:
         arrived = await self._e2ee_sync(batch)
         if batch.direct is not None:
@@ -405,37 +340,6 @@ class Session(BaseSession[Contact]):
             reason = self.e2ee_problem if self.e2ee is None else event.reason
             text = UNREADABLE.format(reason=reason)
             speaker.send_text(text, legacy_msg_id=event.event_id, carbon=carbon)
-
-    def _decrypt(self, event: Encrypted) -> TimelineEvent | None:
-        """The event ``event`` holds; ``event`` itself, with the reason, if it cannot be
-        decrypted (kept for when its key arrives); None if it holds nothing to show."""
-        if self.e2ee is None:
-            return event
-        try:
-            clear = self.e2ee.decrypt(event)
-        except Undecryptable as e:
-            log.info("Cannot decrypt %s in %s yet: %s", event.event_id, event.room_id, e)
-            self._undecrypted[event.event_id] = event
-            while len(self._undecrypted) > _UNDECRYPTED_KEPT:
-                self._undecrypted.popitem(last=False)
-            return dataclasses.replace(event, reason=str(e))
-        parsed = parse_event(event.room_id, clear)
-        if isinstance(parsed, Membership | StateChange | Encrypted):
-            return None  # never encrypted by honest clients
-        return parsed
-
-    async def _decrypt_late(self, sessions: set[str]) -> None:
-        """Events that could not be decrypted, now that their keys have arrived: a text
-        corrects the notice shown in its place, anything else is delivered."""
-        for event in [e for e in self._undecrypted.values() if e.session_id in sessions]:
-            del self._undecrypted[event.event_id]
-            state = self.rooms.rooms.get(event.room_id)
-            clear = self._decrypt(event)
-            if state is None or clear is None or isinstance(clear, Encrypted):
-                continue
-            if isinstance(clear, Message) and clear.media is None and clear.replaces is None:
-                clear = dataclasses.replace(clear, replaces=clear.event_id)
-            await self._guard(self._on_event(state, clear))
 
     async def _deliver_message(
         self, chat: Chat, speaker: Speaker, msg: Message, carbon: bool
@@ -571,61 +475,6 @@ class Session(BaseSession[Contact]):
         if speaker is not None:
             speaker.displayed(event.event_id, carbon=event.user == self.me)
 
-    async def _on_presence(self, presence: UserPresence) -> None:
-        """A Matrix user's presence, shown on their contact if they have one (a direct
-        chat with the user)."""
-        if presence.user == self.me or self.rooms.dm_room(presence.user) is None:
-            return
-        contact = await self._befriend(presence.user)
-        if presence.state == "online":
-            contact.online(presence.status)
-            return
-        seen = None
-        if presence.last_active_ago is not None:
-            seen = datetime.now(UTC) - timedelta(milliseconds=presence.last_active_ago)
-        if presence.state == "unavailable":
-            contact.away(presence.status, last_seen=seen)
-        else:
-            contact.offline(presence.status, last_seen=seen)
-
-    async def on_presence(
-        self,
-        resource: str,
-        show: PseudoPresenceShow,
-        status: str,
-        resources: dict[str, ResourceDict],
-        merged_resource: ResourceDict | None,
-    ) -> None:
-        """The user's XMPP presence (all their clients merged) is their Matrix presence
-        (if their *sync presence* preference is on, as it is by default)."""
-        if not hasattr(self, "matrix"):
-            return
-        if merged_resource is None:
-            state, text = presence_for_xmpp_show("unavailable"), None
-        else:
-            state = presence_for_xmpp_show(merged_resource["show"])
-            text = merged_resource["status"] or None
-        try:
-            await self.matrix.set_presence(state, text)
-        except MatrixError as e:
-            log.warning("Could not set the Matrix presence of %s: %s", self.user_jid, e)
-
-    async def on_avatar(
-        self,
-        bytes_: bytes | None,
-        hash_: str | None,
-        type_: str | None,
-        width: int | None,
-        height: int | None,
-    ) -> None:
-        """The user's XMPP avatar (XEP-0084, while *sync avatar* is on) is their Matrix
-        avatar; none removes it."""
-        try:
-            mxc = await self.matrix.upload(bytes_, type_ or "image/png", "avatar") if bytes_ else ""
-            await self.matrix.set_avatar_url(mxc)
-        except MatrixError as e:
-            raise as_xmpp_error(e) from e
-
     async def _invited(self, invite: InvitedRoom) -> None:
         if not (invite.is_direct or self.cfg.auto_accept_invites):
             await self._offer(invite)
@@ -720,20 +569,6 @@ class Session(BaseSession[Contact]):
             return  # being joined from XMPP right now: the join adds it
         await muc.add_to_bookmarks(auto_join=True)
 
-    async def _warn_encrypted(self, room_id: RoomId) -> None:
-        if room_id in self._warned_encrypted:
-            return
-        self._warned_encrypted.add(room_id)
-        chat = await self._chat(room_id)
-        if self.e2ee is None:
-            text = ENCRYPTED_UNAVAILABLE.format(problem=self.e2ee_problem)
-        else:
-            text = ENCRYPTED_NOTICE.format(device=self.e2ee.device_id)
-        if isinstance(chat, Contact):
-            chat.send_text(text)
-        else:
-            chat.get_system_participant().send_text(text)
-
     # -- who is who ---------------------------------------------------------------------
 
     async def _chat(self, room_id: RoomId) -> Chat:
@@ -762,29 +597,6 @@ class Session(BaseSession[Contact]):
             await self._guard(show_avatar(self.matrix, contact, await self._avatar_of(user)))
         return contact
 
-    async def _partner_changed(self, partner: UserId, event: Membership) -> None:
-        """The other person of a direct chat changed their name or avatar."""
-        if event.membership != "join":
-            return
-        contact = await self._befriend(partner)
-        if event.displayname:
-            contact.name = event.displayname
-        await show_avatar(self.matrix, contact, event.avatar_url)
-
-    async def _avatar_of(self, user: UserId) -> str | None:
-        """``user``'s avatar: in the direct chat with them if sync showed it, else from
-        their profile."""
-        room_id = self.rooms.dm_room(user)
-        member = self.rooms.rooms[room_id].members.get(user) if room_id else None
-        if member is not None and member.membership == "join":
-            return member.avatar_url
-        try:
-            _name, avatar = await self.matrix.profile(user)
-        except MatrixError as e:
-            log.debug("No profile for %s: %s", user, e)
-            return None
-        return avatar
-
     def _remember_sender(self, event_id: EventId, sender: UserId) -> None:
         self._senders[event_id] = sender
         if len(self._senders) > _SENDERS_KEPT:
@@ -799,24 +611,6 @@ class Session(BaseSession[Contact]):
         if isinstance(chat, Contact):
             return MessageReference(event_id, chat)
         return MessageReference(event_id, await chat.get_participant_by_legacy_id(author))
-
-    def display_name(self, user: UserId) -> str | None:
-        """The name ``user`` has in any room we share, if sync showed one."""
-        for state in self.rooms.rooms.values():
-            name = state.member_name(user)
-            if name:
-                return name
-        return None
-
-    async def profile_name(self, user: UserId) -> str | None:
-        """``user``'s display name: from a room we share, or from their profile."""
-        name = self.display_name(user)
-        if name is None and hasattr(self, "matrix"):
-            try:
-                name, _avatar = await self.matrix.profile(user)
-            except MatrixError as e:
-                log.debug("No profile for %s: %s", user, e)
-        return name
 
     # -- outgoing (called by Contact and MUC) ------------------------------------------
 
@@ -835,34 +629,6 @@ class Session(BaseSession[Contact]):
             if content is not None:
                 await self.matrix.set_direct(content)
             return room_id
-
-    def _encrypted(self, room_id: RoomId) -> bool:
-        """Whether events to ``room_id`` must be encrypted (`NotSupported` if they must
-        and cannot be)."""
-        state = self.rooms.rooms.get(room_id)
-        if state is None or not state.encrypted:
-            return False
-        if self.e2ee is None:
-            raise NotSupported(
-                "this Matrix chat is end-to-end encrypted and Passerelle cannot encrypt: "
-                f"{self.e2ee_problem}; answer from a Matrix client"
-            )
-        return True
-
-    def _check_writable(self, room_id: RoomId) -> None:
-        self._encrypted(room_id)
-
-    async def _send(self, room_id: RoomId, event_type: str, content: dict[str, Any]) -> EventId:
-        """Send an event, encrypted for the room's members if the room is encrypted."""
-        if self._encrypted(room_id) and self.e2ee is not None:
-            members = self._members.get(room_id)
-            if members is None:
-                everyone = await self.matrix.room_members(room_id)
-                members = frozenset(m.user for m in everyone if m.membership in ("join", "invite"))
-                self._members[room_id] = members
-            content = await self.e2ee.encrypt(room_id, members, event_type, content)
-            event_type = "m.room.encrypted"
-        return await self.matrix.send(room_id, event_type, content)
 
     async def send_message(self, room_id: RoomId, message: XMPPMessage) -> str | None:
         """Send what the XMPP user wrote; returns the Matrix event ID (slidge maps it).

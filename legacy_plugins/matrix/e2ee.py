@@ -1,0 +1,197 @@
+"""The Matrix session's side of end-to-end encryption (:mod:`.crypto` holds the device).
+
+`SessionE2EE` is a part of `Session`: it loads the device's keys before the first sync
+(creating the pickle key the store is locked with, kept in the user's registration data),
+hands each batch's keys and device changes to the device before the rooms' events,
+decrypts encrypted events as they come (an undecryptable one is shown as a notice and
+kept: when its key arrives, a text corrects that notice, anything else is delivered),
+says once per chat how it is encrypted, and encrypts what goes to an encrypted room for
+its joined and invited members. A chat that must be encrypted while the device could not
+be loaded refuses to send, saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from slidge import global_config
+from slidge.db.meta import JSONSerializable
+from slixmpp import JID
+
+from .contact import Contact
+from .crypto import E2EE
+from .errors import MatrixError, NotSupported, RequestFailed, Undecryptable
+from .ids import EventId, RoomId, UserId
+from .translate import (
+    Encrypted,
+    Membership,
+    Message,
+    StateChange,
+    SyncBatch,
+    TimelineEvent,
+    parse_event,
+)
+
+if TYPE_CHECKING:
+    from .client import MatrixClient
+    from .group import MUC
+    from .rooms import RoomState, RoomTracker
+
+__all__ = ["UNREADABLE", "SessionE2EE"]
+
+log = logging.getLogger(__name__)
+
+ENCRYPTED_NOTICE = (
+    "🔒 This chat is end-to-end encrypted on Matrix. Passerelle decrypts and encrypts it "
+    "as your Matrix device {device}. It does not verify devices: it sends its keys to "
+    "every device of the people here and trusts the key it first sees for each. Send "
+    "'device' to the gateway to see this device's key and other people's devices."
+)
+ENCRYPTED_UNAVAILABLE = (
+    "🔒 This chat is end-to-end encrypted on Matrix, and Passerelle cannot decrypt it: "
+    "{problem}. Read and answer it in a Matrix client (Element, …)."
+)
+UNREADABLE = "🔒 [an end-to-end encrypted message Passerelle cannot decrypt: {reason}]"
+_UNDECRYPTED_KEPT = 1000
+"""Undecryptable events kept for the day their key arrives."""
+
+
+class SessionE2EE:
+    """End-to-end encryption for `Session` (a base class of it; not used alone)."""
+
+    if TYPE_CHECKING:  # provided by Session and slidge's BaseSession
+        matrix: MatrixClient
+        rooms: RoomTracker
+        user: Any
+
+        @property
+        def me(self) -> UserId: ...
+        @property
+        def user_jid(self) -> JID: ...
+        def legacy_module_data_update(self, data: JSONSerializable) -> None: ...
+        async def _chat(self, room_id: RoomId) -> Contact | MUC: ...
+        async def _guard(self, work: Awaitable[object]) -> None: ...
+        async def _on_event(self, state: RoomState, event: TimelineEvent) -> None: ...
+
+    def _init_e2ee(self) -> None:
+        self.e2ee: E2EE | None = None
+        self.e2ee_problem = "its encryption keys are not loaded yet"
+        """Why ``e2ee`` is None: said in encrypted chats."""
+        self._warned_encrypted: set[RoomId] = set()
+        self._undecrypted: OrderedDict[EventId, Encrypted] = OrderedDict()
+        self._members: dict[RoomId, frozenset[UserId]] = {}
+        """Joined and invited members of encrypted rooms, to encrypt for."""
+
+    async def _open_e2ee(self) -> None:
+        """Load the device's encryption keys; if encryption cannot work, remember why
+        (network trouble is raised: the first sync is retried)."""
+        if self.e2ee is not None:
+            return
+        key = self.user.legacy_module_data.get("e2ee_pickle_key")
+        if not isinstance(key, str) or not key:
+            key = secrets.token_urlsafe(32)
+            self.legacy_module_data_update({"e2ee_pickle_key": key})
+        try:
+            self.e2ee = await E2EE.open(self.matrix, self._e2ee_dir(), key)
+        except (NotSupported, RequestFailed) as e:
+            self.e2ee_problem = str(e)
+            log.warning("No end-to-end encryption for %s: %s", self.user_jid, e)
+
+    def _e2ee_dir(self) -> Path:
+        bare = quote(str(self.user_jid.bare).lower(), safe="@")
+        return Path(global_config.HOME_DIR) / "e2ee" / bare
+
+    def _close_e2ee(self) -> None:
+        if self.e2ee is not None:
+            self.e2ee.close()
+            self.e2ee = None
+
+    async def _e2ee_sync(self, batch: SyncBatch) -> set[str]:
+        """Keys and device changes of a sync; the Megolm sessions whose keys arrived."""
+        if self.e2ee is None:
+            return set()
+        try:
+            return await self.e2ee.on_sync(batch)
+        except MatrixError as e:  # key uploads are tried again at the next sync
+            log.warning("Encryption keys of %s not updated: %s", self.user_jid, e)
+            return set()
+
+    def _decrypt(self, event: Encrypted) -> TimelineEvent | None:
+        """The event ``event`` holds; ``event`` itself, with the reason, if it cannot be
+        decrypted (kept for when its key arrives); None if it holds nothing to show."""
+        if self.e2ee is None:
+            return event
+        try:
+            clear = self.e2ee.decrypt(event)
+        except Undecryptable as e:
+            log.info("Cannot decrypt %s in %s yet: %s", event.event_id, event.room_id, e)
+            self._undecrypted[event.event_id] = event
+            while len(self._undecrypted) > _UNDECRYPTED_KEPT:
+                self._undecrypted.popitem(last=False)
+            return dataclasses.replace(event, reason=str(e))
+        parsed = parse_event(event.room_id, clear)
+        if isinstance(parsed, Membership | StateChange | Encrypted):
+            return None  # never encrypted by honest clients
+        return parsed
+
+    async def _decrypt_late(self, sessions: set[str]) -> None:
+        """Events that could not be decrypted, now that their keys have arrived: a text
+        corrects the notice shown in its place, anything else is delivered."""
+        for event in [e for e in self._undecrypted.values() if e.session_id in sessions]:
+            del self._undecrypted[event.event_id]
+            state = self.rooms.rooms.get(event.room_id)
+            clear = self._decrypt(event)
+            if state is None or clear is None or isinstance(clear, Encrypted):
+                continue
+            if isinstance(clear, Message) and clear.media is None and clear.replaces is None:
+                clear = dataclasses.replace(clear, replaces=clear.event_id)
+            await self._guard(self._on_event(state, clear))
+
+    async def _warn_encrypted(self, room_id: RoomId) -> None:
+        if room_id in self._warned_encrypted:
+            return
+        self._warned_encrypted.add(room_id)
+        chat = await self._chat(room_id)
+        if self.e2ee is None:
+            text = ENCRYPTED_UNAVAILABLE.format(problem=self.e2ee_problem)
+        else:
+            text = ENCRYPTED_NOTICE.format(device=self.e2ee.device_id)
+        if isinstance(chat, Contact):
+            chat.send_text(text)
+        else:
+            chat.get_system_participant().send_text(text)
+
+    def _encrypted(self, room_id: RoomId) -> bool:
+        """Whether events to ``room_id`` must be encrypted (`NotSupported` if they must
+        and cannot be)."""
+        state = self.rooms.rooms.get(room_id)
+        if state is None or not state.encrypted:
+            return False
+        if self.e2ee is None:
+            raise NotSupported(
+                "this Matrix chat is end-to-end encrypted and Passerelle cannot encrypt: "
+                f"{self.e2ee_problem}; answer from a Matrix client"
+            )
+        return True
+
+    def _check_writable(self, room_id: RoomId) -> None:
+        self._encrypted(room_id)
+
+    async def _send(self, room_id: RoomId, event_type: str, content: dict[str, Any]) -> EventId:
+        """Send an event, encrypted for the room's members if the room is encrypted."""
+        if self._encrypted(room_id) and self.e2ee is not None:
+            members = self._members.get(room_id)
+            if members is None:
+                everyone = await self.matrix.room_members(room_id)
+                members = frozenset(m.user for m in everyone if m.membership in ("join", "invite"))
+                self._members[room_id] = members
+            content = await self.e2ee.encrypt(room_id, members, event_type, content)
+            event_type = "m.room.encrypted"
+        return await self.matrix.send(room_id, event_type, content)
