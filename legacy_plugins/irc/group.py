@@ -169,7 +169,12 @@ class Bookmarks(LegacyBookmarks["MUC"]):
 class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
     muc: MUC
     announced = False
-    """Its first presence, a plain "available", was just sent (`MUC.get_participant_by_contact`)."""
+    """Its first presence, a plain "available", was the last one sent (see `online`)."""
+
+    def _send(self, stanza: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(stanza, Presence):
+            self.announced = False  # another presence went out since
+        return super()._send(stanza, *args, **kwargs)
 
     @property
     def _presence_sent(self) -> bool:
