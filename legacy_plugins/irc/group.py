@@ -548,6 +548,10 @@ class MUC(LegacyMUC[Participant]):
             await super().join(join_presence)
         finally:
             self.write_presence_sent()
+            # slidge left the room row with every occupant row (and its contact row)
+            # loaded: kept with the room for the session, they are memory nobody reads
+            # (slidge merges the room again before it reads the list).
+            forget_occupant_list(self.stored)
 
     def write_presence_sent(self) -> None:
         """Store which occupants have had a presence sent (see `Participant`), with
