@@ -5,8 +5,8 @@ run in well under two minutes). Everything listens on 127.0.0.1 and is started a
 stopped here: a Prosody with both gateways as components, an ngIRCd without flood
 penalty, then each gateway in turn (never both at once, so they don't compete for the
 CPU). For each gateway, with its defaults except throttling (Biboumi: ``throttle_limit
--1`` per user, its SQLite archive on; Passerelle: a 1000-line burst and 1000 lines/s,
-the highest its config accepts):
+-1`` per user, its SQLite archive on; Passerelle: a burst of 1,000,000 lines and
+1,000,000 lines/s, the highest its config accepts, which leaves flood control no effect):
 
 1. start-up time, and resident memory (sum of VmRSS of the gateway's processes: for
    Passerelle the supervisor and the IRC child) once idle;
@@ -255,8 +255,8 @@ port = {self.xmpp_port}
 jid = "{self.jid}"
 secret = "{self.secret}"
 # Flood control as loose as the config allows (Biboumi's throttle is off too).
-flood_burst = 1000
-flood_rate = 1000.0
+flood_burst = 1000000
+flood_rate = 1000000.0
 
 [networks.irc.servers."{IRC_SERVER}"]
 host = "127.0.0.1"
@@ -328,8 +328,8 @@ class PasserelleUnderTest:
     def settings(self) -> dict[str, Any]:
         return {
             "archive": "slidge's room archive (SQLite)",
-            "flood_burst": 1000,
-            "flood_rate": 1000.0,
+            "flood_burst": 1_000_000,
+            "flood_rate": 1_000_000.0,
             "log_level": self.server.log_level,
         }
 

@@ -138,10 +138,12 @@ class Config(NetworkConfig):
     first, as Biboumi does: the nick it asks for in the room becomes its IRC nick."""
     default_nick: str | None = None
     """Nick used when a user registered without one (default: their JID's local part)."""
-    flood_burst: Annotated[int, Field(ge=1, le=1000)] = DEFAULT_BURST
+    flood_burst: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_BURST
     """Lines sent at once to a server before flood control spaces them out."""
-    flood_rate: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_RATE_PER_S
-    """Lines per second sent to a server after the burst."""
+    flood_rate: Annotated[float, Field(gt=0, le=1_000_000)] = DEFAULT_RATE_PER_S
+    """Lines per second sent to a server after the burst. Flood control cannot be
+    switched off, but on a server of your own that exempts the gateway (e.g. a class
+    without flood penalty) a burst and rate of 1,000,000 leave it no effect."""
     reconnect_queue_size: Annotated[int, Field(ge=0, le=100_000)] = 100
     """IRC lines kept while reconnecting, sent after rejoining; beyond this the user's
     message is bounced with an error."""

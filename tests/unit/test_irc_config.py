@@ -51,6 +51,8 @@ def test_server_names_are_folded_and_checked() -> None:
         ({"servers": {"a": {"host": "x y"}}}, "not a host name"),
         ({"servers": {"a": {"host": "x", "encoding": "klingon"}}}, "unknown encoding"),
         ({"flood_burst": 0}, "greater than or equal to 1"),
+        ({"flood_rate": 0}, "greater than 0"),
+        ({"flood_rate": 1_000_001}, "less than or equal to 1000000"),
         ({"allowed_servers": ["a b"]}, "not a server name glob"),
         ({"fixed_server": "nope", "allowed_servers": []}, "fixed_server 'nope'"),
     ],
