@@ -14,6 +14,7 @@ from slidge.core.dispatcher.registration import RegistrationMixin
 from slidge.core.gateway import BaseGateway
 
 from gateway import slidge_fixes
+from tests.unit.slidge_db import slidge_store
 
 
 def test_bug1_roster_fill_never_pushes_is_still_there() -> None:
@@ -108,27 +109,11 @@ def test_bug8_archive_commits_every_message_is_still_there() -> None:
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import sqlalchemy as sa
     from slidge.core import config
-    from slidge.db.meta import Base
-    from slidge.db.models import GatewayUser, Room
-    from slidge.db.store import SlidgeStore
-    from slixmpp import JID
 
     monkeypatch.setattr(config, "HOME_DIR", tmp_path, raising=False)
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'slidge.sqlite'}")
-    Base.metadata.create_all(engine)
-    store = SlidgeStore(engine)
-    with store.session() as orm:
-        user = GatewayUser(jid=JID("romeo@example.org"), legacy_module_data={})
-        orm.add(user)
-        for name in ("#a", "#b"):
-            orm.add(Room(user=user, legacy_id=name, jid_localpart=name, name=name))
-        orm.commit()
-    try:
+    with slidge_store(tmp_path / "slidge.sqlite") as store:
         yield store
-    finally:
-        engine.dispose()
 
 
 def _room(store: Any, legacy_id: str) -> Any:

@@ -16,6 +16,7 @@ from slixmpp.xmlstream import ET, register_stanza_plugin
 from slixmpp.xmlstream.stanzabase import ElementBase
 
 from gateway import slidge_speed
+from tests.unit.slidge_db import slidge_store
 
 # --- fix 11: `name in stanza` -----------------------------------------------------------
 
@@ -199,32 +200,8 @@ def home_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Any]:
-    with _store(tmp_path / "batched.sqlite") as store:
+    with slidge_store(tmp_path / "batched.sqlite", ["juliet"]) as store:
         yield store
-
-
-@contextlib.contextmanager
-def _store(path: Path) -> Iterator[Any]:
-    import sqlalchemy as sa
-    from slidge.db.meta import Base
-    from slidge.db.models import Contact, GatewayUser, Room
-    from slidge.db.store import SlidgeStore
-    from slixmpp import JID
-
-    engine = sa.create_engine(f"sqlite:///{path}")
-    Base.metadata.create_all(engine)
-    store = SlidgeStore(engine)
-    with store.session() as orm:
-        user = GatewayUser(jid=JID("romeo@example.org"), legacy_module_data={})
-        orm.add(user)
-        for name in ("#a", "#b"):
-            orm.add(Room(user=user, legacy_id=name, jid_localpart=name, name=name))
-        orm.add(Contact(user=user, legacy_id="juliet", jid_localpart="juliet"))
-        orm.commit()
-    try:
-        yield store
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -324,8 +301,8 @@ async def test_fix12_same_rows_as_slidge(tmp_path: Path, split: int) -> None:
     from slidge.db.store import IdMapStore
 
     with contextlib.ExitStack() as stack:
-        expected_store = stack.enter_context(_store(tmp_path / "slidge.sqlite"))
-        store = stack.enter_context(_store(tmp_path / "batched.sqlite"))
+        expected_store = stack.enter_context(slidge_store(tmp_path / "slidge.sqlite", ["juliet"]))
+        store = stack.enter_context(slidge_store(tmp_path / "batched.sqlite", ["juliet"]))
         _apply(expected_store, OPERATIONS)
         saved = {name: IdMapStore.__dict__[name] for name in ("_set", *slidge_speed.IDMAP_READS)}
         slidge_speed.batch_id_map_writes()
@@ -412,7 +389,7 @@ def _transactions(store: Any) -> list[object]:
 def test_fix13_an_empty_commit_begins_nothing(tmp_path: Path, sped_up: None) -> None:
     from slidge.db.models import Room
 
-    with _store(tmp_path / "x.sqlite") as store:
+    with slidge_store(tmp_path / "x.sqlite", ["juliet"]) as store:
         begun = _transactions(store)
         with store.session() as orm:
             orm.commit()  # what slidge does after fix 12 queued the id map rows
@@ -435,7 +412,7 @@ def test_fix13_the_archive_looks_legacy_ids_up_by_index(tmp_path: Path, sped_up:
     import sqlalchemy as sa
     from slidge.db.models import ArchivedMessage
 
-    with _store(tmp_path / "x.sqlite") as store, store.session() as orm:
+    with slidge_store(tmp_path / "x.sqlite", ["juliet"]) as store, store.session() as orm:
         query = sa.select(ArchivedMessage).where(
             ArchivedMessage.room_id.in_([1, 2]), ArchivedMessage.legacy_id.in_(["a", "b"])
         )
