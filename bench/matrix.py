@@ -99,6 +99,9 @@ STEP_TIMEOUT = 60.0  # one login, registration, join or ping
 STALL = 30.0  # a throughput phase ends this long after the last new message
 PAUSE = 0.1
 """Between latency rounds: longer than a delayed ACK, so Nagle's algorithm never counts."""
+PHASES = ("latency", "matrix_to_xmpp", "matrix_backlog", "xmpp_to_matrix", "logins")
+"""What a turn measures after start-up, idle memory and the first login, in this order
+(``--phases`` picks some; "logins" is the 20 more users and the memory with them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,8 +616,10 @@ async def bench_gateway(
     plan: Plan,
     spy: PySpy | None,
     out: dict[str, Any],
+    phases: frozenset[str] = frozenset(PHASES),
 ) -> None:
-    """Measure one gateway in one turn; figures land in `out` as soon as they exist."""
+    """Measure one gateway in one turn, the `phases` asked for (in their fixed order);
+    figures land in `out` as soon as they exist."""
     out["settings"] = gw.settings()
     tag = f"{gw.tag}{turn.number}"
     pinger_name, *crowd_names = xmpp_names(turn, plan.users)
@@ -655,23 +660,29 @@ async def bench_gateway(
         await peer.start_sync()
         out["quiet_after_login_s"] = await quiet(gw.pids)
 
-        log.info("%s: %d ping-pongs", gw.label, plan.pings)
-        with maybe_profile(spy, gw, turn, "latency"):
-            out["latency"] = await ping_pong(rm, plan.pings, plan.warmup_pings, PAUSE)
-        out["quiet_before_matrix_to_xmpp_s"] = await quiet(gw.pids)
-        log.info("%s: %d messages Matrix -> XMPP", gw.label, plan.messages)
-        with maybe_profile(spy, gw, turn, "matrix_to_xmpp"):
-            out["matrix_to_xmpp"] = await matrix_to_xmpp(rm, plan, Meter(gw.pids))
-        out["quiet_before_backlog_s"] = await quiet(gw.pids)
-        log.info("%s: a backlog of %d messages Matrix -> XMPP", gw.label, plan.messages)
-        with maybe_profile(spy, gw, turn, "matrix_backlog"):
-            out["matrix_backlog"] = await matrix_backlog(rm, plan, gw.pids)
-        out["quiet_before_xmpp_to_matrix_s"] = await quiet(gw.pids)
-        log.info("%s: %d messages XMPP -> Matrix", gw.label, plan.messages)
-        with maybe_profile(spy, gw, turn, "xmpp_to_matrix"):
-            out["xmpp_to_matrix"] = await xmpp_to_matrix(rm, plan, Meter(gw.pids))
+        if "latency" in phases:
+            log.info("%s: %d ping-pongs", gw.label, plan.pings)
+            with maybe_profile(spy, gw, turn, "latency"):
+                out["latency"] = await ping_pong(rm, plan.pings, plan.warmup_pings, PAUSE)
+        if "matrix_to_xmpp" in phases:
+            out["quiet_before_matrix_to_xmpp_s"] = await quiet(gw.pids)
+            log.info("%s: %d messages Matrix -> XMPP", gw.label, plan.messages)
+            with maybe_profile(spy, gw, turn, "matrix_to_xmpp"):
+                out["matrix_to_xmpp"] = await matrix_to_xmpp(rm, plan, Meter(gw.pids))
+        if "matrix_backlog" in phases:
+            out["quiet_before_backlog_s"] = await quiet(gw.pids)
+            log.info("%s: a backlog of %d messages Matrix -> XMPP", gw.label, plan.messages)
+            with maybe_profile(spy, gw, turn, "matrix_backlog"):
+                out["matrix_backlog"] = await matrix_backlog(rm, plan, gw.pids)
+        if "xmpp_to_matrix" in phases:
+            out["quiet_before_xmpp_to_matrix_s"] = await quiet(gw.pids)
+            log.info("%s: %d messages XMPP -> Matrix", gw.label, plan.messages)
+            with maybe_profile(spy, gw, turn, "xmpp_to_matrix"):
+                out["xmpp_to_matrix"] = await xmpp_to_matrix(rm, plan, Meter(gw.pids))
         out["quiet_after_traffic_s"] = await quiet(gw.pids)
         out["rss_after_traffic_kib"] = rss_kib(gw.pids())
+        if "logins" not in phases:
+            return
 
         log.info("%s: %d more users log in to Matrix", gw.label, plan.users)
         crowd_users = [XmppUser(f"{name}@{DOMAIN}", PASSWORD) for name in crowd_names]
@@ -760,7 +771,7 @@ async def _run(
                 entry: dict[str, Any] = {"label": gw.label, "turn": turn.number}
                 report["gateways"][turn.name] = entry
                 try:
-                    await bench_gateway(gw, turn, lab, plan, spy, entry)
+                    await bench_gateway(gw, turn, lab, plan, spy, entry, args.phases)
                 except Exception as e:
                     log.exception("%s: the benchmark failed", gw.label)
                     entry["error"] = f"{type(e).__name__}: {e}"
@@ -891,6 +902,15 @@ def source_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "uncommitted": changed.splitlines()}
 
 
+def _phases(text: str) -> frozenset[str]:
+    chosen = frozenset(p.strip() for p in text.split(",") if p.strip())
+    if unknown := chosen - set(PHASES):
+        raise argparse.ArgumentTypeError(
+            f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}"
+        )
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.matrix", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results/matrix.json"))
@@ -911,6 +931,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, help="override the plan's ping-pong count")
     parser.add_argument("--users", type=int, help="override the plan's user count")
     parser.add_argument("--send-window", type=int, help="Matrix→XMPP requests in flight")
+    parser.add_argument(
+        "--phases",
+        type=_phases,
+        default=frozenset(PHASES),
+        help=f"comma-separated, run in their fixed order (default all: {','.join(PHASES)}); "
+        "e.g. xmpp_to_matrix,logins for a memory A/B",
+    )
     parser.add_argument("--matridge-version", default=MATRIDGE_VERSION)
     parser.add_argument(
         "--matridge-python",
@@ -949,6 +976,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "plan": asdict(plan),
+        "phases": [p for p in PHASES if p in args.phases],
         "profiled": bool(args.py_spy),
         "source": source_state(),
         "machine": machine_info() | {"loadavg_start": loadavg()},
