@@ -41,6 +41,12 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
    first, so nobody sees the archive without the queued rows; a clean exit (SIGTERM,
    or slidge exiting after an error) flushes at exit. A SIGKILL loses at most the rows
    of the last tick — messages already delivered live, missing from the room's history.
+9. slidge's event loop exception handler stops the whole gateway (exit code 3: every
+   user of the network logged out, until the supervisor restarts it) when any task it
+   started fails unobserved, including with an ``XMPPError``: the error a plugin raises
+   for the user, which in a background task (fetching the user's avatar at login, say)
+   has no stanza to answer. :func:`apply` wraps the handler so such an error is logged
+   and the gateway goes on; any other exception still stops it, as before.
 10. A registration through XEP-0077 (and an ad-hoc registration whose preferences form
     timed out) stores no preferences: slidge reads the missing ones as off (*sync avatar*,
     *sync presence*, whatever the form shows as default), and its ``preferences`` command
@@ -129,6 +135,34 @@ def _stop_loop_on_sigterm(_signum: int, _frame: object) -> None:
 
 ORIGINS_RELATIONSHIP = "passerelle_origin_messages"
 """Name of the relationship :func:`cascade_room_origins` adds to slidge's ``Room``."""
+
+
+def _answerless_errors_are_logged(handler: Callable[..., None]) -> Callable[..., None]:
+    """Fix 9: slidge's loop exception handler, except for an ``XMPPError`` nobody can get."""
+    from slixmpp.exceptions import XMPPError
+
+    @functools.wraps(handler)
+    def handle(self: Any, loop: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, XMPPError):
+            coro = getattr(context.get("future"), "get_coro", lambda: None)()
+            where = getattr(coro, "__qualname__", "a task")
+            log.warning("%s failed: %s (%s)", where, exc.condition, exc.text)
+            return
+        handler(self, loop, context)
+
+    handle.passerelle_fix = True  # type: ignore[attr-defined]
+    return handle
+
+
+def log_answerless_errors() -> None:
+    """Fix 9: install :func:`_answerless_errors_are_logged` (idempotent)."""
+    from slidge.core.gateway import BaseGateway
+
+    name = "_BaseGateway__exception_handler"
+    current = getattr(BaseGateway, name)
+    if not getattr(current, "passerelle_fix", False):
+        setattr(BaseGateway, name, _answerless_errors_are_logged(current))
 
 
 def cascade_room_origins() -> None:
@@ -267,6 +301,7 @@ def apply() -> None:
     RegistrationMixin._user_modify = _user_modify  # type: ignore[method-assign]
     slidge.main.handle_sigterm = _stop_loop_on_sigterm
     cascade_room_origins()
+    log_answerless_errors()
     # slidge.main imported get_engine by name; replace that name, where main() looks it up.
     main_module: Any = slidge.main
     main_module.get_engine = sqlite_wal_engine_factory(main_module.get_engine)

@@ -103,6 +103,8 @@ class Session(BaseSession[Contact]):
         self._deliver_lock = asyncio.Lock()
         self._reacted: dict[MsgId, list[str]] = {}
         self._opened = False
+        self._pending_avatar: tuple[bytes | None] | None = None
+        """The user's avatar (None: no avatar) until the core has taken it."""
 
     @property
     def opened(self) -> bool:
@@ -149,12 +151,29 @@ class Session(BaseSession[Contact]):
         height: int | None,
     ) -> None:
         """The user's XMPP avatar (XEP-0084, when "sync avatar" is on): their Delta Chat
-        profile image, which Delta Chat peers receive with the next messages."""
+        profile image, which Delta Chat peers receive with the next messages.
+
+        slidge calls this from a task of its own (at login, and when the avatar changes),
+        where an error reaches nobody: while the core is down or restarting, the avatar
+        is kept and set when the core is back (:meth:`_pump`)."""
+        self._pending_avatar = (bytes_,)
+        if self._opened:
+            await self._set_avatar()
+
+    async def _set_avatar(self) -> None:
+        """Give the core the avatar :meth:`on_avatar` kept, if any; keep it if that fails."""
+        if self._pending_avatar is None:
+            return
+        (bytes_,) = self._pending_avatar
         path = await asyncio.to_thread(self._write_outbox, bytes_) if bytes_ else None
         try:
             await self.account.set_self_avatar(path)
         except EmailError as e:
-            raise as_xmpp_error(e) from e
+            self.log.warning("Avatar of %s not set yet (%s); setting it when the core is back",
+                             self.user_jid.bare, e)  # fmt: skip
+        else:
+            if self._pending_avatar == (bytes_,):  # not changed meanwhile
+                self._pending_avatar = None
         finally:
             if path is not None:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
@@ -238,6 +257,7 @@ class Session(BaseSession[Contact]):
                     self.send_gateway_status(f"Connected as {self.address}", show="chat")
                     if failures:
                         self.send_gateway_message("Mail is flowing again.")
+                    await self._set_avatar()
                 await self._push_roster()
                 await self._deliver_new()
                 while True:

@@ -32,6 +32,52 @@ def test_bug4_sigterm_raises_into_running_code_is_still_there() -> None:
     assert "raise SigTermInterrupt" in inspect.getsource(slidge.main.handle_sigterm)
 
 
+def test_bug9_a_failed_task_stops_the_gateway_is_still_there() -> None:
+    handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
+    handler = getattr(handler, "__wrapped__", handler)
+    source = inspect.getsource(handler)
+    assert "self.has_crashed = True" in source and "loop.stop()" in source
+
+
+def _failed_context(exc: BaseException) -> dict[str, Any]:
+    """What asyncio hands the loop's exception handler for a task nobody awaited."""
+
+    async def fetch_user_avatar() -> None:
+        raise exc
+
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(fetch_user_avatar())
+        loop.run_until_complete(asyncio.wait([task]))
+        task.exception()  # retrieved: no "never retrieved" report when it is collected
+    finally:
+        loop.close()
+    return {"message": "Task exception was never retrieved", "exception": exc, "future": task}
+
+
+def test_fix9_an_error_for_nobody_is_logged_and_the_gateway_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from slixmpp.exceptions import XMPPError
+
+    original = BaseGateway.__dict__["_BaseGateway__exception_handler"]
+    handler = slidge_fixes._answerless_errors_are_logged(getattr(original, "__wrapped__", original))
+    loop = asyncio.new_event_loop()
+    stops: list[bool] = []
+    loop.stop = lambda: stops.append(True)  # type: ignore[method-assign]
+    gateway = type("Gateway", (), {"has_crashed": False})()
+    try:
+        gone = XMPPError("service-unavailable", "the core exited")
+        handler(gateway, loop, _failed_context(gone))
+        assert (gateway.has_crashed, stops) == (False, [])
+        assert "fetch_user_avatar failed: service-unavailable (the core exited)" in caplog.text
+
+        handler(gateway, loop, _failed_context(RuntimeError("a bug")))
+        assert (gateway.has_crashed, stops) == (True, [True])  # anything else: as before
+    finally:
+        loop.close()
+
+
 def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     from slidge.core.session import BaseSession
     from slidge.db.store import MAMStore
@@ -45,6 +91,7 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slidge_fixes.slidge_speed, "apply", lambda: speed.append(True))
 
     original_modify = RegistrationMixin._user_modify
+    original_handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
     original_sigterm = slidge.main.handle_sigterm
     main_module: Any = slidge.main
     original_engine = main_module.get_engine
@@ -58,9 +105,13 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
         assert MessageArchive.add is slidge_fixes._archive_add
         assert all(getattr(MAMStore, name).passerelle_fix for name in slidge_fixes.MAM_READS)
         assert speed == [True]
+        assert BaseGateway.__dict__["_BaseGateway__exception_handler"].passerelle_fix
         slidge_fixes.apply()  # idempotent: nothing wrapped twice
         assert not hasattr(MAMStore.get_messages.__wrapped__, "passerelle_fix")
+        handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
+        assert not hasattr(handler.__wrapped__, "passerelle_fix")
     finally:
+        setattr(BaseGateway, "_BaseGateway__exception_handler", original_handler)  # noqa: B010
         RegistrationMixin._user_modify = original_modify  # type: ignore[method-assign]
         slidge.main.handle_sigterm = original_sigterm
         main_module.get_engine = original_engine
