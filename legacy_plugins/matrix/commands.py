@@ -4,11 +4,16 @@
   (the "session key" Matrix clients show), to compare when verifying it from another
   client — and whether end-to-end encryption works. ``device @bob:example.org`` lists
   bob's devices and their keys, as Passerelle knows them, to compare with bob's.
+* ``verify``: interactive verification with emoji (:mod:`.verification`):
+  ``verify @bob:example.org DEVICEID`` starts one, ``verify yes`` / ``verify no`` answers
+  whether the emoji match, ``verify list`` lists those in progress. Without arguments
+  (the ad-hoc command), a form asks the same.
 """
 
 from __future__ import annotations
 
-from slidge.command import Command, CommandAccess
+from slidge.command import Command, CommandAccess, FormField
+from slidge.command.base import FormSession, FormValues
 from slixmpp import JID
 from slixmpp.exceptions import XMPPError
 
@@ -16,8 +21,9 @@ from .crypto import fingerprint
 from .errors import MatrixError, as_xmpp_error
 from .ids import UserId, is_user_id
 from .session import Session
+from .verification import VerificationError
 
-__all__ = ["Device"]
+__all__ = ["Device", "Verify"]
 
 
 class Device(Command[Session]):
@@ -44,10 +50,11 @@ class Device(Command[Session]):
         return (
             f"Your Matrix device here is {device}, with the key\n"
             f"{fingerprint(session.e2ee.ed25519)}\n"
-            "To verify it, compare this key with what your other Matrix client shows for "
-            f"the session {device} (Element: Settings → Sessions). Passerelle itself "
-            "verifies nobody: it sends room keys to every device of the people in your "
-            "encrypted chats and keeps the first key it sees for each device."
+            "To verify it, start a verification with emoji from your other Matrix client "
+            f"(Element: Settings → Sessions → {device} → Verify), or send "
+            "'verify @you:example.org DEVICEID' here; or compare this key with what that "
+            "client shows. Room keys still go to every device of the people in your "
+            "encrypted chats, verified or not."
         )
 
     @staticmethod
@@ -67,3 +74,67 @@ class Device(Command[Session]):
             name = f" ({d.name})" if d.name else ""
             lines.append(f"{d.device_id}{name}, {d.trust}: {fingerprint(d.ed25519)}")
         return "\n".join(lines)
+
+
+class Verify(Command[Session]):
+    NAME = "🔐 Verify a Matrix device"
+    HELP = (
+        "Verify a Matrix device with emoji: 'verify @bob:example.org DEVICEID' (bob's or "
+        "your own other device; 'device @bob:example.org' lists them), then 'verify yes' "
+        "or 'verify no' when the emoji are shown. Another device may also start it."
+    )
+    CHAT_COMMAND = "verify"
+    NODE = "matrix/verify"
+    ACCESS = CommandAccess.USER_LOGGED
+
+    async def run(
+        self, session: Session | None, ifrom: JID, *args: str
+    ) -> str | FormSession[Session]:
+        if not isinstance(session, Session) or not hasattr(session, "matrix"):
+            raise XMPPError("service-unavailable", "Your Matrix account is not connected")
+        if session.verifications is None:
+            raise XMPPError(
+                "feature-not-implemented",
+                f"Devices cannot be verified here: {session.e2ee_problem}",
+            )
+        if args:
+            return await _verify(session, args)
+        return FormSession(
+            title="Verify a Matrix device",
+            instructions=session.verifications.pending(),
+            fields=[
+                FormField(
+                    "action",
+                    "What to do",
+                    type="list-single",
+                    value="start",
+                    options=[
+                        {"label": "Start verifying the device below", "value": "start"},
+                        {"label": "The emoji match", "value": "yes"},
+                        {"label": "The emoji do not match / cancel", "value": "no"},
+                    ],
+                ),
+                FormField("user", "Matrix ID (to start)"),
+                FormField("device", "Device ID (to start; to answer when several wait)"),
+            ],
+            handler=self._submitted,
+        )
+
+    @staticmethod
+    async def _submitted(values: FormValues, session: Session | None, _ifrom: JID) -> str:
+        assert isinstance(session, Session)
+        action = str(values.get("action") or "start")
+        user, device = str(values.get("user") or ""), str(values.get("device") or "")
+        args = (user, device) if action == "start" else (action, device)
+        return await _verify(session, args)
+
+
+async def _verify(session: Session, args: tuple[str, ...]) -> str:
+    if session.verifications is None:
+        raise XMPPError("feature-not-implemented", session.e2ee_problem)
+    try:
+        return await session.verifications.command(args)
+    except VerificationError as e:
+        raise XMPPError("bad-request", str(e)) from e
+    except MatrixError as e:
+        raise as_xmpp_error(e) from e

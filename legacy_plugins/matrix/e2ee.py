@@ -7,7 +7,8 @@ decrypts encrypted events as they come (an undecryptable one is shown as a notic
 kept: when its key arrives, a text corrects that notice, anything else is delivered),
 says once per chat how it is encrypted, and encrypts what goes to an encrypted room for
 its joined and invited members. A chat that must be encrypted while the device could not
-be loaded refuses to send, saying why.
+be loaded refuses to send, saying why. Key verification steps among the to-device events
+go to :mod:`.verification`, which talks with the user through gateway messages.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .translate import (
     TimelineEvent,
     parse_event,
 )
+from .verification import Verifications, is_verification
 
 if TYPE_CHECKING:
     from .client import MatrixClient
@@ -50,9 +52,10 @@ log = logging.getLogger(__name__)
 
 ENCRYPTED_NOTICE = (
     "🔒 This chat is end-to-end encrypted on Matrix. Passerelle decrypts and encrypts it "
-    "as your Matrix device {device}. It does not verify devices: it sends its keys to "
-    "every device of the people here and trusts the key it first sees for each. Send "
-    "'device' to the gateway to see this device's key and other people's devices."
+    "as your Matrix device {device}. It sends its keys to every device of the people "
+    "here, verified or not, and trusts the key it first sees for each. Send 'device' to "
+    "the gateway to see this device's key and other people's devices, 'verify' to "
+    "verify one with emoji."
 )
 ENCRYPTED_UNAVAILABLE = (
     "🔒 This chat is end-to-end encrypted on Matrix, and Passerelle cannot decrypt it: "
@@ -76,12 +79,15 @@ class SessionE2EE:
         @property
         def user_jid(self) -> JID: ...
         def legacy_module_data_update(self, data: JSONSerializable) -> None: ...
+        def send_gateway_message(self, text: str, **msg_kwargs: Any) -> None: ...
         async def _chat(self, room_id: RoomId) -> Contact | MUC: ...
         async def _guard(self, work: Awaitable[object]) -> None: ...
         async def _on_event(self, state: RoomState, event: TimelineEvent) -> None: ...
 
     def _init_e2ee(self) -> None:
         self.e2ee: E2EE | None = None
+        self.verifications: Verifications | None = None
+        """Interactive verifications of devices (``verify``), once ``e2ee`` is open."""
         self.e2ee_problem = "its encryption keys are not loaded yet"
         """Why ``e2ee`` is None: said in encrypted chats."""
         self._warned_encrypted: set[RoomId] = set()
@@ -103,12 +109,15 @@ class SessionE2EE:
         except (NotSupported, RequestFailed) as e:
             self.e2ee_problem = str(e)
             log.warning("No end-to-end encryption for %s: %s", self.user_jid, e)
+            return
+        self.verifications = Verifications(self.e2ee, self.matrix, self.send_gateway_message)
 
     def _e2ee_dir(self) -> Path:
         bare = quote(str(self.user_jid.bare).lower(), safe="@")
         return Path(global_config.HOME_DIR) / "e2ee" / bare
 
     def _close_e2ee(self) -> None:
+        self.verifications = None
         if self.e2ee is not None:
             self.e2ee.close()
             self.e2ee = None
@@ -117,11 +126,18 @@ class SessionE2EE:
         """Keys and device changes of a sync; the Megolm sessions whose keys arrived."""
         if self.e2ee is None:
             return set()
+        steps = [e for e in batch.to_device if is_verification(e)]
+        if steps:
+            rest = tuple(e for e in batch.to_device if not is_verification(e))
+            batch = dataclasses.replace(batch, to_device=rest)
         try:
-            return await self.e2ee.on_sync(batch)
+            arrived = await self.e2ee.on_sync(batch)
         except MatrixError as e:  # key uploads are tried again at the next sync
             log.warning("Encryption keys of %s not updated: %s", self.user_jid, e)
-            return set()
+            arrived = set()
+        if self.verifications is not None:
+            await self._guard(self.verifications.on_events(steps))
+        return arrived
 
     def _decrypt(self, event: Encrypted) -> TimelineEvent | None:
         """The event ``event`` holds; ``event`` itself, with the reason, if it cannot be
