@@ -131,11 +131,23 @@ class RedactSecrets(logging.Filter):
         logging.setLogRecordFactory(factory)
 
 
+def _load_prctl() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True).prctl
+    return None
+
+
+_PRCTL = _load_prctl()
+"""libc's ``prctl``, looked up once at import: :func:`_die_with_parent` also runs as a
+pre-exec function, in a child forked from a process with threads, where looking a
+library up (``dlopen`` and its lock, maybe held by another thread at the fork) could
+hang the child for good."""
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM us if the supervisor dies, so no orphan keeps a component JID."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def slidge_argv(cfg: config_mod.Config, name: str) -> list[str]:
