@@ -416,14 +416,9 @@ class IrcServer:
 
     async def on_irc_status(self, client: IrcClient, status: Status, text: str) -> None:
         if client is self.relay:
-            log.info("relay on %r: %s", self.name, text)
-            if status == "disconnected" and "certificate not trusted" in text:
-                log.warning(
-                    "IRC server %r: its TLS certificate is not trusted; for a channel link, "
-                    "set [link] ca_file to a PEM file with its CA (or add the CA to the "
-                    "system's trust store)",
-                    self.name,
-                )
+            # A refused certificate's text says what to set in [link] (the transport's hint).
+            level = logging.WARNING if status == "disconnected" else logging.INFO
+            log.log(level, "relay on %r: %s", self.name, text)
             if status == "connected":
                 for link in self._links:
                     link.irc_connected()
