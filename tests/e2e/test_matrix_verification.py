@@ -8,9 +8,10 @@ nio lacks and Element sends. Stories:
 - alice's other session asks to verify the gateway's device, as Element does; alice sees
   the same emoji and numbers in her XMPP client, both confirm, both stores say verified,
   and the gateway still says so after a restart;
-- alice asks to verify bob's device from XMPP; she says the emoji do not match: bob's
-  client gets the mismatch cancel, nobody is verified; then bob starts one (nio's own way,
-  no request) and cancels it: alice is told. Bad input gets clear errors.
+- alice asks to verify bob's device from XMPP; she says (ad-hoc command) the emoji do
+  not match: bob's client gets the mismatch cancel, nobody is verified; then bob starts
+  one (nio's own way, no request) and cancels it: alice is told. Bad input gets clear
+  errors.
 """
 
 from __future__ import annotations
@@ -299,13 +300,16 @@ async def test_alice_verifies_bob_says_no_then_bob_cancels_and_bad_input(
     assert_same_sas(shown["body"], sas)
     assert bob_device in shown["body"]
 
-    # alice says they differ: bob's client is told the emoji did not match.
-    alice.send_chat(MATRIX_JID, "verify no")
+    # alice says they differ (with the ad-hoc command, whose form shows what waits):
+    # bob's client is told the emoji did not match.
+    form = await alice.plugin["xep_0050"].send_command(MATRIX_JID, "matrix/verify")  # type: ignore[no-untyped-call]
+    assert bob_device in form["command"]["form"]["instructions"]
     said, cancel = await both(
-        alice.next_matching(from_gateway("Cancelled the verification")),
+        alice.run_command(MATRIX_JID, "matrix/verify", action="no"),
         bob.sync_until(lambda: bob.step("cancel", txid)),
     )
-    assert "did not match" in said["body"]
+    assert said["command"]["status"] == "completed"
+    assert "did not match" in said["command"]["notes"][0][1]
     assert cancel.source["content"]["code"] == "m.mismatched_sas"
     assert not bob.client.olm.is_device_verified(gw)
     assert trust_of(await devices_listed(alice, bob.peer.user_id), bob_device) == "unverified"
