@@ -260,7 +260,7 @@ class Verifications:
             "transaction_id": txid,
         }
         await self._send("request", user, device_id, content)
-        self._keep(_Verification(txid, user, device_id, True, "requested", self._clock()))
+        await self._keep(_Verification(txid, user, device_id, True, "requested", self._clock()))
         return (
             f"Asked the device {device_id} of {user} to verify this gateway's device: accept "
             "there; the emoji to compare follow here."
@@ -371,7 +371,7 @@ class Verifications:
             return
         ready = {"from_device": self._me[1], "methods": [SAS], "transaction_id": txid}
         await self._send("ready", sender, device_id, ready)
-        self._keep(v)
+        await self._keep(v)
         self._say(
             f"🔐 {v.label} asks to verify your Matrix device here. Start with emoji on it; "
             "the emoji to compare will follow here ('verify no' cancels)."
@@ -409,7 +409,7 @@ class Verifications:
         if device is None:
             await self._cancel(v, "m.user_error", "Unknown device")
             return
-        self._keep(v)
+        await self._keep(v)
         v.sas = nio.crypto.Sas.from_key_verification_start(me, own_device, key, device, event)
         v.stage, v.last = "started", self._clock()
         if v.sas.canceled:
@@ -474,7 +474,12 @@ class Verifications:
                 log.warning("Could not cancel the verification of %s: %s", v.label, e)
             self._say(f"❌ The verification of {v.label} was cancelled: it timed out.")
 
-    def _keep(self, v: _Verification) -> None:
+    async def _keep(self, v: _Verification) -> None:
+        """Track ``v``; it replaces an older one with the same device (as the spec has
+        a new request supersede), and the oldest goes past `_KEPT`."""
+        for old in [o for o in self._active.values() if o.txid != v.txid]:
+            if (old.user, old.device) == (v.user, v.device):
+                await self._cancel(old, "m.user", "Superseded by a new verification")
         self._active[v.txid] = v
         while len(self._active) > _KEPT:
             oldest = next(iter(self._active))
