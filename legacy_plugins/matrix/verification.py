@@ -7,11 +7,11 @@ if nobody sits in between; the gateway sends them to the user, who compares and 
 ``verify yes`` or ``verify no``. When both sides have confirmed, the other device is
 marked verified in the device's store (it survives restarts; ``device @bob…`` shows it).
 
-The cryptography is matrix-nio's `Sas` (on vodozemac). nio itself knows only the
-``start``/``accept``/``key``/``mac``/``cancel`` messages and cancels a verification one
-minute after it began; Matrix clients such as Element first send ``request`` and wait for
-``ready``, and send ``done`` at the end. So `Verifications` runs the whole to-device flow
-itself, giving nio's `Sas` only the steps it understands:
+The SAS is :mod:`.sas` (on vodozemac). matrix-nio's own `Sas` is not used: in nio 0.26
+it disagrees with other clients (see :mod:`.sas`), knows only the ``start``/``accept``/
+``key``/``mac``/``cancel`` messages and cancels a verification one minute after it
+began; Matrix clients such as Element first send ``request`` and wait for ``ready``, and
+send ``done`` at the end. `Verifications` runs the whole to-device flow:
 
     request → ready → start → accept → key ⇄ key → (both users compare) → mac ⇄ mac → done
 
@@ -36,10 +36,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .client import MatrixClient, nio  # imported on first use, see client.py
+from .client import MatrixClient
 from .crypto import E2EE
 from .errors import MatrixError
 from .ids import UserId, is_user_id
+from .sas import Sas, SasError
 
 __all__ = [
     "TIMEOUT_S",
@@ -180,8 +181,8 @@ class _Verification:
     """Whether this gateway asked (request or start)."""
     stage: Stage
     last: float
-    sas: Any = None
-    """nio's `Sas`, from ``start`` on."""
+    sas: Sas | None = None
+    """From ``start`` on."""
     label: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -275,10 +276,10 @@ class Verifications:
                 return f"Cancelled the verification of {v.label}: the emoji did not match."
             await self._cancel(v, "m.user", "Cancelled by the user")
             return f"Cancelled the verification of {v.label}."
-        v.sas.accept_sas()
-        await self._send_message(v.sas.get_mac())
+        assert v.sas is not None  # the emoji were shown
+        await self._send("mac", v.user, v.device, v.sas.mac_content())
         v.stage = "confirmed"
-        if v.sas.verified:
+        if v.sas.their_mac_ok:
             return await self._verified(v)
         return f"Confirmed; waiting for {v.label} to confirm too."
 
@@ -326,7 +327,7 @@ class Verifications:
             await self._on_request(sender, txid, content)
             return
         if kind == "start":
-            await self._on_start(sender, txid, raw)
+            await self._on_start(sender, txid, content)
             return
         v = self._active.get(txid)
         if v is None or v.user != sender:
@@ -343,7 +344,7 @@ class Verifications:
         elif kind == "ready":
             await self._on_ready(v, content)
         elif kind in ("accept", "key", "mac"):
-            await self._on_sas_step(v, kind, raw)
+            await self._on_sas_step(v, kind, content)
         # "done" says nothing new: the MACs decided.
 
     async def _on_request(self, sender: UserId, txid: str, content: Mapping[str, Any]) -> None:
@@ -386,79 +387,74 @@ class Verifications:
             self._say(f"❌ {v.label} cannot verify with emoji; nothing else works here.")
             return
         device = await self._device(v.user, v.device)
-        me, own_device, key = self._me
-        v.sas = nio.crypto.Sas(me, own_device, key, device, transaction_id=v.txid)
+        v.sas = Sas(self._me, (v.user, v.device, device.ed25519), v.txid)
         v.stage = "started"
-        await self._send_message(v.sas.start_verification())
+        await self._send("start", v.user, v.device, v.sas.start_content())
 
-    async def _on_start(self, sender: UserId, txid: str, raw: Mapping[str, Any]) -> None:
-        event = nio.ToDeviceEvent.parse_event(dict(raw))
-        if not isinstance(event, nio.KeyVerificationStart):
-            log.info("Ignored a malformed verification start from %s", sender)
+    async def _on_start(self, sender: UserId, txid: str, content: Mapping[str, Any]) -> None:
+        from_device = content.get("from_device")
+        if not isinstance(from_device, str):
+            log.info("Ignored a verification start without a device from %s", sender)
             return
         v = self._active.get(txid)
-        me, own_device, key = self._me
-        if v is not None and (v.user != sender or v.device != event.from_device):
+        me, own_device, _key = self._me
+        if v is not None and (v.user != sender or v.device != from_device):
             return
-        if v is not None and v.sas is not None:
-            if (sender, event.from_device) > (me, own_device):
+        if v is not None and v.sas is not None and v.sas.we_started:
+            if (sender, from_device) > (me, own_device):
                 return  # both started: the spec keeps the start of the smaller ID, ours
-        device = await self._device(sender, event.from_device)
         if v is None:
-            v = _Verification(txid, sender, event.from_device, False, "started", self._clock())
+            v = _Verification(txid, sender, from_device, False, "started", self._clock())
+        device = await self._device(sender, from_device)
         if device is None:
             await self._cancel(v, "m.user_error", "Unknown device")
             return
         await self._keep(v)
-        v.sas = nio.crypto.Sas.from_key_verification_start(me, own_device, key, device, event)
         v.stage, v.last = "started", self._clock()
-        if v.sas.canceled:
-            await self._fail(v)
+        try:
+            v.sas = Sas.from_start(self._me, (sender, from_device, device.ed25519), content)
+        except SasError as e:
+            await self._fail(v, e)
             return
-        await self._send_message(v.sas.accept_verification())
+        await self._send("accept", v.user, v.device, v.sas.accept_content())
 
-    async def _on_sas_step(self, v: _Verification, kind: str, raw: Mapping[str, Any]) -> None:
+    async def _on_sas_step(self, v: _Verification, kind: str, content: Mapping[str, Any]) -> None:
         sas = v.sas
-        event = nio.ToDeviceEvent.parse_event(dict(raw))
-        if sas is None or event is None or isinstance(event, nio.BadEvent | nio.UnknownBadEvent):
-            await self._cancel(v, "m.unexpected_message", "Unexpected message")
-            self._say(f"❌ The verification of {v.label} failed: a step came out of order.")
-            return
-        if kind == "accept":
-            sas.receive_accept_event(event)
-            if not sas.canceled:
-                await self._send_message(sas.share_key())
-        elif kind == "key":
-            sas.receive_key_event(event)
-            if not sas.canceled:
-                if not sas.we_started_it:
-                    await self._send_message(sas.share_key())
+        try:
+            if sas is None:
+                raise SasError("m.unexpected_message", "Unexpected message")
+            if kind == "accept":
+                sas.on_accept(content)
+                await self._send("key", v.user, v.device, sas.key_content())
+            elif kind == "key":
+                sas.on_key(content)
+                if not sas.we_started:
+                    await self._send("key", v.user, v.device, sas.key_content())
                 v.stage = "keys"
-                self._say(format_sas(v.user, v.device, sas.get_emoji(), sas.get_decimals()))
-        else:
-            sas.receive_mac_event(event)
-            if sas.verified:
-                self._say(await self._verified(v))
-        if sas.canceled:
-            await self._fail(v)
+                self._say(format_sas(v.user, v.device, sas.emoji(), sas.decimals()))
+            else:
+                sas.on_mac(content)
+                if v.stage == "confirmed":
+                    self._say(await self._verified(v))
+        except SasError as e:
+            await self._fail(v, e)
 
     # -- endings ------------------------------------------------------------------------
 
     async def _verified(self, v: _Verification) -> str:
-        if v.device not in v.sas.verified_devices:  # nio lets a MAC without the key pass
-            await self._cancel(v, "m.key_mismatch", "Key mismatch")
-            return f"❌ The verification of {v.label} failed: {cancel_text('m.key_mismatch', '')}."
         self._active.pop(v.txid, None)
-        self._olm.verify_device(v.sas.other_olm_device)
+        device = await self._device(v.user, v.device)
+        self._olm.verify_device(device)
         await self._send("done", v.user, v.device, {"transaction_id": v.txid})
         log.info("%s verified %s's device %s", self._matrix.me, v.user, v.device)
         return f"✅ {v.label} is verified."
 
-    async def _fail(self, v: _Verification) -> None:
-        """nio's `Sas` cancelled: tell the other side and the user."""
-        code, reason = v.sas.cancel_code, v.sas.cancel_reason
-        await self._cancel(v, code, reason)
-        self._say(f"❌ The verification of {v.label} failed: {cancel_text(code, reason)}.")
+    async def _fail(self, v: _Verification, error: SasError) -> None:
+        """A step did not fit: tell the other side and the user."""
+        await self._cancel(v, error.code, error.reason)
+        self._say(
+            f"❌ The verification of {v.label} failed: {cancel_text(error.code, error.reason)}."
+        )
 
     async def _cancel(self, v: _Verification, code: str, reason: str) -> None:
         self._active.pop(v.txid, None)
@@ -497,7 +493,3 @@ class Verifications:
 
     async def _send(self, kind: str, user: UserId, device: str, content: Mapping[str, Any]) -> None:
         await self._matrix.send_to_device(PREFIX + kind, {user: {device: dict(content)}})
-
-    async def _send_message(self, message: Any) -> None:
-        """Send one of nio's `ToDeviceMessage`s."""
-        await self._matrix.send_to_device(message.type, message.as_dict()["messages"])
