@@ -51,7 +51,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from slixmpp import JID, Presence
+
 from bench.common import (
+    MUC_USER_NS,
     BenchError,
     IrcPeer,
     Meter,
@@ -61,6 +64,7 @@ from bench.common import (
     deb_version,
     loadavg,
     machine_info,
+    muc_codes,
     now,
     process_tree,
     py_version,
@@ -473,9 +477,72 @@ def _first_error(results: list[Any]) -> BaseException | None:
     return next((r for r in results if isinstance(r, BaseException)), None)
 
 
+class CheckedUser(XmppUser):
+    """An `XmppUser` that keeps, for each room it joins, the presences its client got
+    while joining, in order, up to and including its own: (nick, role, status codes)."""
+
+    def __init__(self, jid: str, password: str) -> None:
+        super().__init__(jid, password)
+        self.joins: dict[str, tuple[str, list[tuple[str, str, set[int]]]]] = {}
+        self.add_event_handler("presence", self._keep)
+
+    async def join(self, room: str, nick: str, timeout: float) -> float:
+        self.joins[JID(room).bare] = (nick, [])
+        return await super().join(room, nick, timeout)
+
+    def _keep(self, pres: Presence) -> None:
+        sender = pres["from"]
+        nick, seen = self.joins.get(sender.bare, ("", None))
+        if seen is None or pres["type"] in {"error", "unavailable"}:
+            return
+        if seen and (110 in seen[-1][2] or seen[-1][0] == nick):
+            return  # joined: later presences are the room's life, not the join
+        item = pres.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+        role = "" if item is None else item.get("role", "")
+        seen.append((sender.resource, role, muc_codes(pres)))
+
+
+def check_joins(
+    users: list[CheckedUser], rooms: list[str], nicks: list[str], *, all_at_once: bool
+) -> dict[str, Any]:
+    """What each client got while joining each room: every occupant once, with a role,
+    and its own presence last with status 110. One user after another: exactly the users
+    who joined before, the first one a moderator (the IRC channel's first member gets
+    +o), the others participants. All at once: nobody but these users, at most one
+    moderator. Returns how many joins were checked and the first problems."""
+    problems: list[str] = []
+    checked = 0
+    for i, user in enumerate(users):
+        for room in rooms:
+            nick, seen = user.joins.get(JID(room).bare, ("", []))
+            if not seen:
+                continue  # the join failed: counted as such
+            checked += 1
+            where = f"{nick} in {JID(room).user}"
+            *others, last = seen
+            if last[0] != nick or 110 not in last[2]:
+                problems.append(f"{where}: last presence {last[0]!r} {sorted(last[2])}")
+            names = [name for name, _, _ in others]
+            if len(set(names)) != len(names):
+                problems.append(f"{where}: an occupant twice: {sorted(names)}")
+            roles = {name: role for name, role, _ in others} | {nick: last[1]}
+            if all_at_once:
+                strangers = set(names) - set(nicks)
+                moderators = [n for n, role in roles.items() if role == "moderator"]
+                if strangers or len(moderators) > 1 or "" in roles.values():
+                    problems.append(f"{where}: {strangers=} {moderators=} {roles=}")
+                continue
+            expected = {
+                n: "moderator" if k == 0 else "participant" for k, n in enumerate(nicks[: i + 1])
+            }
+            if roles != expected:
+                problems.append(f"{where}: occupants {roles} instead of {expected}")
+    return {"joins_checked": checked, "problems": len(problems), "first_problems": problems[:5]}
+
+
 async def join_many(
     gw: GatewayUnderTest,
-    users: list[XmppUser],
+    users: list[CheckedUser],
     prefix: str,
     plan: Plan,
     meter: Meter,
@@ -518,6 +585,9 @@ async def join_many(
         "errors": errors[:5],
         "seconds": round(wall, 3),
         "per_user": summary_ms(per_user),
+        "presences": check_joins(
+            users, rooms, [f"{gw.tag}u{i}" for i in range(len(users))], all_at_once=all_at_once
+        ),
     } | reading
 
 
@@ -548,7 +618,7 @@ async def bench_gateway(
     log.info("%s started in %.1f s", gw.label, out["start_s"])
     pinger: XmppUser | None = None
     peer: IrcPeer | None = None
-    users: list[XmppUser] = []
+    users: list[CheckedUser] = []
     try:
         await asyncio.sleep(plan.settle)
         pids = gw.pids()
@@ -584,7 +654,7 @@ async def bench_gateway(
         out["rss_after_traffic_kib"] = rss_kib(gw.pids())
 
         log.info("%s: %d users log in and enrol", gw.label, plan.users)
-        users = [XmppUser(f"user{i}@{DOMAIN}", PASSWORD) for i in range(plan.users)]
+        users = [CheckedUser(f"user{i}@{DOMAIN}", PASSWORD) for i in range(plan.users)]
         logins = await bounded_gather(10, [u.start(xmpp_port, STEP_TIMEOUT) for u in users])
         if error := _first_error(logins):
             raise BenchError(f"an XMPP user could not log in: {error}")
