@@ -25,6 +25,7 @@ from .client import login
 # its own plugin configuration object and would rewrite it from the command line.
 from .config import Config as _MatrixConfig
 from .errors import MatrixError, as_xmpp_error
+from .inbox import Inbox
 from .net import protect_logs
 from .session import Session
 
@@ -58,6 +59,12 @@ class Gateway(BaseGateway[Session]):
         "bookmarks. Encrypted chats work: send 'device' to see this device's key."
     )
     ROSTER_GROUP = "Matrix"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A user's burst waits as text, not as a task per message (see .inbox).
+        self.inbox = Inbox(self)
+        self.inbox.install()
 
     async def validate(
         self, user_jid: JID, registration_form: dict[str, str | None]

@@ -190,6 +190,39 @@ async def test_room_messages_both_ways(
     assert got["sender"] == alice_mx.user_id
 
 
+async def test_a_burst_from_xmpp_reaches_the_room_whole_and_in_order(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    # 150 messages written at once: most wait in the gateway's inbox as text
+    # (legacy_plugins/matrix/inbox.py) and go out one by one as earlier ones are sent.
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    room = await bob.create_room("Burst", invite=[alice_mx.user_id])
+    await bob.wait_for_member(room, alice_mx.user_id)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_room_when_shown(alice, room_jid, "alice")
+
+    sent = [f"burst {n}" for n in range(150)]
+    for body in sent:
+        alice.send_groupchat(room_jid, body)
+    await bob.wait_for_message(room, sent[-1], timeout=120)
+    history = await bob.call(
+        "GET", f"/rooms/{quote(room, safe='')}/messages", params={"dir": "b", "limit": "1000"}
+    )
+    got = [
+        e["content"]["body"]
+        for e in reversed(history["chunk"])
+        if e["sender"] == alice_mx.user_id and e["type"] == "m.room.message"
+    ]
+    assert got == sent
+    assert not any("finished in" in line for line in gateway.lines)  # no watchdog release
+
+
 async def test_an_unreadable_encrypted_message_shows_as_a_notice(
     synapse: Synapse,
     gateway: PasserelleProcess,
