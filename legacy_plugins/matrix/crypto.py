@@ -13,6 +13,9 @@ registration data. Besides :mod:`.client`, this is the only module that imports 
   people whose devices changed, and how many one-time keys are left (topped up).
 - `E2EE.decrypt` reads an ``m.room.encrypted`` event with the room keys received so far;
   `Undecryptable` says why not (a key may arrive later: the session then retries).
+- The store's SQLite connection (~230 KiB of C memory each: lookaside, page cache,
+  statements) is closed once the store has not been used for :data:`IDLE_CLOSE` seconds
+  (peewee opens it again at the next query), so idle users do not each keep one.
 - `E2EE.encrypt` Megolm-encrypts an event for a room: it fetches the members' devices,
   opens Olm sessions (claiming one-time keys) with those that lack one, and shares the
   room's Megolm session with every device that does not have it yet. A new Megolm
@@ -36,6 +39,7 @@ from typing import Any
 from .client import MatrixClient, nio  # imported on first use, see client.py
 from .errors import NotSupported, RequestFailed, Undecryptable
 from .ids import RoomId, UserId
+from .inbox import trim_soon
 from .translate import Encrypted, SyncBatch
 
 __all__ = ["E2EE", "DeviceInfo", "decrypt_file", "encrypt_file", "fingerprint"]
@@ -43,6 +47,9 @@ __all__ = ["E2EE", "DeviceInfo", "decrypt_file", "encrypt_file", "fingerprint"]
 log = logging.getLogger(__name__)
 
 ENCRYPTED = "m.room.encrypted"
+IDLE_CLOSE = 2.0
+"""Seconds without use after which the key store's SQLite connection is closed (opening
+it again costs well under a millisecond)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,8 @@ class E2EE:
         self._olm = olm
         self._store = store
         self._locks: dict[RoomId, asyncio.Lock] = {}
+        self._last_use = 0.0
+        self._idle: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(cls, matrix: MatrixClient, store_dir: Path, pickle_key: str) -> E2EE:
@@ -101,6 +110,7 @@ class E2EE:
             raise NotSupported("this Matrix login has no device ID, which encryption needs")
         olm, store = _open_store(me, device, store_dir, pickle_key)
         e2ee = cls(matrix, olm, store)
+        e2ee._used()
         try:
             if not olm.account.shared:
                 await e2ee._publish_device()
@@ -110,7 +120,30 @@ class E2EE:
         return e2ee
 
     def close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         self._store.database.close()
+
+    def _used(self) -> None:
+        """The store is in use: close its connection once idle (see the module doc)."""
+        loop = asyncio.get_running_loop()
+        self._last_use = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(IDLE_CLOSE, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._idle = None
+        database = self._store.database
+        if database.is_closed():
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_use + IDLE_CLOSE - loop.time()
+        if wait > 0 or database.in_transaction():
+            self._idle = loop.call_later(max(wait, 0.5), self._close_if_idle)
+            return
+        database.close()
+        trim_soon()
 
     @property
     def device_id(self) -> str:
@@ -149,6 +182,7 @@ class E2EE:
     async def on_sync(self, batch: SyncBatch) -> set[str]:
         """Take a sync's keys and device changes; returns the Megolm sessions whose keys
         just arrived (events waiting for them can now be decrypted)."""
+        self._used()
         olm = self._olm
         if batch.device_lists_changed:
             olm.add_changed_users(set(batch.device_lists_changed))
@@ -178,6 +212,7 @@ class E2EE:
     def decrypt(self, event: Encrypted) -> dict[str, Any]:
         """The clear event (as the homeserver would have sent it unencrypted), or
         `Undecryptable` with the reason."""
+        self._used()
         parsed = nio.Event.parse_encrypted_event(dict(event.raw))
         if not isinstance(parsed, nio.MegolmEvent):
             raise Undecryptable("it is not Megolm-encrypted, the only kind Matrix rooms use")
@@ -205,6 +240,7 @@ class E2EE:
     ) -> dict[str, Any]:
         """The content of the ``m.room.encrypted`` event that carries ``event_type`` with
         ``content`` to ``members`` (joined and invited) of ``room_id``."""
+        self._used()
         users = set(members)
         olm = self._olm
         async with self._locks.setdefault(room_id, asyncio.Lock()):
@@ -282,6 +318,7 @@ class E2EE:
 
     async def devices(self, user: UserId) -> list[DeviceInfo]:
         """``user``'s devices, as this device knows them (fetched if never seen)."""
+        self._used()
         olm = self._olm
         if user not in olm.tracked_users or user in olm.users_for_key_query:
             await self._query([user])

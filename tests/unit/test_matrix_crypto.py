@@ -1,9 +1,16 @@
-"""The pure parts of Matrix end-to-end encryption (crypto.py): attachments, key display."""
+"""Matrix end-to-end encryption (crypto.py): attachments, key display, the key store's
+connection closed when idle (a real nio store in a temporary directory)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
 import pytest
 
+from legacy_plugins.matrix import crypto
+from legacy_plugins.matrix.client import load_nio
 from legacy_plugins.matrix.crypto import decrypt_file, encrypt_file, fingerprint
 from legacy_plugins.matrix.errors import Undecryptable
 
@@ -35,3 +42,24 @@ def test_a_spoiled_file_is_undecryptable(spoil: object) -> None:
     data, file = spoil(ciphertext, keys)  # type: ignore[operator]
     with pytest.raises(Undecryptable):
         decrypt_file(data, file)
+
+
+async def test_the_key_store_connection_closes_when_idle_and_reopens_on_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real nio key store on disk: its SQLite connection is ~230 KiB of C memory that
+    # an idle user should not keep; the next use opens it again, keys intact.
+    await load_nio()
+    monkeypatch.setattr(crypto, "IDLE_CLOSE", 0.05)
+    olm, store = crypto._open_store("@alice:localhost", "DEVICE", tmp_path, "pickle key")
+    e2ee = crypto.E2EE(cast(Any, None), olm, store)
+    key = e2ee.ed25519
+    e2ee._used()
+    assert not store.database.is_closed()
+    async with asyncio.timeout(5):
+        while not store.database.is_closed():  # noqa: ASYNC110 (nothing to wait on)
+            await asyncio.sleep(0.02)
+    assert store.load_account().identity_keys["ed25519"] == key  # reopened by the query
+    assert not store.database.is_closed()
+    e2ee.close()
+    assert store.database.is_closed()
