@@ -18,7 +18,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -38,14 +38,13 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
-from .networks import NETWORKS, NetworkUnavailable, load_network_model
+from .networks import NETWORKS, NetworkUnavailable
+from .runtime import LogLevel, NetworkSettings, from_plain, settings_class
 
 _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _BARE_JID_GLOB_RE = re.compile(r"^[^@/\s]+@[^@/\s]+$")
-
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def _check_domain(value: str) -> str:
@@ -93,7 +92,8 @@ class Storage(BaseModel):
 
 
 class NetworkConfig(BaseModel):
-    """Keys every ``[networks.NAME]`` section has. Plugins subclass this for their own keys."""
+    """Keys every ``[networks.NAME]`` section has. Plugins subclass this for their own keys,
+    in the ``model()`` of their light settings class (:class:`gateway.runtime.NetworkSettings`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -115,7 +115,7 @@ class NetworkConfig(BaseModel):
         return _check_domain(jid)
 
 
-_N = TypeVar("_N", bound=NetworkConfig)
+_S = TypeVar("_S", bound=NetworkSettings)
 
 
 class LinkComponentConfig(BaseModel):
@@ -404,7 +404,7 @@ def _load_networks(settings: Settings, source: str) -> tuple[dict[str, NetworkCo
             problems.append(f"{source}: networks.{name}: must be a table [networks.{name}]")
             continue
         try:
-            model = load_network_model(name)
+            model = network_model(name)
         except NetworkUnavailable as e:
             if raw.get("enabled") is False:
                 continue  # a disabled section may name a network this version lacks
@@ -467,11 +467,31 @@ def _has_link_component() -> bool:
     return importlib.util.find_spec("gateway.link") is not None
 
 
-def load_plugin_config(path: Path | None, name: str, model: type[_N]) -> _N:
-    """Used inside a network's process: its own section, typed by its plugin's model."""
-    net = load(path).networks[name]
-    assert isinstance(net, model)
-    return net
+def network_model(name: str) -> type[NetworkConfig]:
+    """The pydantic model that validates ``[networks.NAME]``."""
+    return settings_class(name).model()
+
+
+def plain(value: Any) -> Any:
+    """A validated value as JSON data, secrets in clear: for :mod:`gateway.child`'s pipe
+    from its validating fork, never for a log or a file."""
+    if isinstance(value, BaseModel):
+        return {key: plain(getattr(value, key)) for key in type(value).model_fields}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def validate(cls: type[_S], raw: dict[str, Any]) -> _S:
+    """Validate one ``[networks.NAME]`` table with ``cls.model()`` and return it as ``cls``
+    (raises pydantic's ``ValidationError``, as :func:`load` does before formatting it)."""
+    return from_plain(cls, plain(cls.model().model_validate(raw)))
 
 
 __all__ = [
@@ -484,5 +504,8 @@ __all__ = [
     "Storage",
     "XmppServer",
     "load",
+    "network_model",
     "parse_irc_url",
+    "plain",
+    "validate",
 ]

@@ -166,19 +166,28 @@ _FORWARDERS: dict[tuple[str, str], Any] = {
 """Names taken with ``from LAZY_MODULE import name`` that need not load it yet."""
 
 
-def migrate() -> None:
-    """slidge's ``migrate()``, in a forked process, so alembic stays out of this one."""
+def run_forked(work: Callable[[], bytes]) -> bytes:
+    """Run ``work`` in a forked process that exits afterwards, and return what it returned.
+
+    What ``work`` imports dies with the fork. Its ``SystemExit`` code, 1 after any other
+    exception (printed) and 1 after a signal, ends this process too. Used for slidge's
+    migrations here and by :mod:`gateway.child` to validate the configuration; call it
+    while this process has no other thread.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover  (the forked process; its result is the exit code)
+        os.close(read_fd)
         code = 1
         try:
             import signal
 
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            real = _real_migration()
-            real.migrate()  # exits 1 itself after printing what went wrong
+            result = work()
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(result)
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
@@ -190,10 +199,24 @@ def migrate() -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()  # until the fork exits (or closes its end)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(1 if code < 0 else code)
+    return data
+
+
+def migrate() -> None:
+    """slidge's ``migrate()``, in a forked process, so alembic stays out of this one."""
+
+    def work() -> bytes:
+        _real_migration().migrate()  # exits 1 itself after printing what went wrong
+        return b""
+
+    run_forked(work)
 
 
 def _real_migration() -> types.ModuleType:

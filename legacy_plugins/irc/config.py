@@ -15,23 +15,18 @@ import fnmatch
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    FilePath,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
-
-from gateway.config import NetworkConfig
+from gateway.runtime import NetworkSettings, Secret
 
 from .flood import DEFAULT_BURST, DEFAULT_RATE_PER_S
 from .translate import AddressMapping
+
+if TYPE_CHECKING:
+    from gateway.config import NetworkConfig
 
 __all__ = [
     "DEFAULT_PORT",
@@ -59,43 +54,40 @@ def _check_server_name(name: str) -> str:
     return folded
 
 
-class ServerConfig(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
     """One admin-defined IRC server: ``[networks.irc.servers.NAME]``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     host: str
     """Host name or IP address to connect to."""
-    port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PORT
+    port: int = DEFAULT_PORT
     """TCP port; 6697 is IRC over TLS, 6667 plain text."""
     tls: bool = True
     """Connect with TLS. Certificates are verified against the system's CAs (or `ca_file`)."""
     verify_certificate: bool = True
     """Check the server's TLS certificate; turn off only for a test server."""
-    ca_file: FilePath | None = None
-    """PEM file of the certificate authorities to trust for this server instead of the
-    system's (a private network's own CA). The host name is still checked."""
-    password: SecretStr | None = None
+    ca_file: Path | None = None
+    """PEM file (which must exist) of the certificate authorities to trust for this server
+    instead of the system's (a private network's own CA). The host name is still checked."""
+    password: Secret | None = None
     """Server password (``PASS``), if the server wants one."""
     encoding: str = "latin-1"
     """How to decode lines that are not valid UTF-8."""
 
-    @field_validator("host")
-    @classmethod
-    def _host(cls, host: str) -> str:
-        host = host.strip()
-        if not host or any(c.isspace() for c in host) or "/" in host:
-            raise ValueError(f"{host!r} is not a host name or IP address")
-        return host
 
-    @field_validator("encoding")
-    @classmethod
-    def _encoding(cls, encoding: str) -> str:
-        try:
-            _ENCODING_CHECK.decode(encoding)
-        except LookupError:
-            raise ValueError(f"unknown encoding {encoding!r}; try 'latin-1' or 'cp1252'") from None
-        return encoding
+def _check_host(host: str) -> str:
+    host = host.strip()
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    return host
+
+
+def _check_encoding(encoding: str) -> str:
+    try:
+        _ENCODING_CHECK.decode(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}; try 'latin-1' or 'cp1252'") from None
+    return encoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +110,19 @@ class ServerTarget:
     (None: the server's own ``[networks.irc.servers.NAME]``)."""
 
 
-class Config(NetworkConfig):
-    """Configuration of the IRC network."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config(NetworkSettings):
+    """Configuration of the IRC network (validated by :func:`_model`, its pydantic twin,
+    built only to check the file: the network's process never imports pydantic)."""
 
-    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    servers: dict[str, ServerConfig] = field(default_factory=dict)
     """Admin-defined servers by short name: ``[networks.irc.servers.libera]``."""
     fixed_server: str | None = None
     """Serve only this server (a name from ``servers`` or a host name): JIDs drop the
     ``%server`` part."""
-    allowed_servers: list[str] = Field(default_factory=lambda: ["*"])
+    allowed_servers: list[str] = field(default_factory=lambda: ["*"])
     """Globs of server names users may reach (admin-defined servers are always allowed)."""
-    denied_servers: list[str] = Field(default_factory=list)
+    denied_servers: list[str] = field(default_factory=list)
     """Globs of server names users may never reach; checked after ``allowed_servers``."""
     allow_private_addresses: bool = False
     """Let users reach servers that resolve to loopback, private or link-local addresses.
@@ -138,53 +132,33 @@ class Config(NetworkConfig):
     first, as Biboumi does: the nick it asks for in the room becomes its IRC nick."""
     default_nick: str | None = None
     """Nick used when a user registered without one (default: their JID's local part)."""
-    flood_burst: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_BURST
-    """Lines sent at once to a server before flood control spaces them out."""
-    flood_rate: Annotated[float, Field(gt=0, le=1_000_000)] = DEFAULT_RATE_PER_S
-    """Lines per second sent to a server after the burst. Flood control cannot be
-    switched off, but on a server of your own that exempts the gateway (e.g. a class
-    without flood penalty) a burst and rate of 1,000,000 leave it no effect."""
-    reconnect_queue_size: Annotated[int, Field(ge=0, le=100_000)] = 100
-    """IRC lines kept while reconnecting, sent after rejoining; beyond this the user's
-    message is bounced with an error."""
-    history_on_join: Annotated[int, Field(ge=0, le=1000)] = 20
-    """At most this many messages from the room archive are replayed to a client that
-    joins (fewer if the client asks for fewer; the full archive stays available by MAM)."""
-    chathistory_count: Annotated[int, Field(ge=0, le=1000)] = 100
-    """On servers that offer IRCv3 `chathistory`: at most this many of a channel's newest
-    messages are fetched into the room archive on each join and rejoin (0: never)."""
-    connect_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
-    """Seconds to wait for a server to accept and register a connection."""
-    reconnect_max_delay: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    """Upper bound of the delay between two reconnection attempts, in seconds."""
+    flood_burst: int = DEFAULT_BURST
+    """Lines (1 to 1,000,000) sent at once to a server before flood control spaces them
+    out."""
+    flood_rate: float = DEFAULT_RATE_PER_S
+    """Lines per second (up to 1,000,000) sent to a server after the burst. Flood control
+    cannot be switched off, but on a server of your own that exempts the gateway (e.g. a
+    class without flood penalty) a burst and rate of 1,000,000 leave it no effect."""
+    reconnect_queue_size: int = 100
+    """IRC lines (0 to 100,000) kept while reconnecting, sent after rejoining; beyond this
+    the user's message is bounced with an error."""
+    history_on_join: int = 20
+    """At most this many messages (0 to 1000) from the room archive are replayed to a
+    client that joins (fewer if the client asks for fewer; the full archive stays
+    available by MAM)."""
+    chathistory_count: int = 100
+    """On servers that offer IRCv3 `chathistory`: at most this many (0 to 1000) of a
+    channel's newest messages are fetched into the room archive on each join and rejoin
+    (0: never)."""
+    connect_timeout: float = 20.0
+    """Seconds (up to 300) to wait for a server to accept and register a connection."""
+    reconnect_max_delay: float = 60.0
+    """Upper bound of the delay between two reconnection attempts, in seconds (up to
+    3600)."""
 
-    @field_validator("servers")
     @classmethod
-    def _server_names(cls, servers: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
-        return {_check_server_name(name): server for name, server in servers.items()}
-
-    @field_validator("fixed_server")
-    @classmethod
-    def _fixed(cls, name: str | None) -> str | None:
-        return None if name is None else _check_server_name(name)
-
-    @field_validator("allowed_servers", "denied_servers")
-    @classmethod
-    def _globs(cls, globs: list[str]) -> list[str]:
-        for glob in globs:
-            if not glob or any(c.isspace() for c in glob):
-                raise ValueError(f"{glob!r} is not a server name glob such as '*.libera.chat'")
-        return [glob.lower() for glob in globs]
-
-    @model_validator(mode="after")
-    def _fixed_is_reachable(self) -> Config:
-        name = self.fixed_server
-        if name is not None and name not in self.servers and not self.policy_allows(name):
-            raise ValueError(
-                f"fixed_server {name!r} is neither in [networks.irc.servers] nor allowed by "
-                "allowed_servers/denied_servers; define it as a server"
-            )
-        return self
+    def model(cls) -> type[NetworkConfig]:
+        return _model()
 
     def address_mapping(self) -> AddressMapping:
         """The JID <-> IRC address rules of this gateway."""
@@ -192,11 +166,7 @@ class Config(NetworkConfig):
 
     def policy_allows(self, name: str) -> bool:
         """Whether users may reach server ``name`` by name (DNS is checked later)."""
-        name = name.lower()
-        if name in self.servers:
-            return True
-        allowed = any(fnmatch.fnmatchcase(name, glob) for glob in self.allowed_servers)
-        return allowed and not any(fnmatch.fnmatchcase(name, g) for g in self.denied_servers)
+        return _policy_allows(name, self.servers, self.allowed_servers, self.denied_servers)
 
     def target(self, name: str) -> ServerTarget:
         """Resolve a server name from a JID: an admin-defined server, or a host name on
@@ -220,6 +190,96 @@ class Config(NetworkConfig):
         if not self.policy_allows(name):
             raise PermissionError(f"this gateway does not connect to IRC server {name!r}")
         return ServerTarget(name, name, DEFAULT_PORT, True, True, None, "latin-1", False)
+
+
+def _policy_allows(
+    name: str, servers: Mapping[str, object], allowed: Sequence[str], denied: Sequence[str]
+) -> bool:
+    name = name.lower()
+    if name in servers:
+        return True
+    if not any(fnmatch.fnmatchcase(name, glob) for glob in allowed):
+        return False
+    return not any(fnmatch.fnmatchcase(name, glob) for glob in denied)
+
+
+def _check_globs(globs: list[str]) -> list[str]:
+    for glob in globs:
+        if not glob or any(c.isspace() for c in glob):
+            raise ValueError(f"{glob!r} is not a server name glob such as '*.libera.chat'")
+    return [glob.lower() for glob in globs]
+
+
+@cache
+def _model() -> type[NetworkConfig]:
+    """The pydantic models of the section (imports pydantic; never in the network's process)."""
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        Field,
+        FilePath,
+        SecretStr,
+        field_validator,
+        model_validator,
+    )
+
+    from gateway.config import NetworkConfig
+
+    class IrcServerConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        host: str
+        port: Annotated[int, Field(ge=1, le=65535)] = DEFAULT_PORT
+        tls: bool = True
+        verify_certificate: bool = True
+        ca_file: FilePath | None = None
+        password: SecretStr | None = None
+        encoding: str = "latin-1"
+
+        _host = field_validator("host")(_check_host)
+        _encoding = field_validator("encoding")(_check_encoding)
+
+    class IrcConfig(NetworkConfig):
+        servers: dict[str, IrcServerConfig] = Field(default_factory=dict)
+        fixed_server: str | None = None
+        allowed_servers: list[str] = Field(default_factory=lambda: ["*"])
+        denied_servers: list[str] = Field(default_factory=list)
+        allow_private_addresses: bool = False
+        auto_register: bool = False
+        default_nick: str | None = None
+        flood_burst: Annotated[int, Field(ge=1, le=1_000_000)] = DEFAULT_BURST
+        flood_rate: Annotated[float, Field(gt=0, le=1_000_000)] = DEFAULT_RATE_PER_S
+        reconnect_queue_size: Annotated[int, Field(ge=0, le=100_000)] = 100
+        history_on_join: Annotated[int, Field(ge=0, le=1000)] = 20
+        chathistory_count: Annotated[int, Field(ge=0, le=1000)] = 100
+        connect_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
+        reconnect_max_delay: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+        @field_validator("servers")
+        @classmethod
+        def _server_names(cls, servers: dict[str, IrcServerConfig]) -> dict[str, IrcServerConfig]:
+            return {_check_server_name(name): server for name, server in servers.items()}
+
+        @field_validator("fixed_server")
+        @classmethod
+        def _fixed(cls, name: str | None) -> str | None:
+            return None if name is None else _check_server_name(name)
+
+        _globs = field_validator("allowed_servers", "denied_servers")(_check_globs)
+
+        @model_validator(mode="after")
+        def _fixed_is_reachable(self) -> IrcConfig:
+            name = self.fixed_server
+            if name is not None and not _policy_allows(
+                name, self.servers, self.allowed_servers, self.denied_servers
+            ):
+                raise ValueError(
+                    f"fixed_server {name!r} is neither in [networks.irc.servers] nor allowed "
+                    "by allowed_servers/denied_servers; define it as a server"
+                )
+            return self
+
+    return IrcConfig
 
 
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from typing import Annotated
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, field_validator
+from gateway.runtime import NetworkSettings
 
-from gateway.config import NetworkConfig
+if TYPE_CHECKING:
+    from gateway.config import NetworkConfig
 
 __all__ = ["Config", "address_is_public"]
 
 
-class Config(NetworkConfig):
-    """Configuration of the Matrix network."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config(NetworkSettings):
+    """Configuration of the Matrix network (validated by :func:`_model`, its pydantic twin,
+    built only to check the file: the network's process never imports pydantic)."""
 
-    allowed_homeservers: list[str] = Field(default_factory=lambda: ["*"])
+    allowed_homeservers: list[str] = field(default_factory=lambda: ["*"])
     """Globs of homeserver host names users may log in to (``matrix.org``, ``*.example.org``)."""
-    denied_homeservers: list[str] = Field(default_factory=list)
+    denied_homeservers: list[str] = field(default_factory=list)
     """Globs of homeserver host names users may never log in to; checked after
     ``allowed_homeservers``."""
     allow_private_addresses: bool = False
@@ -47,30 +52,26 @@ class Config(NetworkConfig):
     default: access tokens must not cross the network in clear text."""
     device_name: str = "Passerelle"
     """The name of the Matrix device (session) the gateway logs in as."""
-    timeline_limit: Annotated[int, Field(ge=10, le=1000)] = 100
-    """Events per room and sync response. A burst larger than this is fetched with
-    ``/messages``, so nothing is lost either way; a larger value means fewer requests."""
-    sync_timeout: Annotated[float, Field(ge=1, le=300)] = 30.0
-    """Seconds a sync request waits for new events (long polling)."""
-    request_timeout: Annotated[float, Field(ge=1, le=300)] = 30.0
-    """Seconds any other request to the homeserver may take."""
-    max_upload_size: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
+    timeline_limit: int = 100
+    """Events per room and sync response (10 to 1000). A burst larger than this is fetched
+    with ``/messages``, so nothing is lost either way; a larger value means fewer requests."""
+    sync_timeout: float = 30.0
+    """Seconds (1 to 300) a sync request waits for new events (long polling)."""
+    request_timeout: float = 30.0
+    """Seconds (1 to 300) any other request to the homeserver may take."""
+    max_upload_size: int = 100 * 1024 * 1024
     """Largest attachment, in bytes, carried in either direction (the homeserver's own
     limit applies too)."""
-    backfill_count: Annotated[int, Field(ge=0, le=1000)] = 50
-    """Messages of a room's history put in its MUC archive when the user first joins it
-    from XMPP (0: none)."""
+    backfill_count: int = 50
+    """Messages (0 to 1000) of a room's history put in its MUC archive when the user first
+    joins it from XMPP (0: none)."""
     auto_accept_invites: bool = True
     """Join rooms and direct chats the user is invited to, so they show up in XMPP
     (direct chats are always accepted)."""
 
-    @field_validator("allowed_homeservers", "denied_homeservers")
     @classmethod
-    def _globs(cls, globs: list[str]) -> list[str]:
-        for glob in globs:
-            if not glob or any(c.isspace() or c in "/@" for c in glob):
-                raise ValueError(f"{glob!r} is not a host name glob such as '*.example.org'")
-        return [glob.lower() for glob in globs]
+    def model(cls) -> type[NetworkConfig]:
+        return _model()
 
     def host_allowed(self, host: str) -> bool:
         """Whether the homeserver host name (or IP literal) passes the allow/deny globs."""
@@ -81,6 +82,37 @@ class Config(NetworkConfig):
     def address_allowed(self, address: str) -> bool:
         """Whether the gateway may connect to this IP address."""
         return self.allow_private_addresses or address_is_public(address)
+
+
+def _check_globs(globs: list[str]) -> list[str]:
+    for glob in globs:
+        if not glob or any(c.isspace() or c in "/@" for c in glob):
+            raise ValueError(f"{glob!r} is not a host name glob such as '*.example.org'")
+    return [glob.lower() for glob in globs]
+
+
+@cache
+def _model() -> type[NetworkConfig]:
+    from pydantic import Field, field_validator
+
+    from gateway.config import NetworkConfig
+
+    class MatrixConfig(NetworkConfig):
+        allowed_homeservers: list[str] = Field(default_factory=lambda: ["*"])
+        denied_homeservers: list[str] = Field(default_factory=list)
+        allow_private_addresses: bool = False
+        allow_plain_http: bool = False
+        device_name: str = "Passerelle"
+        timeline_limit: Annotated[int, Field(ge=10, le=1000)] = 100
+        sync_timeout: Annotated[float, Field(ge=1, le=300)] = 30.0
+        request_timeout: Annotated[float, Field(ge=1, le=300)] = 30.0
+        max_upload_size: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
+        backfill_count: Annotated[int, Field(ge=0, le=1000)] = 50
+        auto_accept_invites: bool = True
+
+        _globs = field_validator("allowed_homeservers", "denied_homeservers")(_check_globs)
+
+    return MatrixConfig
 
 
 def address_is_public(address: str) -> bool:

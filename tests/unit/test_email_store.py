@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from gateway.config import validate
 from gateway.localservers.mail import Dovecot, MailServer, Postfix
 from legacy_plugins.email.config import Config, is_loopback
 from legacy_plugins.email.store import AccountStore
@@ -149,12 +150,12 @@ def test_is_loopback(host: str, local: bool) -> None:
 
 
 def test_config_defaults_and_limits() -> None:
-    cfg = Config.model_validate({"jid": "email.example.org", "secret": "s"})
+    cfg = validate(Config, {"jid": "email.example.org", "secret": "s"})
     assert cfg.keep_mail_on_server and not cfg.allow_plaintext
     with pytest.raises(ValidationError):
-        Config.model_validate({"jid": "email.example.org", "secret": "s", "configure_timeout": 0})
+        validate(Config, {"jid": "email.example.org", "secret": "s", "configure_timeout": 0})
     with pytest.raises(ValidationError):
-        Config.model_validate({"jid": "email.example.org", "secret": "s", "unknown": 1})
+        validate(Config, {"jid": "email.example.org", "secret": "s", "unknown": 1})
 
 
 # -- the test mail server's configuration ------------------------------------------------------------

@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from gateway.config import validate
 from legacy_plugins.irc.config import DEFAULT_PORT, Config, ServerTarget, check_addresses
 
 BASE: dict[str, Any] = {"jid": "irc.example.org", "secret": "s"}
 
 
 def config(**keys: Any) -> Config:
-    return Config.model_validate({**BASE, **keys})
+    return validate(Config, {**BASE, **keys})
 
 
 def test_the_test_contract_server() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from gateway.config import validate
 from legacy_plugins.matrix import client, net
 from legacy_plugins.matrix.client import Credentials
 from legacy_plugins.matrix.config import Config, address_is_public
@@ -23,7 +24,7 @@ from legacy_plugins.matrix.errors import (
 
 
 def config(**keys: Any) -> Config:
-    return Config(jid="matrix.example.org", secret="s", **keys)
+    return validate(Config, {"jid": "matrix.example.org", "secret": "s", **keys})
 
 
 def test_defaults_refuse_private_addresses_and_plain_http() -> None:
