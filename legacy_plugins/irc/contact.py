@@ -16,6 +16,7 @@ answers that settings live on the server's JID.)
 from __future__ import annotations
 
 import collections
+import functools
 import uuid
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,13 @@ if TYPE_CHECKING:
 
 
 KEPT_CONTACTS = 5000  # contact objects per session kept for lookups without SQL
+
+_MINE = (StoredContact.user_account_id == sa.bindparam("user")) & StoredContact.legacy_id.in_(
+    sa.bindparam("ids", expanding=True)
+)
+_ANY_OF = sa.select(StoredContact.id).where(_MINE).limit(1)
+"""Whether the user has one of the contacts `ids` (`Roster.prefetch`)."""
+_ALL_OF = sa.select(StoredContact).where(_MINE)
 
 
 class Roster(LegacyRoster["Contact"]):
@@ -119,17 +127,9 @@ class Roster(LegacyRoster["Contact"]):
         if not wanted:
             return
         with self.session.xmpp.store.session(expire_on_commit=False) as orm:
-            mine = StoredContact.user_account_id == self.session.user_pk
-            exist = orm.scalars(
-                sa.select(StoredContact.id).where(mine, StoredContact.legacy_id.in_(wanted))
-            ).first()
-            known = (
-                orm.scalars(
-                    sa.select(StoredContact).where(mine, StoredContact.legacy_id.in_(wanted))
-                ).all()
-                if exist is not None
-                else []
-            )
+            query = {"user": self.session.user_pk, "ids": wanted}
+            exist = orm.connection().execute(_ANY_OF, query).first()
+            known = orm.scalars(_ALL_OF, query).all() if exist is not None else []
         found = {row.legacy_id: row for row in known}
         for row in known:
             if row.updated:
@@ -192,8 +192,9 @@ class Contact(LegacyContact):
     CHAT_STATES = False
     AVATAR = False
 
-    @property
+    @functools.cached_property
     def address(self) -> UserAddress | ServerAddress:
+        """Parsed once: a contact's legacy id never changes."""
         address = network_config(Config).address_mapping().parse(self.legacy_id)
         assert isinstance(address, UserAddress | ServerAddress)
         return address

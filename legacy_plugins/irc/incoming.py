@@ -89,7 +89,7 @@ async def on_joined(
     if event.own:
         return
     muc = await session.room(client, event.channel)
-    part = await session.participant(muc, client, event.nick)
+    part = await session.participant(muc, client, event.nick, joined=True)
     part.online()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -324,15 +325,22 @@ class Session(BaseSession[Contact]):
         return muc
 
     async def participant(
-        self, muc: MUC, client: IrcClient, nick: str, *, keep: bool = False
+        self, muc: MUC, client: IrcClient, nick: str, *, keep: bool = False, joined: bool = False
     ) -> Participant:
         """The occupant for `nick`, found by nickname (it survives renames), else by
         contact (created if needed). `keep`: for a line to show, from a speaker the room
         keeps (`MUC.keep`) without a query; only for that, since a kept copy may be
-        older than the row: a change (role, nick, kick) always works on a fresh one."""
+        older than the row: a change (role, nick, kick) always works on a fresh one.
+        `joined`: `nick` has just JOINed and the caller sends its "available" at once
+        (`MUC.joined_occupant`)."""
         part = muc.occupant(nick) if keep else None
         if part is not None:
             return part
+        if joined:
+            with contextlib.suppress(AddressError):
+                part = await muc.joined_occupant(await self.contact(client, nick), nick)
+            if part is not None:
+                return part
         part = await muc.get_participant(nick, create=False)
         if part is None:
             try:

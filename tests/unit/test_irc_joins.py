@@ -52,6 +52,17 @@ def _contact(orm: Session, room: Room, nick: str) -> Contact:
     return contact
 
 
+def _occupant(
+    orm: Session, room: Room, contact: Contact, nickname: str, resource: str | None = None
+) -> Participant:
+    row = Participant(nickname=nickname, occupant_id=f"{nickname}@x", room_id=room.id)
+    row.contact_id, row.resource = contact.id, resource or nickname
+    row.nickname_no_illegal = nickname
+    rows.insert(orm, row, {})
+    orm.commit()
+    return row
+
+
 def test_insert_gives_a_detached_loaded_row_with_slidges_defaults(orm: Session) -> None:
     room = _room(orm)
     contact = _contact(orm, room, "alice%irc")
@@ -99,16 +110,77 @@ def test_occupant_exists_matches_nickname_or_resource(orm: Session) -> None:
 def test_occupant_by_contact_finds_it_or_tells_a_nickname_clash(orm: Session) -> None:
     room = _room(orm)
     alice, bob = _contact(orm, room, "alice%irc"), _contact(orm, room, "bob%irc")
-    row = Participant(nickname="alice", occupant_id="alice@x", room_id=room.id)
-    row.contact_id, row.resource, row.nickname_no_illegal = alice.id, "alice", "alice"
-    rows.insert(orm, row, {})
-    orm.commit()
+    row = _occupant(orm, room, alice, "alice")
 
     found, clash = rows.occupant_by_contact(orm, room.id, alice.id, "alice")
     assert found is not None and found.id == row.id and not clash
     assert found.contact is not None and found.contact.id == alice.id  # loaded as slidge's
     assert rows.occupant_by_contact(orm, room.id, bob.id, "alice") == (None, True)
     assert rows.occupant_by_contact(orm, room.id, bob.id, "bob") == (None, False)
+
+
+def test_joined_occupant_answers_both_lookups_of_a_join_in_one_query(orm: Session) -> None:
+    room = _room(orm)
+    alice, bob, carol = (_contact(orm, room, f"{n}%irc") for n in ("alice", "bob", "carol"))
+    row = _occupant(orm, room, alice, "alice", "ali-ce")
+
+    # by nickname or resource first, as `occupant_exists` (then nobody asks further)
+    assert rows.joined_occupant(orm, room.id, "alice", bob.id, "bob") == (True, None, False)
+    assert rows.joined_occupant(orm, room.id, "ali-ce", bob.id, "bob") == (True, None, False)
+    # else by contact, loaded as slidge's, or a clash on the nickname
+    by_nick, found, clash = rows.joined_occupant(orm, room.id, "alice2", alice.id, "alice2")
+    assert not by_nick and found is not None and found.id == row.id and not clash
+    assert found.contact is not None and found.contact.id == alice.id
+    for nick, contact, nickname in (("al", bob.id, "alice"), ("bob", bob.id, "bob")):
+        assert rows.joined_occupant(orm, room.id, nick, contact, nickname) == (
+            False,
+            None,
+            rows.occupant_by_contact(orm, room.id, contact, nickname)[1],
+        )
+    assert rows.joined_occupant(orm, room.id, "al", bob.id, "alice")[2]
+    assert rows.joined_occupant(orm, room.id + 1, "alice", carol.id, "alice") == (
+        False,
+        None,
+        False,
+    )
+
+
+def test_store_occupant_list_writes_what_slidges_merge_and_flush_wrote(orm: Session) -> None:
+    room = _room(orm)
+    alice, bob = _contact(orm, room, "alice%irc"), _contact(orm, room, "bob%irc")
+    known = _occupant(orm, room, alice, "alice")
+    orm.expunge_all()  # both rows detached and loaded, as the fill has them
+    known.affiliation, known.hats = "none", [("acct", "Account: alice", None)]
+    new = Participant(room=room, nickname="bob", occupant_id="bob@x")  # slidge's way
+    new.contact, new.resource, new.nickname_no_illegal = bob, "bob", "bob"
+    new.role = "moderator"
+
+    assert rows.store_occupant_list(orm, room, [known, new])
+    orm.commit()
+
+    assert new.id is not None and room.participants_filled
+    assert not rows._changes(known) and not rows._changes(room)  # left as stored
+    orm.expunge_all()
+    stored = {p.nickname: p for p in orm.scalars(sa.select(Participant))}
+    assert set(stored) == {"alice", "bob"}
+    assert (stored["alice"].affiliation, stored["alice"].role) == ("none", "participant")
+    assert stored["alice"].hats == [["acct", "Account: alice", None]]
+    assert (stored["bob"].role, stored["bob"].affiliation) == ("moderator", "member")
+    assert (stored["bob"].room_id, stored["bob"].contact_id) == (room.id, bob.id)
+    filled = orm.scalar(sa.select(Room.participants_filled).where(Room.id == room.id))
+    assert filled is True
+
+
+def test_store_occupant_list_leaves_a_row_it_cannot_store_to_slidge(orm: Session) -> None:
+    room = _room(orm)
+    orm.expunge_all()
+    stranger = Contact(user_account_id=room.user_account_id, legacy_id="x", jid_localpart="x")
+    row = Participant(room=room, nickname="x", occupant_id="x@x")
+    row.contact, row.resource, row.nickname_no_illegal = stranger, "x", "x"
+    assert not rows.store_occupant_list(orm, room, [row])  # its contact has no row yet
+    orm.commit()
+    assert orm.scalar(sa.select(sa.func.count()).select_from(Participant)) == 0
+    assert not orm.scalar(sa.select(Room.participants_filled))
 
 
 def _mav_version(data: list[tuple[str, str]]) -> str:
@@ -171,6 +243,23 @@ def test_slidge_get_participant_by_contact_is_still_the_slow_one() -> None:
     assert 'f"{nickname} ({unescape_node(c.jid.node)})"' in source
     assert "occupant_id=occupant_id or str(c.jid)" in source
     assert "p.send_last_presence(force=True, no_cache_online=True)" in source
+
+
+def test_slidge_still_fills_the_occupant_list_by_merging_every_row() -> None:
+    """`MUC._LegacyMUC__fill_participants` reimplements it: the same rows (each resource
+    once, the user's occupant added or flagged), stored by `rows.store_occupant_list`."""
+    source = inspect.getsource(LegacyMUC.__dict__["_LegacyMUC__fill_participants"])
+    for line in (
+        "async for participant in self.fill_participants():",
+        "if participant.stored.resource in resources:",
+        "participant = await self.get_user_participant()",
+        "p.is_user = True",
+        'orm.refresh(self.stored, ["participants"])',
+        "orm.merge(part)",
+        "self.stored.participants_filled = True",
+    ):
+        assert line in source, line
+    assert "self.__fill_participants()" in inspect.getsource(LegacyMUC.join)
 
 
 def test_slidge_get_participant_still_matches_nickname_or_resource() -> None:
