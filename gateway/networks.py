@@ -2,19 +2,15 @@
 
 A network is a package with the same rooms as every other (``config.py``, ``translate.py``,
 ``client.py``, ``gateway.py``, ``session.py``, ``contact.py``…). Its ``config.py`` declares
-``Config``, a subclass of :class:`gateway.config.NetworkConfig`; its ``gateway.py`` is the
-module slidge loads in the network's own process. Adding a network is adding a folder and
-one line here.
+``Config``, light frozen settings (a subclass of :class:`gateway.runtime.NetworkSettings`)
+whose ``model()`` is the pydantic model that validates ``[networks.NAME]``; its
+``gateway.py`` is the module slidge loads in the network's own process. Adding a network
+is adding a folder and one line here.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .config import NetworkConfig
 
 NETWORKS: dict[str, str] = {
     "irc": "legacy_plugins.irc",
@@ -48,17 +44,6 @@ def plugin_package(name: str) -> str:
             "(see the status table in README.md); remove the section or set enabled = false"
         )
     return package
-
-
-def load_network_model(name: str) -> type[NetworkConfig]:
-    """The pydantic model of ``[networks.NAME]``, from the plugin's ``config.py``."""
-    from .config import NetworkConfig
-
-    module = importlib.import_module(f"{plugin_package(name)}.config")
-    model = getattr(module, "Config", None)
-    if not (isinstance(model, type) and issubclass(model, NetworkConfig)):
-        raise NetworkUnavailable(f"plugin {module.__name__} has no Config model")  # our bug
-    return model
 
 
 def slidge_module(name: str) -> str:

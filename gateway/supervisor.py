@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.supervisor")  # not __main__ under -m
 
 EXIT_CONFIG = 78
-"""Same value as :data:`gateway.child.EXIT_CONFIG` (not imported: child imports pydantic)."""
+"""Same value as :data:`gateway.child.EXIT_CONFIG` (not imported: the supervisor keeps
+to its own few imports)."""
 
 LOG_FORMAT = "supervisor | %(levelname)s %(name)s: %(message)s"
 
