@@ -322,21 +322,32 @@ def child_plan(path: Path, name: str) -> dict[str, Any]:
     }
 
 
-def validated(path: Path, name: str) -> dict[str, Any]:
+class Validation:
     """:func:`child_plan` computed in a forked process, so pydantic, the other networks'
-    models and the database check stay out of this one. The fork's problems reach stderr
-    as they would have here; its exit code (:data:`EXIT_CONFIG`, :data:`EXIT_TEMPFAIL`,
-    1 for a bug) becomes this process's. Call it before any thread starts."""
+    models and the database check stay out of this one, while this one imports slidge.
+    The fork's problems reach stderr as they would have here; its exit code
+    (:data:`EXIT_CONFIG`, :data:`EXIT_TEMPFAIL`, 1 for a bug) becomes this process's.
+    Start it before any thread starts."""
 
-    def work() -> bytes:
-        try:
-            return json.dumps(child_plan(path, name)).encode()
-        except (ConfigError, KeyError, NetworkUnavailable) as e:
-            print(f"passerelle: {e}", file=sys.stderr)
-            raise SystemExit(EXIT_CONFIG) from None
+    def __init__(self, path: Path, name: str) -> None:
+        def work() -> bytes:
+            try:
+                return json.dumps(child_plan(path, name)).encode()
+            except (ConfigError, KeyError, NetworkUnavailable) as e:
+                print(f"passerelle: {e}", file=sys.stderr)
+                raise SystemExit(EXIT_CONFIG) from None
 
-    plan: dict[str, Any] = json.loads(lazy_imports.run_forked(work))
-    return plan
+        self._fork = lazy_imports.start_forked(work)
+
+    def plan(self) -> dict[str, Any]:
+        """Wait for the fork: its plan, or this process ends with the fork's code."""
+        plan: dict[str, Any] = json.loads(self._fork.result())
+        return plan
+
+
+def validated(path: Path, name: str) -> dict[str, Any]:
+    """:class:`Validation`, waited for at once."""
+    return Validation(path, name).plan()
 
 
 def _no_sql_echo(_record: logging.LogRecord) -> bool:
@@ -357,9 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--network", required=True)
     args = parser.parse_args(argv)
     _die_with_parent()
-    plan = validated(args.config, args.network)  # before any thread, slidge or pydantic
+    validation = Validation(args.config, args.network)  # before any thread or pydantic
+    # Meanwhile (2 cores or more), slidge's imports; nothing of them reads the config,
+    # slidge's own options are parsed in main().
     lazy_imports.install()  # before anything imports slidge
+    slidge_fixes.apply()
+    import slidge.main
 
+    plan = validation.plan()
     set_network_config(from_plain(settings_class(args.network), plan["settings"]))
     if plan["pgpassword"] is not None:
         os.environ["PGPASSWORD"] = plan["pgpassword"]
@@ -367,12 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["SLIDGE_CONF_DIR"] = str(Path(plan["network_dir"]) / "no-slidge-conf.d")
     sys.argv = plan["argv"]
     _configure_logging(plan["secrets"])
-    slidge_fixes.apply()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # the loop slixmpp's get_event_loop() then returns
     malloc_tuning.install(loop)
-
-    import slidge.main
 
     slidge.main.main(slidge_module(args.network))
 

@@ -166,14 +166,30 @@ _FORWARDERS: dict[tuple[str, str], Any] = {
 """Names taken with ``from LAZY_MODULE import name`` that need not load it yet."""
 
 
-def run_forked(work: Callable[[], bytes]) -> bytes:
-    """Run ``work`` in a forked process that exits afterwards, and return what it returned.
+class Forked:
+    """A forked process running a ``work`` function (:func:`start_forked`)."""
 
-    What ``work`` imports dies with the fork. Its ``SystemExit`` code, 1 after any other
-    exception (printed) and 1 after a signal, ends this process too. Used for slidge's
-    migrations here and by :mod:`gateway.child` to validate the configuration; call it
-    while this process has no other thread.
-    """
+    def __init__(self, pid: int, read_fd: int) -> None:
+        self.pid = pid
+        self._read_fd = read_fd
+
+    def result(self) -> bytes:
+        """Wait for the fork; what ``work`` returned. Its ``SystemExit`` code, 1 after any
+        other exception (printed) and 1 after a signal, ends this process too."""
+        with os.fdopen(self._read_fd, "rb") as pipe:
+            data = pipe.read()  # until the fork exits (or closes its end)
+        _, status = os.waitpid(self.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            sys.exit(1 if code < 0 else code)
+        return data
+
+
+def start_forked(work: Callable[[], bytes]) -> Forked:
+    """Run ``work`` in a forked process that exits afterwards; this process goes on
+    meanwhile, until :meth:`Forked.result`. What ``work`` imports dies with the fork.
+    Used for slidge's migrations here and by :mod:`gateway.child` to validate the
+    configuration; call it while this process has no other thread."""
     sys.stdout.flush()
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
@@ -200,13 +216,12 @@ def run_forked(work: Callable[[], bytes]) -> bytes:
             sys.stderr.flush()
             os._exit(code)
     os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()  # until the fork exits (or closes its end)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(1 if code < 0 else code)
-    return data
+    return Forked(pid, read_fd)
+
+
+def run_forked(work: Callable[[], bytes]) -> bytes:
+    """:func:`start_forked`, waited for at once."""
+    return start_forked(work).result()
 
 
 def migrate() -> None:
