@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -33,12 +32,13 @@ from slidge.db.models import Room
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant
 from slidge.util.types import CachedPresence, Hat, MucAffiliation, MucType, XMPPMessage
 from slidge.util.types import Mention as SlidgeMention
-from slixmpp import JID, Message, Presence
+from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 from slixmpp.jid import unescape_node
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
+from gateway.rooms import KeptOccupants, KeptRooms, forget_occupant_list
 from gateway.runtime import network_config
 
 from . import accounts, rows
@@ -55,24 +55,6 @@ if TYPE_CHECKING:
     from .session import Session
 
 JOIN_TIMEOUT = 30.0
-KEPT_OCCUPANTS = 100  # occupants per room found without SQL (the recent speakers)
-_ECHOING: ContextVar[bool] = ContextVar("echoing", default=False)
-"""Set while `MUC.echo` runs, in its task only."""
-
-
-def forget_occupant_list(room: Room | None) -> None:
-    """Unload a kept room row's occupant list (`Room.participants`), so the next reader
-    loads it from the database. A stale list is dangerous, not only wrong: merging a
-    room row (slidge commits MUCs that way) makes the rows missing from it orphans, and
-    its delete-orphan cascade deletes occupants who joined since."""
-    if room is None:
-        return
-    state: Any = sa.inspect(room)
-    # What Session.expire(room, ["participants"]) does, for a row in no session: the
-    # loaded list goes, and so do appends slidge made to it (each new occupant's row
-    # carries its room_id: the list is not what stores them).
-    state._expire_attributes(state.dict, ["participants"])
-
 
 _MAV_DATA = (
     sa.select(StoredParticipant.is_user, StoredContact.legacy_id, StoredParticipant.affiliation)
@@ -100,62 +82,9 @@ _PRESENCE_SENT = (
 """slidge's flag on an occupant whose presence was sent (`MUC.write_presence_sent`)."""
 
 
-class Bookmarks(LegacyBookmarks["MUC"]):
-    """The user's rooms, one `MUC` object per room for the session's lifetime.
-
-    slidge 0.4.2 builds a new MUC object, from a database query, every time it looks a
-    room up (about a third of the CPU of an IRC message in a busy channel). Here every
-    lookup, slidge's own included, returns the same object; when slidge reads the room
-    from the database anyway (`from_store`), that object takes the fresh row. With one
-    object per room, its occupants can be kept too (`MUC.occupant`).
-    """
-
-    def __init__(self, session: Any) -> None:
-        super().__init__(session)
-        self._rooms: dict[str, MUC] = {}
-
-    def from_store(self, stored: Room) -> MUC:
-        muc = self._rooms.get(stored.legacy_id)
-        if muc is None:
-            return super().from_store(stored)
-        muc.stored = muc.archive.room = stored
-        return muc
-
-    def _cached(self, legacy_id: str) -> MUC | None:
-        muc = self._rooms.get(legacy_id)
-        if muc is None:
-            return None
-        state: Any = sa.inspect(muc.stored)
-        if not state.has_identity or "updated" in state.unloaded or not muc.stored.updated:
-            return None  # slidge refreshes it, or fills in its details again
-        forget_occupant_list(muc.stored)
-        return muc
-
-    def _remember(self, muc: MUC | None) -> None:
-        if muc is not None and muc.stored.id is not None:
-            self._rooms[muc.legacy_id] = muc
-
-    async def by_legacy_id(self, legacy_id: str, create: bool = False) -> MUC | None:  # type: ignore[override]
-        muc = self._cached(legacy_id)
-        if muc is None:
-            base: Any = super()
-            muc = await base.by_legacy_id(legacy_id, create)
-            self._remember(muc)
-        return muc
-
-    async def by_jid(self, jid: JID) -> MUC:
-        try:
-            muc = self._cached(await self.jid_local_part_to_legacy_id(jid.node))
-        except XMPPError:
-            muc = None
-        if muc is None:
-            muc = await super().by_jid(jid)
-            self._remember(muc)
-        return muc
-
-    async def remove(self, muc: Any, *args: Any, **kwargs: Any) -> None:
-        self._rooms.pop(muc.legacy_id, None)
-        await super().remove(muc, *args, **kwargs)
+class Bookmarks(KeptRooms["MUC"], LegacyBookmarks["MUC"]):
+    """The user's rooms, one `MUC` object per room for the session's lifetime
+    (`gateway.rooms.KeptRooms`), so its occupants can be kept too (`MUC.occupant`)."""
 
     async def jid_local_part_to_legacy_id(self, local_part: str) -> str:
         mapping = network_config(Config).address_mapping()
@@ -260,7 +189,7 @@ class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
         self.muc.remove_participant(self)
 
 
-class MUC(LegacyMUC[Participant]):
+class MUC(KeptOccupants[Participant], LegacyMUC[Participant]):
     session: Session
     HAS_DESCRIPTION = False
     REACTION = False
@@ -274,90 +203,14 @@ class MUC(LegacyMUC[Participant]):
 
     def __init__(self, session: Any, stored: Room) -> None:
         super().__init__(session, stored)
-        self._occupants: dict[int, Participant] = {}
-        """The recent speakers by row id (see `keep`); one slidge reads again leaves."""
-        self._by_nick: dict[str, tuple[Participant, str]] = {}
-        """IRC nick → (kept occupant, its stored nickname then), least recent first."""
-        self._echo_user: Participant | None = None
-        """The user's occupant as the last echo read it (see `echo`)."""
         self._presence_sent: set[int] | None = None
         """While a client joins: the occupants shown to it, stored at once after."""
 
     def occupant(self, nick: str) -> Participant | None:
-        """The kept occupant known as `nick` on IRC (see `keep`), found without SQL."""
-        found = self._by_nick.pop(nick, None)
-        if found is None:
-            return None
-        part, nickname = found
-        if part.stored.nickname != nickname or part.stored.id not in self._occupants:
-            return None  # renamed or gone since
-        self._by_nick[nick] = found  # the most recent now
-        forget_occupant_list(part.stored.__dict__.get("room"))
-        return part
-
-    def keep(self, nick: str, part: Participant) -> None:
-        """Keep `part` as the occupant for IRC nick `nick`: the room's recent speakers
-        (at most `KEPT_OCCUPANTS`) are found without a query when they speak again
-        (`Session.participant(keep=True)`; nothing else uses these copies, which are only
-        as fresh as their last read). Only a stored occupant: while slidge fills the
-        occupant list it stores copies, not these objects."""
-        state: Any = sa.inspect(part.stored)
-        if part.is_system or not state.has_identity:
-            return
-        self._occupants[part.stored.id] = part
-        self._by_nick[nick] = (part, part.stored.nickname)
-        while len(self._by_nick) > KEPT_OCCUPANTS:
-            oldest = next(iter(self._by_nick))
-            old, _ = self._by_nick.pop(oldest)
-            self._occupants.pop(old.stored.id, None)
-
-    def participant_from_store(
-        self, stored: StoredParticipant, contact: LegacyContact | None = None
-    ) -> Participant:
-        """slidge builds occupants from rows here, for whatever it is about to do with
-        one (a role, a nick, a kick): from then on the kept copy is not trusted, the next
-        message reads the row again."""
-        self._occupants.pop(stored.id, None)
-        if stored.is_user:
-            self._echo_user = None
-        return super().participant_from_store(stored, contact)
-
-    def remove_participant(
-        self,
-        p: Participant,
-        kick: bool = False,
-        ban: bool = False,
-        reason: str | None = None,
-    ) -> None:
-        super().remove_participant(p, kick, ban, reason)
-        self._occupants.pop(p.stored.id, None)
-        if p.is_user:
-            self._echo_user = None
-
-    async def echo(self, msg: Message, legacy_msg_id: str | None = None) -> str:
-        """slidge's echo of what the user sent, which reads the user's occupant only for
-        its occupant id and the archive's role and affiliation. slidge looks it up and
-        stores it again (a read, a merge and a commit) for every message; here the copy
-        from the last echo does, until slidge reads that row again."""
-        token = _ECHOING.set(True)
-        try:
-            return await super().echo(msg, legacy_msg_id)
-        finally:
-            _ECHOING.reset(token)
-
-    async def get_user_participant(
-        self, *, fill_first: bool = False, store: bool = True, occupant_id: str | None = None
-    ) -> Participant:
-        echoing = _ECHOING.get() and not (fill_first or occupant_id) and store
-        part = self._echo_user
-        if echoing and part is not None and part.stored.nickname == self.user_nick:
-            return part  # read-only use (see echo): never changed through this copy
-        part = await super().get_user_participant(
-            fill_first=fill_first, store=store, occupant_id=occupant_id
-        )
-        if echoing:
-            self._echo_user = part
-        return part
+        """The occupant kept for IRC nick `nick`, found without SQL: the room's recent
+        speakers (`Session.participant(keep=True)` keeps them, `gateway.rooms.KeptOccupants`;
+        nothing else uses these copies, which are only as fresh as their last read)."""
+        return self.kept(nick)
 
     # --- occupants at scale: each IRC JOIN is seen by every user in the channel -------
 

@@ -16,14 +16,9 @@ bans and invites.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from slidge.contact import LegacyContact
-from slidge.db.models import Participant as StoredParticipant
-from slidge.db.models import Room
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant, MucType
 from slidge.util.types import (
     ChatState,
@@ -33,10 +28,11 @@ from slidge.util.types import (
     Sticker,
     XMPPMessage,
 )
-from slixmpp import JID, Message, Presence
+from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 
 from gateway.formatting import to_xep0393
+from gateway.rooms import KeptOccupants, KeptRooms
 
 from .contact import Contact
 from .errors import MatrixError, as_xmpp_error
@@ -51,18 +47,6 @@ __all__ = ["MUC", "Bookmarks", "Participant"]
 
 OWNER_POWER = 100
 MODERATOR_POWER = 50
-KEPT_SPEAKERS = 100  # occupants per room found without SQL (the recent speakers)
-_IN_ECHO: ContextVar[bool] = ContextVar("in_echo", default=False)
-"""True inside `MUC.echo`, in that task only."""
-
-
-def _unload_occupants(room: Room | None) -> None:
-    """Unload a kept room row's occupant list so the next reader loads it from the
-    database: slidge merges room rows, and a stale list would orphan (and delete, by
-    its delete-orphan cascade) the occupants who joined since."""
-    if room is not None:
-        state: Any = sa.inspect(room)
-        state._expire_attributes(state.dict, ["participants"])
 
 
 class Participant(LegacyParticipant[Contact]):
@@ -121,95 +105,30 @@ class Participant(LegacyParticipant[Contact]):
             await matrix.invite(room, user)
 
 
-class MUC(LegacyMUC[Participant]):
+class MUC(KeptOccupants[Participant], LegacyMUC[Participant]):
     session: Session
     REPLIES = True
     HAS_DESCRIPTION = False
-
-    def __init__(self, session: Any, stored: Room) -> None:
-        super().__init__(session, stored)
-        self._speakers: dict[str, tuple[Participant, int, str]] = {}
-        """Matrix user → (kept occupant, its row id, its nickname then), least recent
-        first: the room's recent speakers, found again without SQL (`speaker`)."""
-        self._trusted: set[int] = set()
-        """Row ids of the kept occupants not read again by slidge since."""
 
     @property
     def room_id(self) -> RoomId:
         return RoomId(self.legacy_id)
 
     def speaker(self, user: str) -> Participant | None:
-        """The kept occupant for `user` (see `keep`), or None: not kept, or stale."""
-        found = self._speakers.pop(user, None)
-        if found is None:
-            return None
-        part, row, nickname = found
-        if row not in self._trusted or part.stored.nickname != nickname:
-            return None
-        self._speakers[user] = found  # the most recent now
-        _unload_occupants(part.stored.__dict__.get("room"))
-        return part
-
-    def keep(self, user: str, part: Participant) -> None:
-        """Keep `part`, a stored occupant, for `user`'s next event to show (only that:
-        anything that changes an occupant reads it again); at most `KEPT_SPEAKERS`."""
-        state: Any = sa.inspect(part.stored)
-        if part.is_system or not state.has_identity:
-            return
-        self._speakers[user] = (part, part.stored.id, part.stored.nickname)
-        self._trusted.add(part.stored.id)
-        while len(self._speakers) > KEPT_SPEAKERS:
-            _, row, _ = self._speakers.pop(next(iter(self._speakers)))
-            self._trusted.discard(row)
+        """The occupant kept for Matrix user `user`, found without SQL: the room's
+        recent speakers (`gateway.rooms.KeptOccupants`; the user's own included, kept
+        by the echo of what the user sends too), or None: not kept, or stale."""
+        return self.kept(user)
 
     def forget_speaker(self, user: str) -> None:
         """`user`'s membership or profile changed: read the occupant again next time."""
-        found = self._speakers.pop(user, None)
-        if found is not None:
-            self._trusted.discard(found[1])
+        self.forget_kept(user)
 
-    def participant_from_store(
-        self, stored: StoredParticipant, contact: LegacyContact | None = None
-    ) -> Participant:
-        """slidge reads an occupant row for whatever it is about to change (role, nick,
-        kick): from then on the kept copy is not trusted."""
-        self._trusted.discard(stored.id)
-        return super().participant_from_store(stored, contact)
-
-    def remove_participant(
-        self,
-        p: Participant,
-        kick: bool = False,
-        ban: bool = False,
-        reason: str | None = None,
-    ) -> None:
-        super().remove_participant(p, kick, ban, reason)
-        self._trusted.discard(p.stored.id)
-
-    async def echo(self, msg: Message, legacy_msg_id: str | None = None) -> str:
-        """slidge's echo of a message the user sent to the room. It reads the user's
-        occupant only for its occupant id and the archive, yet slidge 0.4.2 reads it,
-        merges and commits it for every message (half the CPU of a message sent to
-        Matrix); here the user's kept occupant (see `keep`) stands in while trusted."""
-        token = _IN_ECHO.set(True)
-        try:
-            return await super().echo(msg, legacy_msg_id)
-        finally:
-            _IN_ECHO.reset(token)
-
-    async def get_user_participant(
-        self, *, fill_first: bool = False, store: bool = True, occupant_id: str | None = None
-    ) -> Participant:
-        for_echo = _IN_ECHO.get() and store and not fill_first and occupant_id is None
-        me = self.session.me
-        if for_echo and (kept := self.speaker(me)) and kept.stored.nickname == self.user_nick:
-            return kept
-        part = await super().get_user_participant(
-            fill_first=fill_first, store=store, occupant_id=occupant_id
-        )
-        if for_echo:
-            self.keep(me, part)
-        return part
+    def user_key(self) -> str:
+        """The user's occupant is kept under the user's Matrix ID: what the user says
+        from other Matrix clients and the echoes of what the user sends from XMPP
+        share the one copy."""
+        return self.session.me
 
     async def update_info(self) -> None:
         self.type = MucType.GROUP
@@ -351,65 +270,14 @@ class MUC(LegacyMUC[Participant]):
         return None
 
 
-class Bookmarks(LegacyBookmarks[MUC]):
-    """The user's rooms, one `MUC` object per room for the session's lifetime: slidge
-    0.4.2 builds a new one from an SQL query at every lookup (every Matrix event). When
-    slidge reads the room anyway (`from_store`), the kept object takes the fresh row."""
+class Bookmarks(KeptRooms[MUC], LegacyBookmarks[MUC]):
+    """The user's rooms, one `MUC` object per room for the session's lifetime
+    (`gateway.rooms.KeptRooms`): slidge 0.4.2 builds a new one from an SQL query at
+    every lookup (every Matrix event)."""
 
     session: Session
 
-    def __init__(self, session: Any) -> None:
-        super().__init__(session)
-        self._rooms: dict[str, MUC] = {}
-
-    def from_store(self, stored: Room) -> MUC:
-        muc = self._rooms.get(stored.legacy_id)
-        if muc is None:
-            return super().from_store(stored)
-        muc.stored = muc.archive.room = stored
-        return muc
-
-    def _kept(self, legacy_id: str) -> MUC | None:
-        muc = self._rooms.get(legacy_id)
-        if muc is None:
-            return None
-        state: Any = sa.inspect(muc.stored)
-        if not state.has_identity or "updated" in state.unloaded or not muc.stored.updated:
-            return None  # slidge refreshes it, or fills in its details again
-        _unload_occupants(muc.stored)
-        return muc
-
-    def _keep(self, muc: MUC | None) -> None:
-        if muc is not None and muc.stored.id is not None:
-            self._rooms[muc.legacy_id] = muc
-
-    @overload
-    async def by_legacy_id(self, legacy_id: str) -> MUC: ...
-
-    @overload
-    async def by_legacy_id(self, legacy_id: str, create: Literal[False]) -> MUC | None: ...
-
-    @overload
-    async def by_legacy_id(self, legacy_id: str, create: Literal[True]) -> MUC: ...
-
-    async def by_legacy_id(self, legacy_id: str, create: bool = False) -> MUC | None:
-        muc = self._kept(legacy_id)
-        if muc is None:
-            base: Any = super()
-            muc = await base.by_legacy_id(legacy_id, create)
-            self._keep(muc)
-        return muc
-
-    async def by_jid(self, jid: JID) -> MUC:
-        """(Kept too: the user's join goes through here, and a second object for the
-        room would have missed the resources it adds.)"""
-        muc = self._kept(self._known_room(jid.node) or "")
-        if muc is None:
-            muc = await super().by_jid(jid)
-            self._keep(muc)
-        return muc
-
-    def _known_room(self, local_part: str) -> str | None:
+    async def known_legacy_id(self, local_part: str) -> str | None:
         """The room at `local_part`, without resolving an alias on the homeserver."""
         for room_id, local in self.session.room_addresses().items():
             if local == local_part:
@@ -419,10 +287,6 @@ class Bookmarks(LegacyBookmarks[MUC]):
         except ValueError:
             return None
         return parsed.matrix_id if parsed.kind == "room" else None
-
-    async def remove(self, muc: Any, *args: Any, **kwargs: Any) -> None:
-        self._rooms.pop(muc.legacy_id, None)
-        await super().remove(muc, *args, **kwargs)
 
     async def legacy_id_to_jid_local_part(self, legacy_id: str) -> str:
         return self.session.room_addresses().get(legacy_id) or id_to_localpart(legacy_id)
