@@ -80,6 +80,10 @@ class Bookmarks(KeptRooms["MUC"], LegacyBookmarks["MUC"]):
 
 
 class MUC(Occupants, KeptOccupants[Participant], LegacyMUC[Participant]):
+    """An IRC channel as a room: joining and leaving it, what the user sends, the topic,
+    persistence; its occupants come from `Occupants`, its kept objects from
+    `gateway.rooms.KeptOccupants`."""
+
     session: Session
     HAS_DESCRIPTION = False
     REACTION = False

@@ -29,6 +29,8 @@ __all__ = ["Participant"]
 
 
 class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
+    """A member of the channel as an occupant (the module docstring says what it does)."""
+
     muc: MUC
     announced = False
     """Its first presence, a plain "available", was the last one sent (see `online`)."""
