@@ -4,7 +4,9 @@
 (creating the pickle key the store is locked with, kept in the user's registration data),
 hands each batch's keys and device changes to the device before the rooms' events,
 decrypts encrypted events as they come (an undecryptable one is shown as a notice and
-kept: when its key arrives, a text corrects that notice, anything else is delivered),
+kept: when its key arrives, a text corrects that notice, anything else is delivered;
+after each batch the device asks the user's other devices for the missing keys and
+answers theirs, see :mod:`.keyshare`),
 says once per chat how it is encrypted, and encrypts what goes to an encrypted room for
 its joined and invited members. A chat that must be encrypted while the device could not
 be loaded refuses to send, saying why. Key verification steps among the to-device events
@@ -110,7 +112,12 @@ class SessionE2EE:
             self.e2ee_problem = str(e)
             log.warning("No end-to-end encryption for %s: %s", self.user_jid, e)
             return
-        self.verifications = Verifications(self.e2ee, self.matrix, self.send_gateway_message)
+        self.verifications = Verifications(
+            self.e2ee,
+            self.matrix,
+            self.send_gateway_message,
+            on_verified=lambda: self._e2ee_after_batch(set()),
+        )
 
     def _e2ee_dir(self) -> Path:
         bare = quote(str(self.user_jid.bare).lower(), safe="@")
@@ -137,7 +144,25 @@ class SessionE2EE:
             arrived = set()
         if self.verifications is not None:
             await self._guard(self.verifications.on_events(steps))
+        self._say_e2ee_notices()
         return arrived
+
+    async def _e2ee_after_batch(self, arrived: set[str]) -> None:
+        """After a sync batch's events: those whose keys ``arrived`` are decrypted, then
+        keys this device lacks are asked for (and requests that got keys cancelled)."""
+        if arrived:
+            await self._decrypt_late(arrived)
+        if self.e2ee is not None:
+            try:
+                await self.e2ee.key_traffic(arrived)
+            except MatrixError as e:  # asked again when a device of the user is verified
+                log.warning("Key requests of %s not all sent: %s", self.user_jid, e)
+            self._say_e2ee_notices()
+
+    def _say_e2ee_notices(self) -> None:
+        if self.e2ee is not None:
+            while self.e2ee.notices:
+                self.send_gateway_message(self.e2ee.notices.pop(0))
 
     def _decrypt(self, event: Encrypted) -> TimelineEvent | None:
         """The event ``event`` holds; ``event`` itself, with the reason, if it cannot be

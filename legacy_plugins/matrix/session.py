@@ -59,6 +59,7 @@ from .errors import (
 )
 from .ids import EventId, RoomId, UserId
 from .net import fetch_url
+from .outbox import Outbox
 from .profiles import SessionProfiles, show_avatar
 from .rooms import ReactionBook, RoomState, RoomTracker, typing_changes
 from .translate import (
@@ -76,6 +77,7 @@ from .translate import (
     Typing,
     edit_content,
     media_content,
+    only_echoes,
     reaction_content,
     text_content,
 )
@@ -96,6 +98,11 @@ _XMPP_QUEUED = 50
 TRANSIENT = (HomeserverUnreachable, HomeserverTimeout, RateLimited)
 """Errors after which the gateway keeps trying (the homeserver may come back)."""
 RETRY = Backoff(initial=2.0, cap=300.0)
+SYNC_PACE = 0.25
+"""Seconds the next sync may wait after one that brought only the echoes of what the
+user is sending (while more is being sent): see `Session._on_batch`."""
+SAVE_DELAY = 2.0
+"""Seconds before the position after such a sync is stored (a newer one replaces it)."""
 
 
 class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
@@ -110,6 +117,9 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
         self._senders: OrderedDict[EventId, UserId] = OrderedDict()
         self._friends: set[UserId] = set()
         self._init_e2ee()
+        self.outbox = Outbox(self.create_task)
+        self._position_due: asyncio.TimerHandle | None = None
+        self._pending_position: str | None = None
         self._arrivals: dict[RoomId, asyncio.Event] = {}
         self.invites: dict[RoomId, InvitedRoom] = {}
         """Invitations waiting for the user (``auto_accept_invites = false``)."""
@@ -163,6 +173,8 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
     async def logout(self) -> None:
         """Gateway shutdown: stop syncing; the Matrix device stays logged in."""
         self.cancel_all_tasks()
+        if self._pending_position is not None:
+            self._save_position(self._pending_position)
         self._close_e2ee()
         if hasattr(self, "matrix"):
             await self.matrix.close()
@@ -229,8 +241,26 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
             self.send_gateway_status(problem, show="dnd")
 
     def _save_position(self, token: str) -> None:
+        self._pending_position = None
+        if self._position_due is not None:
+            self._position_due.cancel()
+            self._position_due = None
         if self.user.legacy_module_data.get("sync_token") != token:
             self.legacy_module_data_update({"sync_token": token})
+
+    def _save_position_soon(self, token: str) -> None:
+        """Store `token` within `SAVE_DELAY` seconds (the latest of those given by then),
+        unless a position is stored before. Only for a batch that showed the user
+        nothing: should the process die first, the next run reads those events again
+        and skips them again."""
+        self._pending_position = token
+        if self._position_due is None:
+            self._position_due = self.xmpp.loop.call_later(SAVE_DELAY, self._save_pending)
+
+    def _save_pending(self) -> None:
+        self._position_due = None
+        if self._pending_position is not None:
+            self._save_position(self._pending_position)
 
     async def _guard(self, work: Awaitable[object]) -> None:
         try:
@@ -252,6 +282,8 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
         return state
 
     async def _on_batch(self, batch: SyncBatch, *, state_done: bool = False) -> None:
+        if await self._on_echoes(batch):
+            return
         arrived = await self._e2ee_sync(batch)
         if batch.direct is not None:
             self.rooms.set_direct(batch.direct)
@@ -274,11 +306,26 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
             arrival = self._arrivals.pop(room.room_id, None)
             if arrival is not None:
                 arrival.set()
-        if arrived:
-            await self._decrypt_late(arrived)
+        await self._e2ee_after_batch(arrived)
         for presence in batch.presence:
             await self._guard(self._on_presence(presence))
         self._save_position(batch.next_batch)
+
+    async def _on_echoes(self, batch: SyncBatch) -> bool:
+        """A batch of nothing but what the user is sending, back from the homeserver:
+        nothing to show, the position stored a little later. Each message of a burst
+        would end a sync on its own, and the homeserver answer as many syncs as sends
+        (most of its work for a burst, on a small machine what slows the sends down):
+        while sends are under way, the next sync waits a little (`SYNC_PACE` at most)
+        and brings several. False (nothing done) for any other batch."""
+        if not only_echoes(batch) or any(r.room_id not in self.rooms.rooms for r in batch.joined):
+            return False
+        for room in batch.joined:
+            for event in room.timeline:
+                self._note(event)
+        self._save_position_soon(batch.next_batch)
+        await self.outbox.wait_idle(SYNC_PACE)
+        return True
 
     async def _let_stanzas_out(self) -> None:
         """Handling events never pauses the event loop, so the stanzas of a large batch
@@ -319,9 +366,7 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
                 self._members.pop(state.room_id, None)
             await self._on_state(state, event)
             return
-        self._remember_sender(event.event_id, event.sender)
-        if isinstance(event, Reaction) and event.own_device:
-            self.reactions.add(event.target, event.sender, event.key, event.event_id)
+        self._note(event)
         if getattr(event, "own_device", False):
             return  # sent by this gateway: already shown
         chat = await self._chat(event.room_id)
@@ -340,6 +385,15 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
             reason = self.e2ee_problem if self.e2ee is None else event.reason
             text = UNREADABLE.format(reason=reason)
             speaker.send_text(text, legacy_msg_id=event.event_id, carbon=carbon)
+
+    def _note(self, event: TimelineEvent) -> None:
+        """What a message, reaction or redaction tells for later events (who sent it,
+        our own reactions), shown or not."""
+        if isinstance(event, Membership | StateChange):
+            return
+        self._remember_sender(event.event_id, event.sender)
+        if isinstance(event, Reaction) and event.own_device:
+            self.reactions.add(event.target, event.sender, event.key, event.event_id)
 
     async def _deliver_message(
         self, chat: Chat, speaker: Speaker, msg: Message, carbon: bool
@@ -635,26 +689,23 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
 
         One message at a time per room, in the order the user wrote them: the homeserver
         orders concurrent requests as they reach it (a 1,000-message burst from XMPP
-        arrived with 583 out of order before this lock, see ``bench/matrix.py``)."""
-        async with self.lock(("send", room_id)):
-            return await self._send_message(room_id, message)
-
-    async def _send_message(self, room_id: RoomId, message: XMPPMessage) -> str | None:
+        arrived with 583 out of order without this, see ``bench/matrix.py``). The event's
+        content is made before the message joins the room's queue (:mod:`.outbox`), so
+        that the request goes out the moment the one before it is answered."""
         self._check_writable(room_id)
-        await self._stop_typing(room_id)
-        mentions = [UserId(m.contact.legacy_id) for m in message.mentions]
-        last: EventId | None = None
-        for attachment in message.attachments:
-            last = await self._send_attachment(room_id, attachment.url, attachment.content_type)
-        body = message.body or ""
-        if not body.strip():
-            return last
-        if message.replace:
-            content = edit_content(EventId(message.replace), body)
-        else:
-            reply = EventId(message.reply.msg_id) if message.reply else None
-            content = text_content(body, reply_to=reply, mentions=mentions)
-        return await self._send(room_id, "m.room.message", content)
+        content = _message_content(message)
+        attachments = [(a.url, a.content_type) for a in message.attachments]
+
+        async def job() -> str | None:
+            await self._stop_typing(room_id)
+            last: EventId | None = None
+            for url, content_type in attachments:
+                last = await self._send_attachment(room_id, url, content_type)
+            if content is None:
+                return last
+            return await self._send(room_id, "m.room.message", content)
+
+        return await self.outbox.run(("send", room_id), job)
 
     async def _send_attachment(
         self, room_id: RoomId, url: str, content_type: str | None
@@ -708,6 +759,18 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
     async def displayed(self, room_id: RoomId, event_id: str) -> None:
         if event_id.startswith("$"):
             await self.matrix.read(room_id, EventId(event_id))
+
+
+def _message_content(message: XMPPMessage) -> dict[str, Any] | None:
+    """The ``m.room.message`` content of what the XMPP user wrote (None: no text)."""
+    body = message.body or ""
+    if not body.strip():
+        return None
+    if message.replace:
+        return edit_content(EventId(message.replace), body)
+    reply = EventId(message.reply.msg_id) if message.reply else None
+    mentions = [UserId(m.contact.legacy_id) for m in message.mentions]
+    return text_content(body, reply_to=reply, mentions=mentions)
 
 
 def _split_at_arrival(

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -198,7 +198,10 @@ class Verifications:
         matrix: MatrixClient,
         say: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        on_verified: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_verified = on_verified
+        """Run once a device is verified (keys it asked for, keys to ask it for)."""
         self._e2ee = e2ee
         self._olm: Any = e2ee._olm  # nio's Olm machine: its device store and account
         self._matrix = matrix
@@ -447,6 +450,8 @@ class Verifications:
         self._olm.verify_device(device)
         await self._send("done", v.user, v.device, {"transaction_id": v.txid})
         log.info("%s verified %s's device %s", self._matrix.me, v.user, v.device)
+        if self._on_verified is not None:
+            await self._on_verified()
         return f"✅ {v.label} is verified."
 
     async def _fail(self, v: _Verification, error: SasError) -> None:
