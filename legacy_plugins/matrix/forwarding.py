@@ -157,12 +157,14 @@ class KeyForwarding:
         if request.session is None:
             self._held.pop(request.request_id, None)
             return
-        device = None
-        if request.user_id == me:
+        device = session = None
+        if request.user_id == me and request.device_id != self.device_id:
+            # Only then: nio's session store makes an entry for every room and key it is
+            # asked about, and anyone may send this device requests.
             if me not in olm.tracked_users or me in olm.users_for_key_query:
                 await self._query([me])
             device = olm.device_store[me].get(request.device_id)
-        session = self._group_session(request.session)
+            session = self._group_session(request.session)
         verdict, why = judge_request(
             request, me, self.device_id, self._trust(device), session is not None
         )
