@@ -582,11 +582,15 @@ class MatrixClient:
 
     async def send(self, room_id: RoomId, event_type: str, content: Mapping[str, Any]) -> EventId:
         """Send an event; its ``transaction_id`` lets sync recognise it as ours."""
-        resp = await self._nio_call(
-            f"sending to {room_id}",
-            self._nio.room_send(room_id, event_type, dict(content), tx_id=uuid.uuid4().hex),
+        path = (
+            f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/send/"
+            f"{quote(event_type, safe='')}/{uuid.uuid4().hex}"
         )
-        return EventId(resp.event_id)
+        data = await self._json("PUT", path, f"sending to {room_id}", body=dict(content))
+        event_id = data.get("event_id") if isinstance(data, dict) else None
+        if not isinstance(event_id, str) or not event_id.startswith("$"):
+            raise RequestFailed(f"sending to {room_id}: the homeserver gave no event ID")
+        return EventId(event_id)
 
     async def redact(
         self, room_id: RoomId, event_id: EventId, reason: str | None = None

@@ -46,6 +46,7 @@ __all__ = [
     "backfill_messages",
     "edit_content",
     "media_content",
+    "only_echoes",
     "parse_event",
     "parse_members",
     "parse_sync",
@@ -248,6 +249,23 @@ class SyncBatch:
     one_time_keys: int | None = None
     """How many of this device's one-time keys the homeserver still holds."""
     presence: tuple[UserPresence, ...] = ()
+
+
+def only_echoes(batch: SyncBatch) -> bool:
+    """Whether the batch holds nothing but events this gateway sent (and already shows)."""
+    return (
+        bool(batch.joined)
+        and all(
+            not room.state
+            and not room.ephemeral
+            and not room.limited
+            and all(getattr(event, "own_device", False) for event in room.timeline)
+            for room in batch.joined
+        )
+        and not (batch.invited or batch.left or batch.presence or batch.to_device)
+        and batch.direct is None
+        and not batch.device_lists_changed
+    )  # (the one-time key count, in every sync, is looked at with the next other batch)
 
 
 # --- small validators ----------------------------------------------------------------
