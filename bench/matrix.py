@@ -677,8 +677,11 @@ async def bench_gateway(
         if "xmpp_to_matrix" in phases:
             out["quiet_before_xmpp_to_matrix_s"] = await quiet(gw.pids)
             log.info("%s: %d messages XMPP -> Matrix", gw.label, plan.messages)
-            with maybe_profile(spy, gw, turn, "xmpp_to_matrix"):
+            homeserver = Meter(lambda: [pid] if (pid := lab.synapse.pid) else [])
+            with maybe_profile(spy, gw, turn, "xmpp_to_matrix"), homeserver:
                 out["xmpp_to_matrix"] = await xmpp_to_matrix(rm, plan, Meter(gw.pids))
+                # Synapse's share: on 2 cores, what the gateway makes it do slows it down.
+                out["xmpp_to_matrix"]["homeserver_cpu_s"] = homeserver.reading()["gateway_cpu_s"]
         out["quiet_after_traffic_s"] = await quiet(gw.pids)
         out["rss_after_traffic_kib"] = rss_kib(gw.pids())
         if "logins" not in phases:
@@ -856,6 +859,14 @@ def markdown_table(report: dict[str, Any]) -> str:
             lambda g: " / ".join(
                 f"{g[p]['gateway_cpu_s']:.1f}" if g.get(p) else "—"
                 for p in ("matrix_to_xmpp", "xmpp_to_matrix")
+            ),
+        ),
+        (
+            "Synapse CPU s during XMPP→Matrix",
+            lambda g: (
+                f"{x['homeserver_cpu_s']:.1f}"
+                if (x := g.get("xmpp_to_matrix")) and "homeserver_cpu_s" in x
+                else "—"
             ),
         ),
     ]
