@@ -15,14 +15,18 @@ bans and invites.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+from slidge.db.models import Participant as StoredParticipant
 from slidge.group import LegacyBookmarks, LegacyMUC, LegacyParticipant, MucType
 from slidge.util.types import (
     ChatState,
     HoleBound,
+    Mention,
     MucAffiliation,
     SpaceMetadata,
     Sticker,
@@ -47,6 +51,8 @@ __all__ = ["MUC", "Bookmarks", "Participant"]
 
 OWNER_POWER = 100
 MODERATOR_POWER = 50
+NICKNAMES_FOR = 2.0
+"""Seconds the occupants' nicknames are reused when looking for mentions."""
 
 
 class Participant(LegacyParticipant[Contact]):
@@ -109,6 +115,9 @@ class MUC(KeptOccupants[Participant], LegacyMUC[Participant]):
     session: Session
     REPLIES = True
     HAS_DESCRIPTION = False
+    _nicks: tuple[str, ...] | None = None
+    """The occupants' nicknames (longer than one character), for `parse_mentions`."""
+    _nicks_read = 0.0
 
     @property
     def room_id(self) -> RoomId:
@@ -123,12 +132,39 @@ class MUC(KeptOccupants[Participant], LegacyMUC[Participant]):
     def forget_speaker(self, user: str) -> None:
         """`user`'s membership or profile changed: read the occupant again next time."""
         self.forget_kept(user)
+        self._nicks = None
 
     def user_key(self) -> str:
         """The user's occupant is kept under the user's Matrix ID: what the user says
         from other Matrix clients and the echoes of what the user sends from XMPP
         share the one copy."""
         return self.session.me
+
+    async def parse_mentions(self, text: str | None) -> tuple[Mention, ...]:
+        """slidge loads every occupant of the room, contacts joined, for each message the
+        user sends, to look for their nicknames in it (a tenth of the CPU of a message
+        sent to Matrix). A message that holds none of them cannot mention anyone: the
+        nicknames alone tell, read at most every `NICKNAMES_FOR` seconds and again after
+        any membership change (which is how names change on Matrix). Occupants not read
+        yet: slidge's way."""
+        if not text or self.stored.id is None or not self.participants_filled:
+            return await super().parse_mentions(text)
+        if not any(nick in text for nick in self._nicknames()):
+            return ()
+        return await super().parse_mentions(text)
+
+    def _nicknames(self) -> tuple[str, ...]:
+        now = time.monotonic()
+        if self._nicks is None or now - self._nicks_read > NICKNAMES_FOR:
+            with self.xmpp.store.session() as orm:
+                rows = orm.scalars(
+                    sa.select(StoredParticipant.nickname).where(
+                        StoredParticipant.room_id == self.stored.id
+                    )
+                )
+                self._nicks = tuple(nick for nick in rows if len(nick) > 1)
+            self._nicks_read = now
+        return self._nicks
 
     async def update_info(self) -> None:
         self.type = MucType.GROUP

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from slixmpp import JID
@@ -280,3 +281,43 @@ async def test_own_messages_from_another_matrix_client_show_as_hers(
         assert msg["from"].resource == pres["from"].resource  # her own nick
     finally:
         await phone.close()
+
+
+def mentioned(event: dict[str, Any]) -> list[str]:
+    mentions = event["content"].get("m.mentions")
+    assert isinstance(mentions, dict), f"no m.mentions in {event['content']}"
+    return list(mentions.get("user_ids", []))
+
+
+async def test_names_in_the_text_are_mentions_also_of_someone_who_just_joined(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    # What the XMPP user writes: a member's name makes the event's m.mentions (Matrix
+    # clients notify by it), no name mentions nobody, and someone who joined a moment
+    # ago can be mentioned at once (the gateway reuses the names it read for a while).
+    await start_matrix_gateway(start_passerelle)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    carol = await peers("carol")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    room = await bob.create_room("Mentions", invite=[alice_mx.user_id, carol.user_id])
+    await bob.wait_for_member(room, alice_mx.user_id)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_room_when_shown(alice, room_jid, "alice")
+    bob_nick = bob.user_id[1:].split(":")[0]  # no display name: the local part
+    carol_nick = carol.user_id[1:].split(":")[0]
+
+    alice.send_groupchat(room_jid, "nobody named here")
+    assert mentioned(await bob.wait_for_message(room, "nobody named here")) == []
+    alice.send_groupchat(room_jid, f"thanks {bob_nick}!")
+    assert mentioned(await bob.wait_for_message(room, f"thanks {bob_nick}!")) == [bob.user_id]
+
+    # carol was not in the room when the names were last read: her join is news.
+    await carol.join(room)
+    await alice.next_occupant(room_jid, carol_nick, timeout=60)
+    alice.send_groupchat(room_jid, f"welcome {carol_nick}")
+    assert mentioned(await bob.wait_for_message(room, f"welcome {carol_nick}")) == [carol.user_id]
