@@ -17,7 +17,8 @@ replaces. ``bench/irc.py`` measured each (``bench/README.md``).
     flush and, from its caller, a commit for every message the user sends (twice in a
     group: the message id and the stanza id): ~40 % of the CPU of a line to IRC.
     :class:`IdMapBatcher` queues the rows and writes them once per tick in one transaction,
-    with slidge's rule (a legacy id set again replaces its rows); every read of the map
+    with slidge's rule (a legacy id set again replaces its rows), new rows in one Core
+    ``executemany``; every read of the map
     flushes first, so nobody sees it without the queued rows, and a clean exit flushes.
     A SIGKILL loses at most the last tick's rows: corrections of those messages then go
     out as new lines.
@@ -32,14 +33,33 @@ replaces. ``bench/irc.py`` measured each (``bench/README.md``).
     and a handler that does not match tries twice: with its path split once at start-up,
     then with the raw path split again, which gives the same list (paths are split
     without namespaces) and so the same answer: ~10 % of a line to IRC.
-    :func:`match_once` keeps the first try.
+    :func:`match_once` keeps the first try, and refuses a path whose first step names
+    another stanza (``iq/...`` for a message: most of them) with ``ElementBase.match``'s
+    own first test, from the step split once per path instead of once per stanza, for
+    another ~10 % of a line to IRC.
 15. slixmpp's send queue runs each async outgoing filter of every stanza as a task and
     waits for it with a 1 s ``asyncio.wait`` (a task, futures, a timer and two loop turns
-    a stanza). slidge's two async filters (entity caps, vCard avatar hash) only touch
-    presences and hand anything else back as it is. :func:`send_without_tasks` puts any
+    a stanza). slidge's three async filters (entity caps, vCard avatar hash, and XEP-0319's
+    idle stamp, which slidge loads too and which the first version of this fix missed, so
+    that every stanza still went the old way) only touch presences and hand anything else
+    back as it is. :func:`send_without_tasks` puts any
     other stanza in the queue already filtered: the sync filters run at once, in their
     order, the async ones are skipped, and the queue sends it as it is. Presences, and
     every stanza when some other async filter is registered, go the old way.
+16. slidge's archive copy of a room message (``MessageArchive.add``: a copy of the
+    stanza, the MUC item set through its plugin, then ``HistoryMessage`` reads the
+    stanza id and delay and deletes delay, markable and chat state through theirs) costs
+    ~0.2 ms a message, ~25 % of an IRC line to XMPP and ~20 % of a line to IRC (its
+    echo is archived too). :func:`archive_copy` makes the same XML from the message's
+    XML (a C deep copy, three attributes, a namespace rename); messages with anything it
+    does not handle the same way (a language, a delay, a chat state, no body...) take
+    slidge's way. Fix 8 stores the :class:`ArchiveCopy` it returns.
+17. slidge sends a room message to each of the user's resources as a copy of the one
+    sent to the previous resource, the first one a copy of the message itself, which
+    nothing uses after (the archive has its own copy, the caller gets the last one
+    sent): ~10 % of an IRC line to XMPP for a user with one client.
+    :func:`send_messages_uncopied` lets that first "copy" be the message itself; the
+    others are copies as before.
 """
 
 from __future__ import annotations
@@ -237,8 +257,8 @@ class IdMapBatcher(TickBatcher[_IdRows]):
                         for one in rows
                         for x in one.xmpp_ids
                     ]
-                    if new:
-                        orm.execute(sa.insert(type_), new)
+                    if new:  # Core's executemany: the ORM's bulk INSERT adds nothing here
+                        orm.execute(sa.insert(type_.__table__), new)
                 orm.commit()
 
 
@@ -357,14 +377,37 @@ def speed_up_store() -> None:
 
 
 def _match(self: Any, stanza: Any) -> bool:
-    """Fix 14: ``StanzaPath.match`` without its second, identical, try."""
+    """Fix 14: ``StanzaPath.match`` without its second, identical, try; and a path whose
+    first step cannot be this stanza refused before the call, with the test that
+    ``ElementBase.match`` makes first (same name, namespaced name, loaded plugin, or
+    part of the plugin attribute), from the first step split once per path."""
+    try:
+        tag = self._passerelle_first
+    except AttributeError:
+        criteria = self._criteria
+        tag = self._passerelle_first = criteria[0].split("@")[0] if criteria else None
+    if (
+        tag is not None
+        and type(stanza).match is _ELEMENT_MATCH
+        and tag != stanza.name
+        and tag not in stanza.loaded_plugins
+        and tag not in stanza.plugin_attrib
+        and (tag[:1] != "{" or tag != f"{{{stanza.namespace}}}{stanza.name}")
+    ):
+        return False
     return stanza.match(self._criteria)  # type: ignore[no-any-return]
+
+
+_ELEMENT_MATCH: Any = None
 
 
 def match_once() -> None:
     """Fix 14: install :func:`_match` (idempotent)."""
+    global _ELEMENT_MATCH  # noqa: PLW0603 - slixmpp's, to know a stanza class kept it
     from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
+    from slixmpp.xmlstream.stanzabase import ElementBase
 
+    _ELEMENT_MATCH = ElementBase.match
     StanzaPath.match = _match  # type: ignore[method-assign]
 
 
@@ -373,6 +416,7 @@ def match_once() -> None:
 PRESENCE_ONLY_FILTERS = (
     ("slidge.core.dispatcher.caps", "CapsMixin._filter_add_caps"),
     ("slixmpp.plugins.xep_0153.vcard_avatar", "XEP_0153._update_presence"),
+    ("slixmpp.plugins.xep_0319.idle", "XEP_0319._stamp_idle_presence"),
 )
 """Fix 15: async outgoing filters that return any stanza but a presence untouched."""
 
@@ -423,6 +467,173 @@ def send_without_tasks() -> None:
     _SLIXMPP_SEND = _install(XMLStream, "send", _send) or _SLIXMPP_SEND
 
 
+# --- fix 16: a room message's archive copy made from its XML ---------------------------
+
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_DELAY = "{urn:xmpp:delay}delay"
+_MARKABLE = "{urn:xmpp:chat-markers:0}markable"
+_STANZA_ID = "{urn:xmpp:sid:0}stanza-id"
+_MUC_USER = "http://jabber.org/protocol/muc#user"
+_CHAT_STATES = "{http://jabber.org/protocol/chatstates}"
+_COMPONENT_NS = "{jabber:component:accept}"
+_CLIENT_NS = "{jabber:client}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveCopy:
+    """What the archive keeps of a room message (fix 8 writes it): the values of slidge's
+    ``HistoryMessage`` (its id, its time and its stanza's XML, in the client namespace),
+    and the sender's JID."""
+
+    id: str
+    when: Any  # datetime
+    xml: Any  # ET.Element
+    stream: Any  # the stanza's XML stream, for its namespaces
+    author: Any  # JID
+
+    @classmethod
+    def of(cls, message: Any) -> ArchiveCopy:
+        """From slidge's ``HistoryMessage``."""
+        stanza = message.stanza
+        return cls(message.id, message.when, stanza.xml, stanza.stream, stanza.get_from())
+
+    def serialize(self) -> str:
+        """The stanza as slixmpp's ``str(stanza)`` writes it (what slidge stores)."""
+        from slixmpp.xmlstream.tostring import tostring
+
+        stream = self.stream
+        return tostring(
+            self.xml,
+            xmlns=stream.default_ns if stream is not None else "",
+            stream=stream,
+            top_level=stream is None,
+        )
+
+
+_MUC_X, _MUC_ITEM = f"{{{_MUC_USER}}}x", f"{{{_MUC_USER}}}item"
+
+
+def _archive_shape(msg: Any) -> dict[str, int] | None:
+    """Fix 16: where the body, stanza-id, markable, chat state and MUC ``<x/>`` of `msg`
+    are (each at most once; one body, with text and the message's language), or None if
+    `msg` has what :func:`archive_copy` leaves to slidge's way."""
+    xml = msg.xml
+    body_tag = f"{{{msg.namespace}}}body"
+    watched = {body_tag: "body", _STANZA_ID: "stanza_id", _MARKABLE: "markable", _MUC_X: "muc"}
+    shape: dict[str, int] = {}
+    for index, child in enumerate(xml):
+        tag = child.tag
+        if not isinstance(tag, str) or tag == _DELAY:
+            return None
+        name = "chat_state" if tag.startswith(_CHAT_STATES) else watched.get(tag)
+        if name is not None:
+            if name in shape:
+                return None
+            shape[name] = index
+    body = xml[shape["body"]] if "body" in shape else None
+    if body is None or not body.text or body.get(_XML_LANG) is not None:
+        return None
+    if "muc" in shape and len(xml[shape["muc"]].findall(_MUC_ITEM)) > 1:
+        return None
+    return shape
+
+
+def archive_copy(msg: Any, item: tuple[str, str, str] | None) -> ArchiveCopy | None:
+    """Fix 16: the archive's copy of a room message, as slidge's ``MessageArchive.add``
+    makes it, from the XML: a copy of the message with a MUC ``<x><item/></x>`` (`item` is
+    its role, affiliation and JID; None in an anonymous room), without ``markable`` and
+    chat state, with a ``stanza-id`` (added empty, with a new id, if missing), in the
+    client namespace. slidge builds it through stanza objects (a copy, three plugin
+    lookups, four deletions): ~25 % of the CPU of an IRC line to XMPP. None when the
+    message has anything this does not handle the same way (no body or an empty one, a
+    body in another language, several bodies or chat states, a delay, several MUC items):
+    the caller takes slidge's way then."""
+    import copy
+    import uuid
+    from datetime import UTC, datetime
+
+    from slixmpp.xmlstream import ET
+
+    shape = _archive_shape(msg)
+    if shape is None:
+        return None
+    new = copy.deepcopy(msg.xml)
+    if item is not None:
+        role, affiliation, jid = item
+        x = new[shape["muc"]] if "muc" in shape else ET.SubElement(new, _MUC_X)
+        attributes = x.find(_MUC_ITEM)
+        if attributes is None:
+            attributes = ET.SubElement(x, _MUC_ITEM)
+        attributes.set("role", role)  # in slidge's order; an existing one keeps its place
+        attributes.set("affiliation", affiliation)
+        attributes.set("jid", jid)
+    for index in sorted((shape.get("markable", -1), shape.get("chat_state", -1)), reverse=True):
+        if index >= 0:
+            del new[index]
+    for element in new.iter():
+        tag = element.tag
+        if isinstance(tag, str) and tag.startswith(_COMPONENT_NS):
+            element.tag = _CLIENT_NS + tag[len(_COMPONENT_NS) :]
+    id_ = None
+    if "stanza_id" in shape:
+        id_ = msg.xml[shape["stanza_id"]].get("id")
+    else:
+        ET.SubElement(new, _STANZA_ID)
+    return ArchiveCopy(
+        id_ or uuid.uuid4().hex, datetime.now(tz=UTC), new, msg.stream, msg.get_from()
+    )
+
+
+# --- fix 17: a room message sent as itself to the user's first resource --------------
+
+_SENDABLE: list[Any] = []
+"""Fix 17: the messages a participant's ``_send`` is sending, each of which its loop may
+send as itself once instead of copying it first."""
+_SLIDGE_PARTICIPANT_SEND: Callable[..., Any] | None = None
+
+
+def _copy_unless_sendable(stanza: Any) -> Any:
+    """Fix 17: ``copy`` as ``slidge.group.participant`` calls it (once per resource of
+    the user, on the stanza sent to the previous one): the message being sent itself the
+    first time, a copy after."""
+    from copy import copy
+
+    if _SENDABLE and _SENDABLE[-1] is stanza:
+        _SENDABLE.pop()
+        return stanza
+    return copy(stanza)
+
+
+def _participant_send(self: Any, stanza: Any, *args: Any, **kwargs: Any) -> Any:
+    """Fix 17: slidge's ``LegacyParticipant._send``, with a room message sent as itself to
+    the user's first resource (and copied for each further one, as slidge does)."""
+    from slixmpp import Message
+
+    assert _SLIDGE_PARTICIPANT_SEND is not None  # installed by send_messages_uncopied
+    full_jid = args[0] if args else kwargs.get("full_jid")
+    archive_only = args[1] if len(args) > 1 else kwargs.get("archive_only", False)
+    if full_jid is not None or archive_only or not isinstance(stanza, Message):
+        return _SLIDGE_PARTICIPANT_SEND(self, stanza, *args, **kwargs)
+    _SENDABLE.append(stanza)
+    try:
+        return _SLIDGE_PARTICIPANT_SEND(self, stanza, *args, **kwargs)
+    finally:
+        if _SENDABLE and _SENDABLE[-1] is stanza:
+            _SENDABLE.pop()  # not sent: no resource of the user is in the room
+
+
+def send_messages_uncopied() -> None:
+    """Fix 17: install :func:`_participant_send` (idempotent)."""
+    global _SLIDGE_PARTICIPANT_SEND  # noqa: PLW0603 - slidge's original, kept once
+    from slidge.group import participant
+
+    participant.copy = _copy_unless_sendable  # type: ignore[assignment,attr-defined]
+    cls = participant.LegacyParticipant
+    _SLIDGE_PARTICIPANT_SEND = _install(cls, "_send", _participant_send) or (
+        _SLIDGE_PARTICIPANT_SEND
+    )
+
+
 def apply() -> None:
     """Install fixes 11-19 (called by :func:`gateway.slidge_fixes.apply`)."""
     fast_contains()
@@ -430,3 +641,4 @@ def apply() -> None:
     speed_up_store()
     match_once()
     send_without_tasks()
+    send_messages_uncopied()

@@ -285,3 +285,71 @@ def test_fix8_without_an_event_loop_rows_are_written_at_once(store: Any, batched
 
     MessageArchive(_room(store, "#a"), store).add(_message("1"))
     assert _rows(store) == [("#a", "1")]
+
+
+def _archived(store: Any) -> list[tuple[Any, ...]]:
+    import sqlalchemy as sa
+
+    with store.session() as orm:
+        query = sa.text(
+            "SELECT room_id, stanza_id, author_jid, source, legacy_id, stanza, "
+            "displayed_by_user FROM mam ORDER BY id"
+        )
+        return [tuple(row) for row in orm.execute(query)]
+
+
+def test_fix8_and_16_write_the_rows_slidge_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same messages archived by slidge's own ``add`` and by fixes 8 and 16 (its copy
+    made from the XML, written with one Core INSERT per tick): the same columns."""
+    from slidge.core import config
+    from slidge.group.archive import MessageArchive
+    from slixmpp import JID, Message
+    from slixmpp.xmlstream import ET
+
+    from tests.unit.test_slidge_speed import _component_stream, _register_message_plugins
+
+    monkeypatch.setattr(config, "HOME_DIR", tmp_path, raising=False)
+    _register_message_plugins()
+    stream = _component_stream()
+    contact = type("Contact", (), {"jid": JID("juliet%irc@irc.example.org/x")})()
+    room = type("Muc", (), {"is_anonymous": False, "jid": JID("#a%irc@irc.example.org")})()
+    part = type(
+        "Part",
+        (),
+        {"muc": room, "role": "participant", "affiliation": None, "contact": contact},
+    )()
+
+    def messages() -> list[tuple[Message, str | None]]:
+        line = (
+            '<message xmlns="jabber:component:accept" type="groupchat" '
+            'from="#a%irc@irc.example.org/juliet" xml:lang="en"><body>hi &amp; bye</body>'
+            '<active xmlns="http://jabber.org/protocol/chatstates" />'
+            '<markable xmlns="urn:xmpp:chat-markers:0" />'
+            '<stanza-id xmlns="urn:xmpp:sid:0" id="ID" by="#a%irc@irc.example.org" />'
+            "</message>"
+        )
+        out = []
+        for i, legacy in ((1, "L1"), (2, None), (3, "L1")):
+            out.append(
+                (Message(xml=ET.fromstring(line.replace("ID", f"s{i}")), stream=stream), legacy)
+            )
+        return out
+
+    rows = []
+    for fixed in (False, True):
+        with slidge_store(tmp_path / f"{fixed}.sqlite") as store:
+            add = MessageArchive.__dict__["add"]
+            if fixed:
+                slidge_fixes.batch_archive_writes()
+            try:
+                archive = MessageArchive(_room(store, "#a"), store)
+                for msg, legacy in messages():
+                    archive.add(msg, part, legacy_msg_id=legacy)
+                slidge_fixes.ARCHIVE.flush()
+                rows.append(_archived(store))
+            finally:
+                MessageArchive.add = add  # type: ignore[method-assign]
+    assert len(rows[0]) == 2  # the third replaced the first (same legacy id), as slidge does
+    assert rows[1] == rows[0]

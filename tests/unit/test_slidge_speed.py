@@ -437,6 +437,10 @@ def test_bug14_stanza_paths_are_matched_twice_is_still_there() -> None:
 
 PATHS = [
     "message/muc/invite",
+    "sage",  # part of 'message' (ElementBase.match tests `in plugin_attrib`)
+    "{jabber:client}message/body",
+    "{jabber:component:accept}message@type=groupchat",
+    "stanza_id",  # a plugin a message has loaded, as a first step
     "message@type=groupchat/body",
     "message/pubsub_event/items",
     "iq@type=get/disco_info",
@@ -449,13 +453,14 @@ PATHS = [
 ]
 
 
-def test_fix14_one_try_answers_as_two_do() -> None:
+def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> None:
     from slixmpp import Iq, Presence
     from slixmpp.plugins.xep_0030 import stanza as disco
     from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
     from slixmpp.xmlstream.stanzabase import fix_ns
 
     register_stanza_plugin(Iq, disco.DiscoInfo)
+    monkeypatch.setattr(slidge_speed, "_ELEMENT_MATCH", ElementBase.match)  # as match_once
     slixmpp_match = StanzaPath.__dict__["match"]
     iq = Iq()
     iq["type"] = "get"
@@ -486,6 +491,7 @@ def test_fix14_one_try_answers_as_two_do() -> None:
 def test_bug15_async_filters_run_as_tasks_and_only_touch_presences_is_still_there() -> None:
     from slidge.core.dispatcher.caps import CapsMixin
     from slixmpp.plugins.xep_0153.vcard_avatar import XEP_0153
+    from slixmpp.plugins.xep_0319.idle import XEP_0319
     from slixmpp.xmlstream.xmlstream import XMLStream
 
     run_filters = inspect.getsource(XMLStream.run_filters)
@@ -495,6 +501,50 @@ def test_bug15_async_filters_run_as_tasks_and_only_touch_presences_is_still_ther
         first = body.split('"""')[-1] if '"""' in body.split(":", 1)[1][:40] else body
         assert "if not isinstance(stanza, Presence):\n            return stanza" in first
         assert (handler.__module__, handler.__qualname__) in slidge_speed.PRESENCE_ONLY_FILTERS
+    # XEP-0319's (slidge loads it): the presence branch, then the stanza handed back as is.
+    idle = inspect.getsource(XEP_0319._stamp_idle_presence)
+    assert idle.count("return") == 1 and idle.rstrip().endswith("return stanza")
+    assert "        if isinstance(stanza, Presence):\n" in idle
+    assert (XEP_0319.__module__, "XEP_0319._stamp_idle_presence") in (
+        slidge_speed.PRESENCE_ONLY_FILTERS
+    )
+
+
+def test_fix15_knows_every_async_out_filter_of_the_plugins_slidge_loads() -> None:
+    """Fix 15 helps only if every async outgoing filter is presence-only: one unknown
+    filter sends every stanza the old way (as XEP-0319's did, unnoticed)."""
+    import pkgutil
+    import re
+    from importlib import import_module
+
+    from slidge.core import gateway
+    from slidge.core.dispatcher.caps import CapsMixin
+    from slixmpp.plugins.base import BasePlugin
+
+    found = set()
+    for name in gateway.SLIXMPP_PLUGINS:
+        try:
+            package = import_module(f"slixmpp.plugins.{name}")
+        except ImportError:
+            continue  # one of slidge's own (slidge.slixfix, pubsub component)
+        modules = [package]
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            modules.append(import_module(f"{package.__name__}.{info.name}"))
+        for module in modules:
+            for value in vars(module).values():
+                if not (isinstance(value, type) and issubclass(value, BasePlugin)):
+                    continue
+                source = inspect.getsource(value)
+                for attr in re.findall(r"add_filter\(['\"]out['\"], self\.(\w+)\)", source):
+                    if inspect.iscoroutinefunction(getattr(value, attr)):
+                        found.add((value.__module__, f"{value.__name__}.{attr}"))
+    # slidge takes entity caps' filter out (CapsMixin puts its own, known, in its place)
+    assert 'del_filter("out", xmpp.plugin["xep_0115"]._filter_add_caps)' in inspect.getsource(
+        CapsMixin.__init__
+    )
+    found.discard(("slixmpp.plugins.xep_0115.caps", "XEP_0115._filter_add_caps"))
+    assert ("slixmpp.plugins.xep_0319.idle", "XEP_0319._stamp_idle_presence") in found
+    assert found <= set(slidge_speed.PRESENCE_ONLY_FILTERS), found
 
 
 async def _presence_only(stanza: Any) -> Any:  # an async filter like slidge's caps filter
@@ -585,3 +635,212 @@ async def test_fix15_an_unknown_async_filter_keeps_the_queue_path(
     calls.clear()
     assert await _sent_by(fixed=True, unknown_async=True) == expected
     assert len(calls) == 5  # it saw every stanza the other filters let through
+
+
+# --- fix 16: a room message's archive copy made from its XML ---------------------------
+
+
+def test_bug16_the_archive_copy_goes_through_stanza_objects_is_still_there() -> None:
+    from slidge.group.archive import MessageArchive
+    from slidge.util.archive_msg import HistoryMessage
+
+    add = inspect.getsource(MessageArchive.add)
+    assert "new_msg = copy(msg)" in add and 'new_msg["muc"]["role"]' in add
+    init = inspect.getsource(HistoryMessage.__init__)
+    # What fix 16 does by hand: if slidge's copy changes, so must archive_copy.
+    for line in (
+        'self.id = stanza["stanza_id"]["id"] or uuid.uuid4().hex',
+        'del stanza["delay"]',
+        'del stanza["markable"]',
+        'del stanza["hint"]',
+        'del stanza["chat_state"]',
+        'if not stanza["body"]:',
+        "set_client_namespace(stanza)",
+    ):
+        assert line in init
+    assert init.count("del stanza[") == 5
+
+
+def _component_stream() -> Any:
+    from slixmpp.xmlstream import XMLStream
+
+    stream = XMLStream()
+    stream.default_ns = "jabber:component:accept"
+    return stream
+
+
+def _participant(kind: str) -> Any:
+    from types import SimpleNamespace
+
+    from slixmpp import JID
+
+    muc = SimpleNamespace(is_anonymous=kind == "anonymous", jid=JID("#chan%irc@irc.example.org"))
+    return SimpleNamespace(
+        muc=muc,
+        role="moderator" if kind == "contact" else None,
+        affiliation="owner" if kind == "contact" else None,
+        contact=SimpleNamespace(jid=JID("juliet%irc@irc.example.org/x"))
+        if kind == "contact"
+        else None,
+        is_user=kind == "user",
+        user_jid=JID("romeo@example.org/gajim"),
+        is_system=kind == "system",
+        nickname="n",
+    )
+
+
+def _archive_corpus() -> list[Message]:
+    """The test corpus above, each as built here and as the component's stream parses or
+    builds it (jabber:component:accept), plus an empty body, a message without stanza-id
+    and one with a chat state."""
+    stanzas = _stanzas()
+    stream = _component_stream()
+    for stanza in list(stanzas):
+        text = str(stanza).replace('xmlns="jabber:client"', 'xmlns="jabber:component:accept"', 1)
+        stanzas.append(Message(xml=ET.fromstring(text), stream=stream))
+    empty = _echo()
+    empty["body"] = ""
+    bare = Message(stream=stream)
+    bare["type"] = "groupchat"
+    bare["body"] = "no id"
+    chat = Message(stream=stream)
+    chat["body"] = "x"
+    chat["chat_state"] = "active"
+    # What the gateway archives: an IRC line (chat state, markable) and the echo of the
+    # user's message (her client's language); and two chat states.
+    line = ET.fromstring(
+        '<message xmlns="jabber:component:accept" type="groupchat" from="#a%irc@x/n" id="1">'
+        '<body>i2x 1</body><active xmlns="http://jabber.org/protocol/chatstates" />'
+        '<markable xmlns="urn:xmpp:chat-markers:0" />'
+        '<stanza-id xmlns="urn:xmpp:sid:0" id="s" by="#a%irc@x" />'
+        '<occupant-id xmlns="urn:xmpp:occupant-id:0" id="o" /></message>'
+    )
+    echo = ET.fromstring(
+        '<message xmlns="jabber:component:accept" type="groupchat" from="#a%irc@x/me" '
+        'id="2" xml:lang="en"><body>x2i 1</body>'
+        '<stanza-id xmlns="urn:xmpp:sid:0" id="t" by="#a%irc@x" />'
+        '<occupant-id xmlns="urn:xmpp:occupant-id:0" id="slidge-user" /></message>'
+    )
+    states = copy.deepcopy(line)
+    states.append(ET.Element("{http://jabber.org/protocol/chatstates}paused"))
+    other = copy.deepcopy(echo)
+    other[0].set("{http://www.w3.org/XML/1998/namespace}lang", "fr")
+    irc = [Message(xml=x, stream=stream) for x in (line, echo, states, other)]
+    return [*stanzas, empty, bare, chat, *irc]
+
+
+@pytest.mark.parametrize("kind", ["none", "anonymous", "contact", "user", "system"])
+def test_fix16_archive_copy_is_slidges(kind: str) -> None:
+    from gateway import slidge_fixes
+
+    participant = None if kind == "none" else _participant(kind)
+    fast_ones = 0
+    for msg in _archive_corpus():
+        before = str(msg)
+        item = None
+        if participant is not None and not participant.muc.is_anonymous:
+            jid = (
+                participant.contact.jid.bare
+                if participant.contact
+                else participant.user_jid.bare
+                if participant.is_user
+                else str(participant.muc.jid)
+            )
+            item = (participant.role or "participant", participant.affiliation or "member", jid)
+        fast = slidge_speed.archive_copy(msg, item)
+        slow = slidge_speed.ArchiveCopy.of(
+            slidge_fixes._history_message(None, copy.copy(msg), participant)
+        )
+        assert str(msg) == before  # the message sent live is not touched
+        if fast is None:
+            continue
+        fast_ones += 1
+        assert fast.serialize() == slow.serialize(), str(msg)
+        assert fast.author == slow.author
+        if msg["stanza_id"]["id"]:
+            assert fast.id == slow.id
+        assert abs((fast.when - slow.when).total_seconds()) < 5
+    # The IRC shapes (a line with its chat state, an echo in the client's language, a
+    # mention, correction, attachment, hints, reply) take it, in both namespaces, and a
+    # message without stanza-id; two bodies, a body in another language, a delay, two
+    # chat states, no body or an empty one do not.
+    assert fast_ones == 16
+
+
+# --- fix 17: a room message sent as itself to the user's first resource ----------------
+
+
+def test_bug17_each_resource_gets_a_copy_of_the_previous_one_is_still_there() -> None:
+    from slidge.group import participant
+
+    source = inspect.getsource(participant.LegacyParticipant._send)
+    loop = source.index("for user_full_jid in self.muc.user_full_jids():")
+    # The archive is written before the loop; in the loop the first copy is of the
+    # message itself, which nothing uses after (the last copy is returned).
+    assert source.index("self.muc.archive.add(stanza") < loop
+    assert source[loop:].split("\n")[1].strip() == "stanza = copy(stanza)"
+    assert source.rstrip().endswith("return stanza")
+    assert source.count("copy(") == 1
+    assert "from copy import copy" in inspect.getsource(participant)
+
+
+def test_fix17_the_message_itself_once_then_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slidge_speed, "_SENDABLE", [])
+    _register_message_plugins()
+    message, other = _echo(), _echo()
+    slidge_speed._SENDABLE.append(message)
+    assert slidge_speed._copy_unless_sendable(other) is not other  # not the one being sent
+    first = slidge_speed._copy_unless_sendable(message)
+    assert first is message
+    second = slidge_speed._copy_unless_sendable(first)
+    assert second is not message and str(second) == str(message)
+    assert slidge_speed._SENDABLE == []
+
+
+async def test_fix17_sends_what_slidge_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """slidge's own ``_send`` loop, run with and without the fix, for one, two and no
+    resources: the same stanzas to the same JIDs; the message itself goes to the first."""
+    from types import SimpleNamespace
+
+    from slidge.group import participant
+    from slixmpp import JID
+
+    _register_message_plugins()
+    slidge_speed.send_messages_uncopied()
+    original = slidge_speed._SLIDGE_PARTICIPANT_SEND
+    assert original is not None
+
+    def run(fixed: bool, resources: list[str]) -> tuple[list[tuple[str, str]], Any, Any]:
+        sent: list[tuple[str, str]] = []
+        objects: list[Any] = []
+        message = _echo()
+        del message["to"]
+        muc = SimpleNamespace(user_full_jids=lambda: [JID(r) for r in resources])
+        fake = SimpleNamespace(
+            muc=muc, occupant_id="occ", is_user=False, _presence_sent=True, is_system=False
+        )
+        fake._LegacyParticipant__add_nick_element = lambda stanza: None
+        fake._LegacyParticipant__send_presence_if_needed = lambda *a: None
+
+        def send(stanza: Any) -> None:
+            sent.append((str(stanza["to"]), stanza["body"]))
+            objects.append(stanza)
+
+        monkeypatch.setattr(type(message), "send", send)
+        if fixed:
+            result = slidge_speed._participant_send(fake, message)
+        else:
+            monkeypatch.setattr(participant, "copy", copy.copy)
+            result = original(fake, message)
+            monkeypatch.setattr(participant, "copy", slidge_speed._copy_unless_sendable)
+        assert slidge_speed._SENDABLE == []
+        return sent, (objects[0] is message if objects else None), result is message
+
+    for resources in (["romeo@example.org/a"], ["romeo@example.org/a", "romeo@example.org/b"], []):
+        before, first_was_message, _ = run(False, resources)
+        after, first_is_message, returned_message = run(True, resources)
+        assert after == before
+        assert [to for to, _ in after] == resources
+        if resources:
+            assert first_was_message is False and first_is_message is True
+            assert returned_message is (len(resources) == 1)
