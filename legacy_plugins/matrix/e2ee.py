@@ -3,8 +3,9 @@
 `SessionE2EE` is a part of `Session`: it loads the device's keys before the first sync
 (creating the pickle key the store is locked with, kept in the user's registration data),
 hands each batch's keys and device changes to the device before the rooms' events,
-decrypts encrypted events as they come (an undecryptable one is shown as a notice and
-kept: when its key arrives, a text corrects that notice, anything else is delivered;
+decrypts encrypted events as they come, and those of a room's back-fill (an
+undecryptable one is shown or archived as a notice and kept: when its key arrives, a text
+corrects that notice, anything else is delivered;
 after each batch the device asks the user's other devices for the missing keys and
 answers theirs, see :mod:`.keyshare`),
 says once per chat how it is encrypted, and encrypts what goes to an encrypted room for
@@ -181,6 +182,21 @@ class SessionE2EE:
         if isinstance(parsed, Membership | StateChange | Encrypted):
             return None  # never encrypted by honest clients
         return parsed
+
+    def decrypt_history(self, event: Encrypted) -> TimelineEvent | None:
+        """`_decrypt` for a room's back-fill: one that cannot be decrypted is kept as a
+        live one is, so that its key is asked for and, when it arrives, the notice
+        archived in its place (under its event ID) is corrected as a live one would be."""
+        return self._decrypt(event)
+
+    def unreadable(self, event: Encrypted) -> str:
+        """The notice shown, or archived, in place of ``event`` (not decrypted)."""
+        return UNREADABLE.format(reason=self.e2ee_problem if self.e2ee is None else event.reason)
+
+    async def ask_for_keys(self) -> None:
+        """Ask the user's devices now for the keys found missing outside a sync (in a
+        back-fill), rather than after the next sync batch."""
+        await self._e2ee_after_batch(set())
 
     async def _decrypt_late(self, sessions: set[str]) -> None:
         """Events that could not be decrypted, now that their keys have arrived: a text

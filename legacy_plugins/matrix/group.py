@@ -9,7 +9,8 @@ member's contact, so the group is non-anonymous like Matrix itself.
 Joining the MUC of a room the user is not in (by room ID, by alias ``#name%server``, or
 after an invitation) joins it on Matrix first; a room joined by alias keeps that address
 (remembered in the user's data). The first join back-fills the room's recent history
-into the MUC archive. The user's kicks, bans and XEP-0249 invitations are Matrix kicks,
+into the MUC archive (encrypted messages too, decrypted or as notices their keys correct
+later). The user's kicks, bans and XEP-0249 invitations are Matrix kicks,
 bans and invites.
 """
 
@@ -42,7 +43,7 @@ from .contact import Contact
 from .errors import MatrixError, as_xmpp_error
 from .ids import EventId, RoomId, UserId, id_to_localpart, localpart_to_id
 from .profiles import show_avatar
-from .translate import backfill_messages
+from .translate import Encrypted, backfill_messages
 
 if TYPE_CHECKING:
     from .session import Session
@@ -211,22 +212,34 @@ class MUC(KeptOccupants[Participant], LegacyMUC[Participant]):
         self, after: HoleBound | None = None, before: HoleBound | None = None
     ) -> None:
         """The room's last ``backfill_count`` messages into the MUC archive, without
-        those already archived (before ``after``, from ``before`` on) or delivered."""
+        those already archived (before ``after``, from ``before`` on) or delivered.
+        Encrypted ones are decrypted; one that cannot be is archived as the notice a
+        live one gets, under its event ID, and its key is asked for at once: when the
+        key arrives, the text corrects that notice (sent live and archived)."""
         count = self.session.cfg.backfill_count
         if count == 0 or not self.session.is_joined(self.room_id):
             return
-        events = await self.session.matrix.history(self.room_id, count)
-        for message in backfill_messages(events, after, before, self.session.delivered):
+        session = self.session
+        events = await session.matrix.history(self.room_id, count)
+        kept = backfill_messages(events, after, before, session.delivered, session.decrypt_history)
+        for message in kept:
             participant = await self.get_participant_by_legacy_id(message.sender)
-            text = to_xep0393(message.text)
-            if message.media is not None:
-                text = text or f"[{message.media.name}]"
+            if isinstance(message, Encrypted):
+                text = session.unreadable(message)
+            else:
+                text = to_xep0393(message.text)
+                if message.media is not None:
+                    text = text or f"[{message.media.name}]"
+                if message.kind == "emote":
+                    text = "/me " + text
             participant.send_text(
-                "/me " + text if message.kind == "emote" else text,
+                text,
                 legacy_msg_id=message.event_id,
                 when=datetime.fromtimestamp(message.ts / 1000, UTC),
                 archive_only=True,
             )
+        if any(isinstance(message, Encrypted) for message in kept):
+            await session.ask_for_keys()
 
     async def fill_participants(self) -> AsyncIterator[Participant]:
         try:

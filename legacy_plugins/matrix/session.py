@@ -47,7 +47,7 @@ from .client import Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
 from .crypto import decrypt_file, encrypt_file
-from .e2ee import UNREADABLE, SessionE2EE
+from .e2ee import SessionE2EE
 from .errors import (
     HomeserverTimeout,
     HomeserverUnreachable,
@@ -382,9 +382,7 @@ class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
         elif isinstance(event, Redaction):
             await self._deliver_redaction(chat, speaker, event, carbon)
         elif isinstance(event, Encrypted):
-            reason = self.e2ee_problem if self.e2ee is None else event.reason
-            text = UNREADABLE.format(reason=reason)
-            speaker.send_text(text, legacy_msg_id=event.event_id, carbon=carbon)
+            speaker.send_text(self.unreadable(event), legacy_msg_id=event.event_id, carbon=carbon)
 
     def _note(self, event: TimelineEvent) -> None:
         """What a message, reaction or redaction tells for later events (who sent it,

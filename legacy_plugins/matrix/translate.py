@@ -628,10 +628,14 @@ def backfill_messages(
     after: Bound | None,
     before: Bound | None,
     delivered: Callable[[str], bool],
-) -> list[Message]:
+    decrypt: Callable[[Encrypted], TimelineEvent | None],
+) -> list[Message | Encrypted]:
     """From a room's recent history (oldest first), the new messages worth archiving:
     after ``after`` and before ``before`` (by event ID, or by time when the ID is not in
-    the page), not edits, and not already ``delivered``."""
+    the page), not edits, and not already ``delivered``. Encrypted events among them go
+    through ``decrypt``, oldest first: a message in the clear counts as any other; one
+    that cannot be decrypted comes back as the `Encrypted` event (a notice to archive,
+    which its key may correct later); anything else it holds is left out."""
     ids = [str(getattr(e, "event_id", "")) for e in events]
     start, end = 0, len(events)
     if after is not None:
@@ -646,11 +650,14 @@ def backfill_messages(
         else:
             ceiling = before.timestamp.timestamp() * 1000
             end = next((n for n, e in enumerate(events) if _ts(e) >= ceiling), len(events))
-    return [
-        e
-        for e in events[start:end]
-        if isinstance(e, Message) and e.replaces is None and not delivered(e.event_id)
-    ]
+    kept: list[Message | Encrypted] = []
+    for event in events[start:end]:
+        if not isinstance(event, Message | Encrypted) or delivered(event.event_id):
+            continue
+        shown = decrypt(event) if isinstance(event, Encrypted) else event
+        if isinstance(shown, Encrypted) or (isinstance(shown, Message) and shown.replaces is None):
+            kept.append(shown)
+    return kept
 
 
 def _ts(event: TimelineEvent) -> float:

@@ -11,6 +11,12 @@ right per the spec (`spec_nio`, see test_matrix_verification.py). Stories:
   gateway's device from that session, the gateway asks it again, the session answers as
   nio does, and alice gets both texts as corrections of the notices, once; the gateway
   cancels its request.
+- bob writes twice in an encrypted group room before the gateway ever logs in (its
+  device does not exist: no key for it): when alice joins the room's MUC, its history
+  holds the two notices under their event IDs, at bob's times; the gateway asks her
+  devices for the key at once; once she has verified the gateway's device from her other
+  session, that session forwards the key and both texts arrive as corrections of the
+  archived notices, each once, live and in the archive.
 - alice writes from XMPP; her new session (logged in later) asks for the key: while
   unverified it gets nothing and alice is told; bob, another user, asks too and never
   gets it; once alice verified the new session from it, it gets the key and reads her
@@ -23,13 +29,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import nio  # type: ignore[import-untyped]
 import pytest
 
-from gateway.localservers.synapse import Synapse
+from gateway.localservers.synapse import MatrixAccount, Synapse
+from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import (
     EncryptedPeer,
@@ -174,17 +182,24 @@ async def sas_with_gateway(peer: Verifier, gw: Any, inbox: Inbox) -> None:
     assert peer.client.olm.is_device_verified(gw)
 
 
+async def alice_her_session_and_bob(
+    synapse: Synapse, verifiers: MakeVerifier
+) -> tuple[MatrixAccount, Verifier, EncryptedPeer, ToDeviceLog]:
+    """alice's account and her other session (its key requests logged), and bob."""
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    other = await verifiers(alice_mx, "alice-other-session")
+    bob = (await verifiers(await asyncio.to_thread(new_account, synapse, "bob"), "bob")).peer
+    return alice_mx, other, bob, ToDeviceLog(other.client)
+
+
 async def test_her_other_session_forwards_the_keys_the_gateway_lacks_once_verified(
     synapse: Synapse,
     gateway: PasserelleProcess,
     new_client: NewClient,
     verifiers: MakeVerifier,
 ) -> None:
-    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    alice_mx, other, bob, requests = await alice_her_session_and_bob(synapse, verifiers)
     me = alice_mx.user_id
-    other = await verifiers(alice_mx, "alice-other-session")
-    bob = (await verifiers(await asyncio.to_thread(new_account, synapse, "bob"), "bob")).peer
-    requests = ToDeviceLog(other.client)
     alice = await new_client("alice")
     await log_in(alice, synapse, alice_mx)
     inbox = Inbox(alice)
@@ -319,4 +334,79 @@ async def test_her_new_session_gets_what_the_gateway_sent_only_once_verified(
     await bob._sync_once()
     from_alice = [e for e in bob_got.events if e.sender == me]
     assert from_alice == [], from_alice
+    assert not [line for line in gateway.lines if "Traceback" in line]
+
+
+async def join_with_history(client: Client, room_jid: str, nick: str) -> None:
+    """Join the MUC asking for its history, as soon as the gateway shows the room."""
+    async with asyncio.timeout(60):
+        while True:
+            answer = await client.join_muc(room_jid, nick, timeout=60, history=20)
+            if answer["type"] != "error":
+                return
+            await asyncio.sleep(0.3)
+
+
+async def test_encrypted_history_from_before_the_login_is_archived_then_corrected_once(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    verifiers: MakeVerifier,
+) -> None:
+    alice_mx, other, bob, requests = await alice_her_session_and_bob(synapse, verifiers)
+    me = alice_mx.user_id
+
+    # Before the gateway's device exists: bob writes in a group room; her session reads.
+    room = await bob.create_encrypted_room([me], direct=False)
+    await other.peer.wait_for(lambda r, e: r == room and e == "invite")
+    await other.peer.join(room)
+    await bob.wait_for_member(room, me)
+    secrets = ["older secret in the lounge", "newer secret in the lounge"]
+    sent = [await bob.send_text(room, body) for body in secrets]
+    for body in secrets:
+        assert (await other.peer.wait_for_text(room, body)).decrypted
+    logged_in = datetime.now(UTC)
+
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    inbox = Inbox(alice)
+    (gw_device,) = await devices_of(synapse, alice_mx) - {other.client.device_id}
+    gw = await other.device_of(me, gw_device)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+
+    # Her join's history: the two notices, oldest first, under bob's event IDs and times.
+    alice.register_plugin("xep_0203")  # delayed delivery: the history's time stamps
+    await join_with_history(alice, room_jid, "alice")
+    notices = [await inbox.take(from_contact(room_jid, "cannot decrypt")) for _ in secrets]
+    assert [n["id"] for n in notices] == sent
+    assert all("has not sent its key" in n["body"] for n in notices)
+    stamps = [n["delay"]["stamp"] for n in notices]
+    assert stamps[0] <= stamps[1] < logged_in, stamps
+    asked = await inbox.take(from_gateway("asked your other Matrix devices"))
+    assert gw_device in asked["body"]
+    await other.sync_until(lambda: requests.of(nio.RoomKeyRequest, me))
+    (request,) = requests.of(nio.RoomKeyRequest, me)
+    assert request.room_id == room and request.requesting_device_id == gw_device
+
+    # Verified from her other session: it forwards the key; the notices become the texts.
+    await sas_with_gateway(other, gw, inbox)
+    first, _ = await asyncio.gather(
+        inbox.take(from_contact(room_jid, secrets[0]), timeout=60),
+        other.sync_until(lambda: requests.of(nio.RoomKeyRequestCancellation, me)),
+    )
+    second = await inbox.take(from_contact(room_jid, secrets[1]))
+    assert [first["replace"]["id"], second["replace"]["id"]] == sent
+    assert [first["body"], second["body"]] == secrets
+
+    # Once, live and in the archive: each notice, then its one correction.
+    await inbox.drain(3.0)
+    again = [m["body"] for m in inbox.kept if m["from"].bare == room_jid and m["body"]]
+    assert not [b for b in again if any(s in b for s in secrets)], again
+    archived = [m for m in await alice.archive(room_jid) if m["body"]]
+    for event_id, body in zip(sent, secrets, strict=True):
+        (notice,) = [m for m in archived if m["id"] == event_id]
+        assert "cannot decrypt" in notice["body"]
+        (text,) = [m for m in archived if body in m["body"]]
+        assert text["replace"]["id"] == event_id
+        assert archived.index(notice) < archived.index(text)
     assert not [line for line in gateway.lines if "Traceback" in line]
