@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -44,6 +44,8 @@ __all__ = [
     "ReferenceStash",
     "apply_references",
     "find_mentions",
+    "find_mentions_by",
+    "member_lookup",
     "mention_uri",
     "with_irc_nicks",
 ]
@@ -78,13 +80,22 @@ def find_mentions(text: str, nicks: Iterable[str], casemapping: str) -> tuple[Me
     by_folded = {casefold(nick, casemapping): nick for nick in nicks if len(nick) > 1}
     if not by_folded:
         return ()
+    return find_mentions_by(text, by_folded.get, casemapping)
+
+
+def find_mentions_by(
+    text: str, lookup: Callable[[str], str | None], casemapping: str
+) -> tuple[Mention, ...]:
+    """`find_mentions` with the nicks given as `lookup`: folded word → the nick it names
+    (of more than one character), or None. A channel's member table answers that
+    without folding every member's nick for every line."""
     found: list[Mention] = []
     for match in _WORD.finditer(text):
         begin, end = match.span()
-        nick = by_folded.get(casefold(match.group(), casemapping))
+        nick = lookup(casefold(match.group(), casemapping))
         if nick is None and match.group().endswith("-"):  # "alice- look" or "alice--"
             word = match.group().rstrip("-")
-            nick = by_folded.get(casefold(word, casemapping))
+            nick = lookup(casefold(word, casemapping))
             end = begin + len(word)
         if nick is None:
             continue
@@ -163,12 +174,31 @@ def room_mentions(
 ) -> tuple[tuple[Mention, str], ...]:
     """The mentions of the members of `channel` (the user included) in `body`, each
     with its URI in the room `muc`."""
-    state = client.channels.get(channel)
-    nicks = [member.nick for member in state.members.values()] if state else []
-    nicks.append(client.nick)
-    found = find_mentions(body, nicks, client.state.isupport.casemapping)
+    casemapping = client.state.isupport.casemapping
+    found = find_mentions_by(body, member_lookup(client, channel), casemapping)
+    if not found:
+        return ()
     room = str(muc.jid.bare)
     return tuple((mention, mention_uri(room, mention.nick)) for mention in found)
+
+
+def member_lookup(client: IrcClient, channel: str) -> Callable[[str], str | None]:
+    """The nicks of `channel`'s members and the user's own, for `find_mentions_by`: read
+    from the channel tracker's table (keyed by folded nick), one lookup per word."""
+    state = client.channels.get(channel)
+    members = state.members if state is not None else {}
+    own = client.nick
+    own_folded = client.state.isupport.casefold(own)
+
+    def lookup(folded: str) -> str | None:
+        if folded == own_folded:
+            nick: str | None = own
+        else:
+            member = members.get(folded)
+            nick = None if member is None else member.nick
+        return nick if nick is not None and len(nick) > 1 else None
+
+    return lookup
 
 
 class ReferenceStash:

@@ -3,6 +3,8 @@ back (references from a client → IRC nicks in the line)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from legacy_plugins.irc.mentions import (
     ReferenceStash,
     apply_references,
     find_mentions,
+    find_mentions_by,
     mention_uri,
     references_of,
 )
@@ -138,3 +141,33 @@ def test_find_mentions_never_raises_and_spans_are_nicks(text: str, nicks: list[s
 @given(st.text(), st.lists(st.tuples(st.integers(-3, 40), st.integers(-3, 40), st.text())))
 def test_apply_references_never_raises(text: str, spans: list[tuple[int, int, str]]) -> None:
     apply_references(text, [Mention(b, e, n) for b, e, n in spans])
+
+
+@given(
+    st.text(alphabet="ab[]{}|^~-:@ .xyAB", max_size=40),
+    st.lists(st.text(alphabet="ab[]{}|^~-xyAB", min_size=1, max_size=5), max_size=8),
+    st.text(alphabet="ab[]{}|^~AB", min_size=1, max_size=4),
+    st.sampled_from(["rfc1459", "ascii", "strict-rfc1459"]),
+)
+def test_member_table_finds_what_the_nick_list_finds(
+    text: str, nicks: list[str], own: str, casemapping: str
+) -> None:
+    """room_mentions reads the channel's member table (keyed by folded nick) instead of
+    folding every member's nick for every line: the same mentions as the nick list."""
+    from types import SimpleNamespace
+
+    from legacy_plugins.irc.events import ISupport
+    from legacy_plugins.irc.mentions import member_lookup
+
+    isupport = ISupport(casemapping=casemapping)
+    members = {isupport.casefold(n): SimpleNamespace(nick=n) for n in nicks}
+    state = SimpleNamespace(members=members)
+    client: Any = SimpleNamespace(
+        nick=own,
+        channels=SimpleNamespace(get=lambda name: state if name == "#c" else None),
+        state=SimpleNamespace(isupport=isupport),
+    )
+    expected = find_mentions(text, [m.nick for m in members.values()] + [own], casemapping)
+    assert find_mentions_by(text, member_lookup(client, "#c"), casemapping) == expected
+    nobody = find_mentions_by(text, member_lookup(client, "#other"), casemapping)
+    assert nobody == find_mentions(text, [own], casemapping)
