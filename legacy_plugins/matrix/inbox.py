@@ -2,9 +2,9 @@
 
 slixmpp turns every stanza it reads into a stanza object and a task per handler at once.
 A user who pastes 1,000 lines into a room therefore had 1,000 tasks, each with its stanza
-and a chain of slidge frames (~6 KiB), waiting behind the room's send lock (one Matrix
-request in flight per room keeps the order, see ``Session.send_message``); they were
-freed once sent, but the pages they took stayed with the process (bench/README.md).
+and a chain of slidge frames (~6 KiB), waiting for the room's turn to send (one Matrix
+request in flight per room keeps the order, see :mod:`.outbox`); they were freed once
+sent, but the pages they took stayed with the process (bench/README.md).
 
 :class:`Inbox` is an incoming stanza filter. It lets at most :data:`LIVE` message
 stanzas of one sender (bare JID) be handled at once: a message stanza counts until the
