@@ -243,12 +243,18 @@ class E2EE(KeyForwarding):
         session = self._olm.inbound_group_store.get(
             event.room_id, parsed.sender_key, parsed.session_id
         )
+        ref = SessionRef(event.room_id, parsed.session_id, parsed.sender_key)
         if session is None:
-            self.requests.want(SessionRef(event.room_id, parsed.session_id, parsed.sender_key))
+            self.requests.want(ref)
             raise Undecryptable("the sender's device has not sent its key to Passerelle (yet)")
         try:
             clear = self._olm.decrypt_megolm_event(parsed, event.room_id)
         except nio.EncryptionError as e:
+            # A session held from a later message on (the sender shared it with this
+            # device only after it came, as Element does): a copy from its start, which
+            # nio puts in place of this one, may come from the user's devices.
+            if session.first_known_index > 0:
+                self.requests.want(ref)
             raise Undecryptable(str(e)) from e
         if isinstance(clear, nio.BadEvent | nio.UnknownBadEvent):
             raise Undecryptable("its decrypted content is malformed")

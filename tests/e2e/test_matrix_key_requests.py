@@ -17,6 +17,10 @@ right per the spec (`spec_nio`, see test_matrix_verification.py). Stories:
   devices for the key at once; once she has verified the gateway's device from her other
   session, that session forwards the key and both texts arrive as corrections of the
   archived notices, each once, live and in the archive.
+- the same, but bob goes on writing after the login with the same Megolm session and
+  gives it to the gateway's device from there on, as Element does: his later message is
+  text, the earlier ones are notices whose key is asked for all the same; the session
+  her other session forwards, from its start, corrects them.
 - alice writes from XMPP; her new session (logged in later) asks for the key: while
   unverified it gets nothing and alice is told; bob, another user, asks too and never
   gets it; once alice verified the new session from it, it gets the key and reads her
@@ -147,6 +151,24 @@ async def send_withholding(
     olm.outbound_group_sessions[room].shared = True
     for body in bodies:
         await peer.send_text(room, body)
+
+
+async def share_on(peer: EncryptedPeer, room: str, user: str, device: str) -> None:
+    """``user``'s new ``device`` gets the Megolm session ``peer`` sends with in ``room``
+    from its current index on, as Element shares it (nio would start a new one)."""
+    client, olm = peer.client, peer.client.olm
+    kept = olm.outbound_group_sessions[room]
+    async with asyncio.timeout(30):  # the new device's keys (nio drops the session then)
+        while device not in client.device_store[user]:
+            await peer._sync_once()
+    missing = client.get_missing_sessions(room)
+    if missing:
+        await client.keys_claim(missing)
+    olm.outbound_group_sessions[room] = kept
+    kept.shared = False  # else nio makes a new session
+    for _with, to_device in olm.share_group_session_parallel(room, [user], True):
+        await put_to_device(client, "m.room.encrypted", to_device["messages"])
+    kept.shared = True
 
 
 async def sas_with_gateway(peer: Verifier, gw: Any, inbox: Inbox) -> None:
@@ -347,6 +369,33 @@ async def join_with_history(client: Client, room_jid: str, nick: str) -> None:
             await asyncio.sleep(0.3)
 
 
+async def gateway_login(
+    new_client: NewClient, synapse: Synapse, alice_mx: MatrixAccount, other: Verifier
+) -> tuple[Client, Inbox, Any]:
+    """alice registers with the gateway (its device is new); her other session fetches
+    that device's keys: her client, its inbox, the gateway's device (nio's)."""
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    (gw_device,) = await devices_of(synapse, alice_mx) - {other.client.device_id}
+    return alice, Inbox(alice), await other.device_of(alice_mx.user_id, gw_device)
+
+
+async def bob_writes_before_her_login(
+    bob: EncryptedPeer, other: Verifier, me: str, bodies: list[str]
+) -> tuple[str, list[str]]:
+    """bob's new encrypted group room, alice in it from her other session (which reads
+    ``bodies`` as bob sends them, before the gateway's device exists): the room and the
+    event IDs."""
+    room = await bob.create_encrypted_room([me], direct=False)
+    await other.peer.wait_for(lambda r, e: r == room and e == "invite")
+    await other.peer.join(room)
+    await bob.wait_for_member(room, me)
+    sent = [await bob.send_text(room, body) for body in bodies]
+    for body in bodies:
+        assert (await other.peer.wait_for_text(room, body)).decrypted
+    return room, sent
+
+
 async def test_encrypted_history_from_before_the_login_is_archived_then_corrected_once(
     synapse: Synapse,
     gateway: PasserelleProcess,
@@ -357,21 +406,12 @@ async def test_encrypted_history_from_before_the_login_is_archived_then_correcte
     me = alice_mx.user_id
 
     # Before the gateway's device exists: bob writes in a group room; her session reads.
-    room = await bob.create_encrypted_room([me], direct=False)
-    await other.peer.wait_for(lambda r, e: r == room and e == "invite")
-    await other.peer.join(room)
-    await bob.wait_for_member(room, me)
     secrets = ["older secret in the lounge", "newer secret in the lounge"]
-    sent = [await bob.send_text(room, body) for body in secrets]
-    for body in secrets:
-        assert (await other.peer.wait_for_text(room, body)).decrypted
+    room, sent = await bob_writes_before_her_login(bob, other, me, secrets)
     logged_in = datetime.now(UTC)
 
-    alice = await new_client("alice")
-    await log_in(alice, synapse, alice_mx)
-    inbox = Inbox(alice)
-    (gw_device,) = await devices_of(synapse, alice_mx) - {other.client.device_id}
-    gw = await other.device_of(me, gw_device)
+    alice, inbox, gw = await gateway_login(new_client, synapse, alice_mx, other)
+    gw_device = gw.id
     room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
 
     # Her join's history: the two notices, oldest first, under bob's event IDs and times.
@@ -409,4 +449,44 @@ async def test_encrypted_history_from_before_the_login_is_archived_then_correcte
         (text,) = [m for m in archived if body in m["body"]]
         assert text["replace"]["id"] == event_id
         assert archived.index(notice) < archived.index(text)
+    assert not [line for line in gateway.lines if "Traceback" in line]
+
+
+async def test_history_older_than_the_key_the_gateway_got_is_asked_for_too(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    verifiers: MakeVerifier,
+) -> None:
+    alice_mx, other, bob, requests = await alice_her_session_and_bob(synapse, verifiers)
+    me = alice_mx.user_id
+
+    # bob writes before the gateway's login, and again after it with the same Megolm
+    # session, as Element does: his device gives the gateway's that session from his
+    # third message on (nio would start a new session for a new device).
+    early = ["early one", "early two"]
+    room, sent = await bob_writes_before_her_login(bob, other, me, early)
+    alice, inbox, gw = await gateway_login(new_client, synapse, alice_mx, other)
+    gw_device = gw.id
+    await share_on(bob, room, me, gw_device)
+    await bob.send_text(room, "after the login")
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+
+    # Her join: the two early ones are notices (the key's first index is later) and
+    # asked for; the later one is text.
+    alice.register_plugin("xep_0203")
+    await join_with_history(alice, room_jid, "alice")
+    await inbox.take(from_contact(room_jid, "after the login"))
+    notices = [await inbox.take(from_contact(room_jid, "cannot decrypt")) for _ in early]
+    assert sorted(n["id"] for n in notices) == sorted(sent)
+    await other.sync_until(lambda: requests.of(nio.RoomKeyRequest, me))
+
+    # Verified: her session forwards the session from its start; the early ones appear.
+    await sas_with_gateway(other, gw, inbox)
+    first, _ = await asyncio.gather(
+        inbox.take(from_contact(room_jid, early[0]), timeout=60),
+        other.sync_until(lambda: requests.of(nio.RoomKeyRequestCancellation, me)),
+    )
+    second = await inbox.take(from_contact(room_jid, early[1]))
+    assert [first["replace"]["id"], second["replace"]["id"]] == sent
     assert not [line for line in gateway.lines if "Traceback" in line]
