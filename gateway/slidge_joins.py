@@ -4,7 +4,7 @@ These are slidge fixes 20-29 (listed with the others in :mod:`gateway.slidge_fix
 installs them). ``tests/unit/test_slidge_joins.py`` has, for each, a *detector* test that
 fails when upstream changes the code under it, and tests of the fix. ``bench/irc.py``
 measured each (``bench/README.md``). The join paths of the IRC network that slidge makes
-quadratic are overridden in the plugin itself (``legacy_plugins/irc/group.py``,
+quadratic are overridden in the plugin itself (``legacy_plugins/irc/occupants.py``,
 ``contact.py``), with their detectors in ``tests/unit/test_irc_joins.py``.
 
 20. slidge gives every occupant, contact and room object a logger named after it
