@@ -362,13 +362,38 @@ class E2EE(KeyForwarding):
         return sorted(found, key=lambda d: d.device_id)
 
 
+def keep_earliest(olm: Any) -> None:
+    """Make nio's Olm machine keep, of two copies of a room's Megolm session (a forwarded
+    key, a re-shared one), the one that starts at the earlier message, in memory and in
+    its store: nio takes the newer whatever its start, so a forwarded copy starting
+    later would make the messages in between undecryptable again."""
+    sessions = olm.inbound_group_store
+    entries, save = sessions._entries, olm.save_inbound_group_session
+
+    def add(session: Any) -> bool:
+        held = sessions.get(session.room_id, session.sender_key, session.id)
+        if held is not None and held.first_known_index <= session.first_known_index:
+            return False
+        entries[session.room_id][session.sender_key][session.id] = session
+        return True
+
+    def save_if_kept(session: Any) -> None:
+        if sessions.get(session.room_id, session.sender_key, session.id) is session:
+            save(session)
+
+    sessions.add = add
+    olm.save_inbound_group_session = save_if_kept
+
+
 def _open_store(me: str, device: str, store_dir: Path, pickle_key: str) -> tuple[Any, Any]:
     """nio's Olm machine on the SQLite store in ``store_dir`` (created if needed)."""
     try:
         store_dir.mkdir(parents=True, exist_ok=True)
         store_dir.chmod(0o700)
         store = nio.store.SqliteStore(me, device, str(store_dir), pickle_key)
-        return nio.crypto.Olm(me, device, store), store
+        olm = nio.crypto.Olm(me, device, store)
+        keep_earliest(olm)
+        return olm, store
     except Exception as e:  # peewee, vodozemac and nio each raise their own errors
         raise NotSupported(
             f"the encryption store in {store_dir} cannot be opened ({e}); "

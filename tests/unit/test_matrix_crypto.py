@@ -63,3 +63,38 @@ async def test_the_key_store_connection_closes_when_idle_and_reopens_on_use(
     assert not store.database.is_closed()
     e2ee.close()
     assert store.database.is_closed()
+
+
+@pytest.mark.parametrize(
+    ("held_from", "offered_from", "kept_from"),
+    [
+        (0, 2, 0),  # a copy starting later would lose messages 0-1: the held one stays
+        (2, 0, 0),  # a copy from an earlier message (a forwarded key) replaces it
+        (1, 1, 1),  # the same start: nothing changes
+    ],
+)
+async def test_of_two_copies_of_a_megolm_session_the_earlier_is_kept_and_stored(
+    tmp_path: Path, held_from: int, offered_from: int, kept_from: int
+) -> None:
+    await load_nio()
+    nio = crypto.nio
+    olm, _store = crypto._open_store("@alice:localhost", "DEVICE", tmp_path, "pickle key")
+    origin = nio.crypto.InboundGroupSession(
+        nio.crypto.OutboundGroupSession().session_key, "ed25519", "curve25519", "!r:x"
+    )
+
+    def copy(start: int) -> Any:
+        exported = origin.export_session(start)
+        return nio.crypto.InboundGroupSession.import_session(
+            exported, "ed25519", "curve25519", "!r:x"
+        )
+
+    for session in (copy(held_from), copy(offered_from)):
+        if olm.inbound_group_store.add(session):  # as nio's own callers do
+            olm.save_inbound_group_session(session)
+    held = olm.inbound_group_store.get("!r:x", "curve25519", origin.id)
+    assert held.first_known_index == kept_from
+    olm.store.database.close()
+    reopened, _ = crypto._open_store("@alice:localhost", "DEVICE", tmp_path, "pickle key")
+    stored = reopened.inbound_group_store.get("!r:x", "curve25519", origin.id)
+    assert stored.first_known_index == kept_from
