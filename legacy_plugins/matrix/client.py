@@ -43,6 +43,8 @@ from gateway.backoff import Backoff
 from .config import Config
 from .errors import (
     HomeserverNotAllowed,
+    HomeserverTimeout,
+    HomeserverUnreachable,
     LoginRefused,
     MatrixError,
     RateLimited,
@@ -117,6 +119,9 @@ CLIENT_V3 = "/_matrix/client/v3"
 MAX_GAP_EVENTS = 10_000
 """Events read back with ``/messages`` to fill one gap; older ones are lost (and logged)."""
 _RATE_LIMIT_RETRIES = 5
+_SEND_RETRY_DELAYS = (0.5, 2.0)
+"""Seconds before each new attempt of an event's request that timed out or lost its
+connection (a transaction ID makes it safe: the homeserver does not make it twice)."""
 _LOGIN_LOCK_ERRCODES = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED", "M_UNKNOWN_TOKEN"})
 
 
@@ -581,12 +586,24 @@ class MatrixClient:
     # -- events -----------------------------------------------------------------------
 
     async def send(self, room_id: RoomId, event_type: str, content: Mapping[str, Any]) -> EventId:
-        """Send an event; its ``transaction_id`` lets sync recognise it as ours."""
+        """Send an event; its ``transaction_id`` lets sync recognise it as ours. A request
+        that timed out or lost its connection is made again (``_SEND_RETRIES`` times) with
+        the same transaction ID, which the homeserver answers with the event it already
+        made, if it did: never twice."""
         path = (
             f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/send/"
             f"{quote(event_type, safe='')}/{uuid.uuid4().hex}"
         )
-        data = await self._json("PUT", path, f"sending to {room_id}", body=dict(content))
+        what = f"sending to {room_id}"
+        for delay in (*_SEND_RETRY_DELAYS, None):
+            try:
+                data = await self._json("PUT", path, what, body=dict(content))
+                break
+            except (HomeserverTimeout, HomeserverUnreachable) as e:
+                if delay is None:
+                    raise
+                log.warning("%s: %s; trying again in %.1f s with the same ID", what, e, delay)
+                await asyncio.sleep(delay)
         event_id = data.get("event_id") if isinstance(data, dict) else None
         if not isinstance(event_id, str) or not event_id.startswith("$"):
             raise RequestFailed(f"sending to {room_id}: the homeserver gave no event ID")
