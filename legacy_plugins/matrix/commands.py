@@ -8,6 +8,11 @@
   ``verify @bob:example.org DEVICEID`` starts one, ``verify yes`` / ``verify no`` answers
   whether the emoji match, ``verify list`` lists those in progress. Without arguments
   (the ad-hoc command), a form asks the same.
+* ``recovery`` (the ad-hoc command *Matrix recovery key*): a form asks for the user's
+  recovery key (Element's "Security Key", or its passphrase), in a hidden field; the
+  keys of their server-side key backup are restored (:mod:`.backup`). The key is not
+  kept; typed after ``recovery`` in a chat message it is refused (a chat line stays in
+  the user's history and archive).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from slixmpp.exceptions import XMPPError
 from .crypto import fingerprint
 from .errors import MatrixError, as_xmpp_error
 from .ids import UserId, is_user_id
+from .secrets import SecretStorageError
 from .session import Session
 from .verification import VerificationError
 
-__all__ = ["Device", "Verify"]
+__all__ = ["Device", "Recovery", "Verify"]
 
 
 class Device(Command[Session]):
@@ -138,3 +144,56 @@ async def _verify(session: Session, args: tuple[str, ...]) -> str:
         raise XMPPError("bad-request", str(e)) from e
     except MatrixError as e:
         raise as_xmpp_error(e) from e
+
+
+class Recovery(Command[Session]):
+    NAME = "🗝️ Matrix recovery key"
+    HELP = (
+        "Give your Matrix recovery key (Element's Security Key) in this command's form to "
+        "read encrypted messages from your server-side key backup, and to back up what you "
+        "send. The key is not kept. Never type it into a chat message."
+    )
+    CHAT_COMMAND = "recovery"
+    NODE = "matrix/recovery"
+    ACCESS = CommandAccess.USER_LOGGED
+
+    async def run(self, session: Session | None, ifrom: JID, *args: str) -> FormSession[Session]:
+        if not isinstance(session, Session) or not hasattr(session, "matrix"):
+            raise XMPPError("service-unavailable", "Your Matrix account is not connected")
+        if args:
+            raise XMPPError(
+                "not-acceptable",
+                "Not taken: a recovery key typed into a chat message stays in your chat "
+                "history and your server's archive. Use the ad-hoc command 'Matrix recovery "
+                "key' (its field is hidden). If that was your real key, consider it exposed "
+                "and make a new one in Element (Settings → Encryption → Reset recovery key).",
+            )
+        if session.e2ee is None:
+            raise XMPPError(
+                "feature-not-implemented",
+                f"End-to-end encryption does not work here: {session.e2ee_problem}",
+            )
+        return FormSession(
+            title="Matrix recovery key",
+            instructions=(
+                "Your recovery key (Element: the Security Key you saved when you set up "
+                "recovery, 48 characters in groups of four), or its passphrase. Passerelle "
+                "uses it once to restore the keys of your key backup and does not keep it."
+            ),
+            fields=[
+                FormField(
+                    "recovery_key", "Recovery key or passphrase", type="text-private", required=True
+                )
+            ],
+            handler=self._submitted,
+        )
+
+    @staticmethod
+    async def _submitted(values: FormValues, session: Session | None, _ifrom: JID) -> str:
+        assert isinstance(session, Session)
+        try:
+            return await session.restore_key_backup(str(values.get("recovery_key") or ""))
+        except SecretStorageError as e:
+            raise XMPPError("not-acceptable", str(e)) from e
+        except MatrixError as e:
+            raise as_xmpp_error(e) from e

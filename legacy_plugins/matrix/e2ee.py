@@ -86,6 +86,7 @@ class SessionE2EE:
         async def _chat(self, room_id: RoomId) -> Contact | MUC: ...
         async def _guard(self, work: Awaitable[object]) -> None: ...
         async def _on_event(self, state: RoomState, event: TimelineEvent) -> None: ...
+        async def _back_up(self, room_id: str, encrypted: dict[str, Any]) -> None: ...
 
     def _init_e2ee(self) -> None:
         self.e2ee: E2EE | None = None
@@ -251,4 +252,5 @@ class SessionE2EE:
                 self._members[room_id] = members
             content = await self.e2ee.encrypt(room_id, members, event_type, content)
             event_type = "m.room.encrypted"
+            await self._back_up(room_id, content)  # its Megolm session, once (backup.py)
         return await self.matrix.send(room_id, event_type, content)

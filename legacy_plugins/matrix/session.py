@@ -43,6 +43,7 @@ from gateway.formatting import to_xep0393
 from gateway.runtime import network_config
 from gateway.slidge_fixes import push_to_roster
 
+from .backup import SessionBackup
 from .client import Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
@@ -105,7 +106,7 @@ SAVE_DELAY = 2.0
 """Seconds before the position after such a sync is stored (a newer one replaces it)."""
 
 
-class Session(SessionE2EE, SessionProfiles, BaseSession[Contact]):
+class Session(SessionE2EE, SessionBackup, SessionProfiles, BaseSession[Contact]):
     matrix: MatrixClient
     rooms: RoomTracker
 
