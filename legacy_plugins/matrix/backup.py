@@ -13,6 +13,9 @@ in the user's secret storage (:mod:`.secrets`), opened with their recovery key.
   version and public key (public data), in the user's registration, so that
 - `upload_session` can put the gateway's own new Megolm sessions (what the user sends
   from XMPP) into that backup, encrypted to its public key, for the user's other devices.
+- `SessionBackup.use_recovery_key` is the command's side: it opens the secret storage
+  once, restores the backup and cross-signs the gateway's device (:mod:`.crosssign`)
+  with the secrets it finds, and says what it could not do.
 
 Pure parts (parsing, decrypting, encrypting a session) are separate from the requests,
 which go through `MatrixClient`'s JSON requests. Errors the user should read are
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .client import CLIENT_V3, nio  # imported on first use, see client.py
+from .crosssign import SELF_SIGNING, cross_sign_device
 from .errors import MatrixError, RequestFailed
 from .secrets import (
     SecretStorageError,
@@ -245,8 +249,9 @@ async def backup_info(matrix: MatrixClient) -> BackupInfo | None:
     return parse_backup_info(data)
 
 
-async def _backup_secret(matrix: MatrixClient, recovery: str) -> str:
-    """The backup's private key from the secret storage, opened with ``recovery``."""
+async def open_storage(matrix: MatrixClient, recovery: str) -> tuple[str, bytes]:
+    """The user's default secret storage key, from ``recovery`` (checked): its ID and
+    the key. `SecretStorageError` if there is none, or that is not it."""
     default = await account_data(matrix, "m.secret_storage.default_key")
     key_id = default.get("key") if isinstance(default, Mapping) else None
     if not isinstance(key_id, str):
@@ -257,21 +262,21 @@ async def _backup_secret(matrix: MatrixClient, recovery: str) -> str:
     content = await account_data(matrix, f"m.secret_storage.key.{key_id}")
     if content is None:
         raise SecretStorageError(f"your secret storage's key {key_id} has no description")
-    key = unlock(recovery, parse_key_description(key_id, content))
-    stored = await account_data(matrix, MEGOLM_BACKUP_V1)
+    return key_id, unlock(recovery, parse_key_description(key_id, content))
+
+
+async def read_secret(matrix: MatrixClient, key_id: str, key: bytes, name: str) -> str | None:
+    """The secret ``name`` from the secret storage, or None if it holds none for the key."""
+    stored = await account_data(matrix, name)
     encrypted = stored.get("encrypted") if isinstance(stored, Mapping) else None
     if not isinstance(encrypted, Mapping) or key_id not in encrypted:
-        raise SecretStorageError(
-            "your secret storage holds no key for a key backup: turn key backup on in "
-            "Element (Settings → Encryption), then try again"
-        )
-    return decrypt_secret(key, MEGOLM_BACKUP_V1, encrypted[key_id])
+        return None
+    return decrypt_secret(key, name, encrypted[key_id])
 
 
-async def restore(matrix: MatrixClient, olm: Any, recovery: str) -> tuple[BackupInfo, Restored]:
-    """Open the user's key backup with ``recovery`` and give every key in it to ``olm``
-    (nio's machine, patched by `keep_earliest`)."""
-    secret = await _backup_secret(matrix, recovery)
+async def restore(matrix: MatrixClient, olm: Any, secret: str) -> tuple[BackupInfo, Restored]:
+    """Open the user's key backup with its private key ``secret`` and give every key in
+    it to ``olm`` (nio's machine, patched by `keep_earliest`)."""
     info = await backup_info(matrix)
     if info is None:
         raise SecretStorageError(
@@ -279,7 +284,6 @@ async def restore(matrix: MatrixClient, olm: Any, recovery: str) -> tuple[Backup
             "in Element (Settings → Encryption), then try again"
         )
     decryption = open_backup(secret, info)
-    del secret
     keys = await matrix._json(
         "GET",
         f"{CLIENT_V3}/room_keys/keys",
@@ -350,8 +354,19 @@ async def upload_session(
 RESTORED = (
     "🔑 Restored {taken} room keys from your key backup (version {version}): the messages "
     "they open are shown now.{already}{failed} From now on Passerelle also puts the keys "
-    "of what you send into this backup, for your other Matrix devices. Your recovery key "
-    "was not kept."
+    "of what you send into this backup, for your other Matrix devices."
+)
+NO_BACKUP_KEY = (
+    "your secret storage holds no key for a key backup (turn key backup on in Element: "
+    "Settings → Encryption)"
+)
+NO_SIGNING_KEY = (
+    "your secret storage holds no cross-signing keys (set up cross-signing in Element: "
+    "Settings → Encryption)"
+)
+CROSS_SIGNED = (
+    "✅ Your Matrix device {device} here is now signed with your cross-signing key: your "
+    "other Matrix sessions show it as verified (it may take them a moment)."
 )
 BACKUP_GONE = (
     "🔑 Your Matrix key backup changed (a new version, or it was deleted): Passerelle no "
@@ -384,16 +399,48 @@ class SessionBackup:
                 return version, public_key
         return None
 
-    async def restore_key_backup(self, recovery: str) -> str:
-        """The recovery key command: restore every key of the backup, correct what they
-        open, and back up what the user sends from now on. `SecretStorageError` and the
-        errors of :mod:`.errors` say what went wrong."""
+    async def use_recovery_key(self, recovery: str) -> str:
+        """The recovery key command: open the secret storage, restore every key of the
+        backup (and correct what they open; what the user sends is backed up from then
+        on), and cross-sign the gateway's device. What could not be done is said; if
+        nothing could, `SecretStorageError` says why (the errors of :mod:`.errors` for
+        the homeserver's)."""
         if self.e2ee is None:
             raise SecretStorageError(
                 f"end-to-end encryption does not work here: {self.e2ee_problem}"
             )
-        info, restored = await restore(self.matrix, self.e2ee._olm, recovery)
+        key_id, key = await open_storage(self.matrix, recovery)
         del recovery
+        backup_key = await read_secret(self.matrix, key_id, key, MEGOLM_BACKUP_V1)
+        seed = await read_secret(self.matrix, key_id, key, SELF_SIGNING)
+        del key
+        done: list[str] = []
+        not_done: list[str] = []
+        if backup_key is None:
+            not_done.append(NO_BACKUP_KEY)
+        else:
+            try:
+                done.append(await self._restore(backup_key))
+            except SecretStorageError as e:
+                not_done.append(str(e))
+        if seed is None:
+            not_done.append(NO_SIGNING_KEY)
+        else:
+            try:
+                await cross_sign_device(self.matrix, self.e2ee.device_id, seed)
+                done.append(CROSS_SIGNED.format(device=self.e2ee.device_id))
+            except SecretStorageError as e:
+                not_done.append(str(e))
+        del backup_key, seed
+        if not done:
+            raise SecretStorageError("; ".join(not_done))
+        done.extend(f"Not done: {why}." for why in not_done)
+        done.append("Your recovery key was not kept.")
+        return "\n".join(done)
+
+    async def _restore(self, backup_key: str) -> str:
+        assert self.e2ee is not None
+        info, restored = await restore(self.matrix, self.e2ee._olm, backup_key)
         log.info(
             "Restored %d room keys of %s from key backup version %s (%d held, %d unreadable)",
             len(restored.taken),

@@ -10,7 +10,8 @@
   (the ad-hoc command), a form asks the same.
 * ``recovery`` (the ad-hoc command *Matrix recovery key*): a form asks for the user's
   recovery key (Element's "Security Key", or its passphrase), in a hidden field; the
-  keys of their server-side key backup are restored (:mod:`.backup`). The key is not
+  keys of their server-side key backup are restored (:mod:`.backup`) and the gateway's
+  device is signed with their self-signing key (:mod:`.crosssign`). The key is not
   kept; typed after ``recovery`` in a chat message it is refused (a chat line stays in
   the user's history and archive).
 """
@@ -192,7 +193,7 @@ class Recovery(Command[Session]):
     async def _submitted(values: FormValues, session: Session | None, _ifrom: JID) -> str:
         assert isinstance(session, Session)
         try:
-            return await session.restore_key_backup(str(values.get("recovery_key") or ""))
+            return await session.use_recovery_key(str(values.get("recovery_key") or ""))
         except SecretStorageError as e:
             raise XMPPError("not-acceptable", str(e)) from e
         except MatrixError as e:

@@ -8,6 +8,7 @@ backup's Curve25519 encryption from vodozemac):
 - `ElementRecovery.set_up`: a secret storage key (its description with ``iv``/``mac``,
   the default key), a key backup version whose private key is the secret
   ``m.megolm_backup.v1``; `back_up` puts Megolm sessions a nio client holds into it;
+  `set_up_cross_signing`: the three cross-signing keys, published and in the storage;
 - `read_backup`: the backup's keys read back and decrypted, as another device would.
 """
 
@@ -23,6 +24,7 @@ from urllib.parse import quote
 
 import vodozemac
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -91,17 +93,53 @@ class ElementRecovery:
         )
         self.version = str(answer["version"])
 
+    async def store_secret(self, name: str, secret: str) -> None:
+        encrypted = encrypt_secret(RECOVERY_KEY_BYTES, name, secret)
+        await put_account_data(self.peer, name, {"encrypted": {self.key_id: encrypted}})
+
     async def store_backup_key(self) -> None:
-        secret = b64(self.backup_key.to_bytes())
-        encrypted = encrypt_secret(RECOVERY_KEY_BYTES, "m.megolm_backup.v1", secret)
-        await put_account_data(
-            self.peer, "m.megolm_backup.v1", {"encrypted": {self.key_id: encrypted}}
-        )
+        await self.store_secret("m.megolm_backup.v1", b64(self.backup_key.to_bytes()))
 
     async def set_up(self) -> None:
         await self.set_up_storage()
         await self.create_backup()
         await self.store_backup_key()
+
+    async def set_up_cross_signing(self, password: str) -> str:
+        """Master, self-signing and user-signing keys, uploaded (Synapse checks the
+        master key's signatures) and kept in the secret storage, as Element does; the
+        public self-signing key."""
+        me = self.peer.user_id
+        master, *others = (Ed25519PrivateKey.generate() for _ in range(3))
+        objects = {}
+        for usage, private in zip(
+            ("master", "self_signing", "user_signing"), (master, *others), strict=True
+        ):
+            public = b64(private.public_key().public_bytes_raw())
+            objects[usage] = {
+                "user_id": me,
+                "usage": [usage],
+                "keys": {f"ed25519:{public}": public},
+            }
+            if usage != "master":
+                canonical = json.dumps(objects[usage], sort_keys=True, separators=(",", ":"))
+                master_id = next(iter(objects["master"]["keys"]))
+                signature = b64(master.sign(canonical.encode()))
+                objects[usage]["signatures"] = {me: {master_id: signature}}
+            await self.store_secret(f"m.cross_signing.{usage}", b64(private.private_bytes_raw()))
+        auth = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": me},
+            "password": password,
+        }
+        body = {
+            "master_key": objects["master"],
+            "self_signing_key": objects["self_signing"],
+            "user_signing_key": objects["user_signing"],
+            "auth": auth,
+        }
+        await self.peer.call("POST", "/keys/device_signing/upload", body)
+        return str(next(iter(objects["self_signing"]["keys"].values())))
 
     async def back_up(self, room_id: str, sessions: Iterable[Any]) -> int:
         """Put nio inbound group sessions of ``room_id`` into the backup, from their start."""

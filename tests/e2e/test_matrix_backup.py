@@ -9,23 +9,27 @@ session (a matrix-nio client, as her Element would). Stories:
   alice joins the room's MUC, its history holds two notices. A recovery key that is not
   hers is refused, saying so, and nothing changes; her own, given in the ad-hoc command's
   form, restores the key from the backup and both notices are corrected with the texts,
-  once, live and in the archive. Then what she writes from XMPP reaches bob, and its
+  once, live and in the archive; her cross-signing key signs the gateway's device, and
+  /keys/query shows the signature. Then what she writes from XMPP reaches bob, and its
   Megolm session is in her backup, where another device reads it and decrypts her
   message with it. Her recovery key is not in the gateway's output.
 - an account without secret storage, with one but no backup key in it, with a backup
   key but no backup, and a key typed into a chat message: each refused with a sentence
-  that says what is missing.
+  that says what is missing; with a backup but no cross-signing key, or a self-signing
+  key that is not the account's current one, the backup is restored and the rest said.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+import vodozemac
 from slixmpp.exceptions import IqError
 
 from gateway.localservers.synapse import Synapse
@@ -34,6 +38,7 @@ from tests.e2e.backup_helpers import (
     OTHER_RECOVERY_KEY,
     RECOVERY_KEY,
     ElementRecovery,
+    b64,
     megolm_decrypt,
 )
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
@@ -105,6 +110,7 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     # Her Element set up recovery and backed her keys up.
     recovery = ElementRecovery(await peers(alice_mx, "alice-api", encrypted=False))
     await recovery.set_up()
+    ssk = await recovery.set_up_cross_signing(alice_mx.password)
     held = list(element.client.olm.inbound_group_store[room].values())
     sessions = [s for by_sender in held for s in by_sender.values()]
     assert await recovery.back_up(room, sessions) == len(sessions) >= 1
@@ -128,6 +134,7 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     done, said = await recovery_answer(alice, RECOVERY_KEY)
     assert done and f"Restored {len(sessions)} room keys" in said, said
     assert f"version {recovery.version}" in said
+    assert "signed with your cross-signing key" in said and "Not done" not in said, said
     first = await inbox.take(from_contact(room_jid, secrets[0]))
     second = await inbox.take(from_contact(room_jid, secrets[1]))
     assert [first["replace"]["id"], second["replace"]["id"]] == sent
@@ -154,6 +161,23 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     assert entry["sender_key"] == wire["sender_key"]
     clear = megolm_decrypt(entry["session_key"], wire["ciphertext"])
     assert clear["content"]["body"] == "written from XMPP, backed up"
+
+    # Her device here is cross-signed: /keys/query shows the self-signing key's
+    # signature on its keys (Synapse checked it on upload; checked again here).
+    known = {element.client.device_id, alice_mx.device_id}
+    devices = (await recovery.peer.call("GET", "/devices"))["devices"]
+    (gw_device,) = [d["device_id"] for d in devices if d["device_id"] not in known]
+    query = await recovery.peer.call("POST", "/keys/query", {"device_keys": {me: []}})
+    device_keys = query["device_keys"][me][gw_device]
+    signature = device_keys["signatures"][me][f"ed25519:{ssk}"]
+    signed = {k: v for k, v in device_keys.items() if k not in ("signatures", "unsigned")}
+    canonical = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    vodozemac.Ed25519PublicKey.from_base64(ssk).verify_signature(
+        canonical.encode(), vodozemac.Ed25519Signature.from_base64(signature)
+    )
+    for other in known:  # only the gateway's device was signed
+        theirs = query["device_keys"][me].get(other, {}).get("signatures", {}).get(me, {})
+        assert f"ed25519:{ssk}" not in theirs
 
     output = "\n".join(gateway.lines)
     assert "Traceback" not in output
@@ -188,6 +212,13 @@ async def test_what_is_missing_for_a_restore_is_said(
     await recovery.create_backup()
     done, said = await recovery_answer(alice, RECOVERY_KEY)
     assert done and "Restored 0 room keys" in said, said
+    assert "Not done: your secret storage holds no cross-signing keys" in said, said
+
+    # Cross-signing reset elsewhere without updating the storage: not used, and said.
+    await recovery.set_up_cross_signing(alice_mx.password)
+    await recovery.store_secret("m.cross_signing.self_signing", b64(bytes(range(32))))
+    done, said = await recovery_answer(alice, RECOVERY_KEY)
+    assert done and "not your account's current one" in said, said
 
     # Typed into a chat message: refused, with the way to do it.
     alice.send_chat(MATRIX_JID, f"recovery {OTHER_RECOVERY_KEY}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import vodozemac
 
-from legacy_plugins.matrix import backup, crypto
+from legacy_plugins.matrix import backup, crosssign, crypto
 from legacy_plugins.matrix.backup import BackedUpSession, BackupInfo
 from legacy_plugins.matrix.client import load_nio
 from legacy_plugins.matrix.secrets import (
@@ -295,3 +295,63 @@ async def test_restored_sessions_go_into_nios_store_keeping_the_earlier_copy(
         assert held.first_known_index == 0
     finally:
         store.database.close()
+
+
+# -- cross-signing --------------------------------------------------------------------
+
+# matrix-js-sdk, spec/test-utils/test-data/index.ts: alice's cross-signing keys, and the
+# master key's signature on the self-signing key as /keys/query returns it.
+JS_MASTER_SEED = "ZG95b3VzcGVha3doYWFhYWFhYWFhYWFhYWFhYWFhbGU"
+JS_MASTER_PUBLIC = "J+5An10v1vzZpAXTYFokD1/PEVccFnLC61EfRXit0UY"
+JS_SELF_SIGNING_SEED = "c2VsZnNlbGZzZWxmc2VsZnNlbGZzZWxmc2VsZnNlbGY"
+JS_SELF_SIGNING_PUBLIC = "aU2+2CyXQTCuDcmWW0EL2bhJ6PdjFW2LbAsbHqf02AY"
+JS_SELF_SIGNING_KEY = {
+    "keys": {f"ed25519:{JS_SELF_SIGNING_PUBLIC}": JS_SELF_SIGNING_PUBLIC},
+    "user_id": "@alice:localhost",
+    "usage": ["self_signing"],
+    "signatures": {
+        "@alice:localhost": {
+            f"ed25519:{JS_MASTER_PUBLIC}": "XfhYEhZmOs8BJdb3viatILBZ/bElsHXEW28V4tIaY5CxrBR0YOym3yZHWmRmypXessHZAKOhZn3yBMXzdajyCw"
+        }
+    },
+}
+
+
+def test_published_cross_signing_seeds_give_their_public_keys() -> None:
+    assert crosssign.public_key(crosssign.signing_key(JS_MASTER_SEED)) == JS_MASTER_PUBLIC
+    assert (
+        crosssign.public_key(crosssign.signing_key(JS_SELF_SIGNING_SEED)) == JS_SELF_SIGNING_PUBLIC
+    )
+
+
+def test_a_json_object_is_signed_as_matrix_signs_it() -> None:
+    # ed25519 is deterministic: the published signature, whatever "signatures" and
+    # "unsigned" hold, and the order the keys come in.
+    master = crosssign.signing_key(JS_MASTER_SEED)
+    (expected,) = JS_SELF_SIGNING_KEY["signatures"]["@alice:localhost"].values()  # type: ignore[index]
+    shuffled = dict(reversed(list(JS_SELF_SIGNING_KEY.items())))
+    assert crosssign.sign_json(master, {**shuffled, "unsigned": {"x": 1}}) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [  # the spec's examples (Appendices, Canonical JSON)
+        ({}, b"{}"),
+        ({"one": 1, "two": "Two"}, b'{"one":1,"two":"Two"}'),
+        ({"b": "2", "a": "1"}, b'{"a":"1","b":"2"}'),
+        (
+            {"auth": {"success": True, "mxid": "@john.doe:example.com"}},
+            b'{"auth":{"mxid":"@john.doe:example.com","success":true}}',
+        ),
+        ({"a": "日本語"}, '{"a":"日本語"}'.encode()),
+        ({"a": None}, b'{"a":null}'),
+    ],
+)
+def test_canonical_json(value: object, canonical: bytes) -> None:
+    assert crosssign.canonical_json(value) == canonical
+
+
+@pytest.mark.parametrize("seed", ["c2VsZg", "not base64!", ""])
+def test_a_damaged_seed_is_refused(seed: str) -> None:
+    with pytest.raises(SecretStorageError):
+        crosssign.signing_key(seed)
