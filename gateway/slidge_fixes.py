@@ -68,7 +68,8 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     matched once, not twice, against each handler's path; 15, stanzas other than
     presences filtered without a task and a timed wait per async filter; 16, a room
     message's archive copy made from its XML instead of through stanza plugins; 17, a
-    room message sent as itself to the user's first resource instead of as a copy.
+    room message sent as itself to the user's first resource instead of as a copy; 18,
+    XML escaping with ``str.replace`` instead of a dictionary lookup per character.
 20-29. What slidge keeps of every occupant and contact it ever built, in
     :mod:`gateway.slidge_joins` (its docstring lists them): 20, a logger per occupant,
     contact and room object, which the logging module keeps forever.

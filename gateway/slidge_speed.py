@@ -60,6 +60,12 @@ replaces. ``bench/irc.py`` measured each (``bench/README.md``).
     sent): ~10 % of an IRC line to XMPP for a user with one client.
     :func:`send_messages_uncopied` lets that first "copy" be the message itself; the
     others are copies as before.
+18. slixmpp serializes every stanza (what it sends, and fix 8's archive rows) with an
+    ``escape`` that looks each character of each attribute and text up in a dictionary
+    and joins them again: ~5 % of the CPU of a message either way, 6 µs for a 50-character
+    body. :func:`fast_escape` puts in its place one that gives the same string with
+    ``str.replace`` (0.6 µs; a room message serialized in 9 µs instead of 23); the CDATA
+    mode, which Passerelle does not use, goes the old way.
 """
 
 from __future__ import annotations
@@ -634,6 +640,44 @@ def send_messages_uncopied() -> None:
     )
 
 
+# --- fix 18: XML escaping without a dictionary lookup per character --------------------
+
+
+def _escape(text: str, use_cdata: bool = False) -> str:
+    """Fix 18: slixmpp's ``tostring.escape``: ``&``, ``<``, ``>``, ``'`` and ``"`` as
+    entities (``&`` first, so that no entity is escaped twice), CDATA mode its way."""
+    if use_cdata:
+        assert _SLIXMPP_ESCAPE is not None  # installed by fast_escape
+        return _SLIXMPP_ESCAPE(text, use_cdata)
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "'" in text:
+        text = text.replace("'", "&apos;")
+    if '"' in text:
+        text = text.replace('"', "&quot;")
+    return text
+
+
+_SLIXMPP_ESCAPE: Callable[[str, bool], str] | None = None
+
+
+def fast_escape() -> None:
+    """Fix 18: install :func:`_escape` where ``tostring`` looks it up (idempotent)."""
+    global _SLIXMPP_ESCAPE  # noqa: PLW0603 - slixmpp's original, kept once
+    import sys
+
+    import slixmpp.xmlstream.tostring  # noqa: F401 - the module, which the package shadows
+
+    module: Any = sys.modules["slixmpp.xmlstream.tostring"]
+    if module.escape is not _escape:
+        _SLIXMPP_ESCAPE = module.escape
+        module.escape = _escape
+
+
 def apply() -> None:
     """Install fixes 11-19 (called by :func:`gateway.slidge_fixes.apply`)."""
     fast_contains()
@@ -642,3 +686,4 @@ def apply() -> None:
     match_once()
     send_without_tasks()
     send_messages_uncopied()
+    fast_escape()

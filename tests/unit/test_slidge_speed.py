@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from slixmpp import Message
 from slixmpp.xmlstream import ET, register_stanza_plugin
 from slixmpp.xmlstream.stanzabase import ElementBase
@@ -844,3 +846,66 @@ async def test_fix17_sends_what_slidge_sends(monkeypatch: pytest.MonkeyPatch) ->
         if resources:
             assert first_was_message is False and first_is_message is True
             assert returned_message is (len(resources) == 1)
+
+
+# --- fix 18: XML escaping ---------------------------------------------------------------
+
+
+def _tostring_module() -> Any:
+    import sys
+
+    import slixmpp.xmlstream.tostring  # noqa: F401 - the module, which the package shadows
+
+    return sys.modules["slixmpp.xmlstream.tostring"]
+
+
+def test_bug18_escape_looks_up_every_character_is_still_there() -> None:
+    escape = _tostring_module().escape
+    source = inspect.getsource(slidge_speed._SLIXMPP_ESCAPE or escape)
+    assert '"".join(escapes.get(c, c) for c in text)' in source
+
+
+@pytest.fixture
+def slixmpp_escape() -> Iterator[Callable[[str, bool], str]]:
+    """slixmpp's own ``escape``, with fix 18 installed for the test."""
+    module = _tostring_module()
+    original = slidge_speed._SLIXMPP_ESCAPE or module.escape
+    before = module.escape
+    slidge_speed.fast_escape()
+    try:
+        yield original
+    finally:
+        module.escape = before
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "plain", "a & b", "&amp;", "<x a='1' b=\"2\">", "]]>", "é€😀\x00\t\n", "&&<<>>''\"\""],
+)
+@pytest.mark.parametrize("use_cdata", [False, True])
+def test_fix18_escapes_as_slixmpp_does(
+    slixmpp_escape: Callable[[str, bool], str], text: str, use_cdata: bool
+) -> None:
+    assert _tostring_module().escape is slidge_speed._escape
+    assert slidge_speed._escape(text, use_cdata) == slixmpp_escape(text, use_cdata)
+
+
+@given(st.text(alphabet=st.sampled_from("ab&<>'\"; é😀\n]") | st.characters()))
+def test_fix18_escapes_any_text_as_slixmpp_does(text: str) -> None:
+    module = _tostring_module()
+    original = slidge_speed._SLIXMPP_ESCAPE or module.escape
+    assert slidge_speed._escape(text) == original(text, False)
+
+
+def test_fix18_stanzas_serialize_as_before(slixmpp_escape: Callable[[str, bool], str]) -> None:
+    from slixmpp.xmlstream import tostring
+
+    module = _tostring_module()
+    for stanza in _stanzas():
+        stanza["body"] = '<b>it\'s</b> "quoted" & done'
+        fast = tostring(stanza.xml, top_level=True)
+        module.escape = slixmpp_escape
+        try:
+            assert tostring(stanza.xml, top_level=True) == fast
+        finally:
+            module.escape = slidge_speed._escape
