@@ -45,7 +45,9 @@ replaces. ``bench/irc.py`` measured each (``bench/README.md``).
     back as it is. :func:`send_without_tasks` puts any
     other stanza in the queue already filtered: the sync filters run at once, in their
     order, the async ones are skipped, and the queue sends it as it is. Presences, and
-    every stanza when some other async filter is registered, go the old way.
+    every stanza when some other async filter is registered, go the old way. Which
+    filters are sync, and whether the async ones are all known, is worked out once per
+    list of filters, not for every stanza (5.4 → 1.8 µs a stanza sent).
 16. slidge's archive copy of a room message (``MessageArchive.add``: a copy of the
     stanza, the MUC item set through its plugin, then ``HistoryMessage`` reads the
     stanza id and delay and deletes delay, markable and chat state through theirs) costs
@@ -432,27 +434,39 @@ def _presence_only(handler: Any) -> bool:
     return (func.__module__, func.__qualname__) in PRESENCE_ONLY_FILTERS
 
 
+def _sync_out_filters(stream: Any, out: list[Any]) -> list[Any] | None:
+    """Fix 15: the sync filters among `out` (in order) when every async one only touches
+    presences, else None; worked out once per list of filters, not per stanza."""
+    from inspect import iscoroutinefunction
+
+    key = tuple(out)
+    cached = stream.__dict__.get("_passerelle_out_filters")
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    asynchronous = [iscoroutinefunction(f) for f in key]
+    sync: list[Any] | None = [f for f, a in zip(key, asynchronous, strict=True) if not a]
+    if not all(_presence_only(f) for f, a in zip(key, asynchronous, strict=True) if a):
+        sync = None
+    stream._passerelle_out_filters = (key, sync)
+    return sync
+
+
 def _send(self: Any, data: Any, use_filters: bool = True) -> None:
     """Fix 15: ``XMLStream.send``, with the filters of a stanza that is not a presence
     run here when every async filter is one that only touches presences."""
-    from inspect import iscoroutinefunction
-
-    from slixmpp import Presence
-    from slixmpp.xmlstream import StanzaBase
-
     assert _SLIXMPP_SEND is not None  # installed by send_without_tasks
-    if not use_filters or not isinstance(data, StanzaBase) or isinstance(data, Presence):
+    stanza_base, presence = _STANZA_CLASSES
+    if not use_filters or not isinstance(data, stanza_base) or isinstance(data, presence):
         return _SLIXMPP_SEND(self, data, use_filters)
     filters = self._XMLStream__filters
     if filters["out_sync"] or filters["out_sce"]:
         return _SLIXMPP_SEND(self, data, use_filters)
-    out = list(filters["out"])
-    asynchronous = [iscoroutinefunction(f) for f in out]
-    if not all(_presence_only(f) for f, a in zip(out, asynchronous, strict=True) if a):
+    sync = _sync_out_filters(self, filters["out"])
+    if sync is None:
         return _SLIXMPP_SEND(self, data, use_filters)
     try:
-        for handler, is_async in zip(out, asynchronous, strict=True):
-            if not is_async and isinstance(data, StanzaBase):
+        for handler in sync:
+            if isinstance(data, stanza_base):
                 data = handler(data)
                 if data is None:
                     return None  # dropped by a filter, as the queue would
@@ -463,13 +477,18 @@ def _send(self: Any, data: Any, use_filters: bool = True) -> None:
 
 
 _SLIXMPP_SEND: Callable[..., None] | None = None
+_STANZA_CLASSES: tuple[type, type] = (type(None), type(None))
+"""slixmpp's ``StanzaBase`` and ``Presence``, set when fix 15 is installed."""
 
 
 def send_without_tasks() -> None:
     """Fix 15: install :func:`_send` (idempotent)."""
-    global _SLIXMPP_SEND  # noqa: PLW0603 - slixmpp's original, kept once
+    global _SLIXMPP_SEND, _STANZA_CLASSES  # noqa: PLW0603 - slixmpp's, kept once
+    from slixmpp import Presence
+    from slixmpp.xmlstream import StanzaBase
     from slixmpp.xmlstream.xmlstream import XMLStream
 
+    _STANZA_CLASSES = (StanzaBase, Presence)
     _SLIXMPP_SEND = _install(XMLStream, "send", _send) or _SLIXMPP_SEND
 
 
