@@ -62,7 +62,7 @@ from .ids import EventId, RoomId, UserId
 from .net import fetch_url
 from .outbox import Outbox
 from .profiles import SessionProfiles, show_avatar
-from .rooms import ReactionBook, RoomState, RoomTracker, typing_changes
+from .rooms import Member, ReactionBook, RoomState, RoomTracker, typing_changes
 from .translate import (
     Encrypted,
     InvitedRoom,
@@ -279,6 +279,12 @@ class Session(SessionE2EE, SessionBackup, SessionProfiles, BaseSession[Contact])
             state.apply(event)
             if isinstance(event, Membership):
                 self._members.pop(room.room_id, None)
+        if self.me not in state.members:
+            # A room in the sync's "join" part is joined, though with lazy-loaded members
+            # Synapse leaves the user's own membership out of the full state of a sync
+            # from a position (at each start): without this, joining its MUC again after
+            # a restart waited for a join that never came, and failed after a minute.
+            state.members[self.me] = Member("join")
         state.apply_summary(room.joined_count, room.invited_count, room.heroes)
         return state
 
