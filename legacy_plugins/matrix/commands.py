@@ -179,7 +179,10 @@ class Recovery(Command[Session]):
             instructions=(
                 "Your recovery key (Element: the Security Key you saved when you set up "
                 "recovery, 48 characters in groups of four), or its passphrase. Passerelle "
-                "uses it once to restore the keys of your key backup and does not keep it."
+                "uses it once, to restore the keys of your key backup and to sign its "
+                "device with your cross-signing key, and does not keep it. If this reached "
+                "you as a chat message, answer 'abort' and use the ad-hoc command instead: "
+                "a key typed into a chat stays in your history."
             ),
             fields=[
                 FormField(

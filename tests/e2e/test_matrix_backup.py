@@ -12,7 +12,7 @@ session (a matrix-nio client, as her Element would). Stories:
   once, live and in the archive; her cross-signing key signs the gateway's device, and
   /keys/query shows the signature. Then what she writes from XMPP reaches bob, and its
   Megolm session is in her backup, where another device reads it and decrypts her
-  message with it. Her recovery key is not in the gateway's output.
+  message with it. Her recovery key is not in the gateway's output (INFO).
 - an account without secret storage, with one but no backup key in it, with a backup
   key but no backup, and a key typed into a chat message: each refused with a sentence
   that says what is missing; with a backup but no cross-signing key, or a self-signing
@@ -179,6 +179,7 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
         theirs = query["device_keys"][me].get(other, {}).get("signatures", {}).get(me, {})
         assert f"ed25519:{ssk}" not in theirs
 
+    # Her recovery key is nowhere in the gateway's output (at INFO, the default level).
     output = "\n".join(gateway.lines)
     assert "Traceback" not in output
     for shown in (RECOVERY_KEY, RECOVERY_KEY.replace(" ", ""), OTHER_RECOVERY_KEY):
