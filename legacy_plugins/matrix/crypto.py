@@ -245,7 +245,7 @@ class E2EE(KeyForwarding):
         )
         ref = SessionRef(event.room_id, parsed.session_id, parsed.sender_key)
         if session is None:
-            self.requests.want(ref)
+            self.want(ref, event.ts)
             raise Undecryptable("the sender's device has not sent its key to Passerelle (yet)")
         try:
             clear = self._olm.decrypt_megolm_event(parsed, event.room_id)
@@ -254,7 +254,7 @@ class E2EE(KeyForwarding):
             # device only after it came, as Element does): a copy from its start, which
             # nio puts in place of this one, may come from the user's devices.
             if session.first_known_index > 0:
-                self.requests.want(ref)
+                self.want(ref, event.ts)
             raise Undecryptable(str(e)) from e
         if isinstance(clear, nio.BadEvent | nio.UnknownBadEvent):
             raise Undecryptable("its decrypted content is malformed")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from .contact import Contact
 from .crypto import E2EE
 from .errors import MatrixError, NotSupported, RequestFailed, Undecryptable
 from .ids import EventId, RoomId, UserId
+from .pending import Undecrypted
 from .translate import (
     Encrypted,
     Membership,
@@ -95,7 +95,8 @@ class SessionE2EE:
         self.e2ee_problem = "its encryption keys are not loaded yet"
         """Why ``e2ee`` is None: said in encrypted chats."""
         self._warned_encrypted: set[RoomId] = set()
-        self._undecrypted: OrderedDict[EventId, Encrypted] = OrderedDict()
+        self._undecrypted = Undecrypted(limit=_UNDECRYPTED_KEPT)
+        """Events waiting for their keys (those of the last run too, once loaded)."""
         self._members: dict[RoomId, frozenset[UserId]] = {}
         """Joined and invited members of encrypted rooms, to encrypt for."""
 
@@ -114,6 +115,9 @@ class SessionE2EE:
             self.e2ee_problem = str(e)
             log.warning("No end-to-end encryption for %s: %s", self.user_jid, e)
             return
+        self._undecrypted = Undecrypted(self.e2ee.pending.events(), limit=_UNDECRYPTED_KEPT)
+        if self._undecrypted:
+            log.info("%d encrypted events wait for their keys", len(self._undecrypted))
         self.verifications = Verifications(
             self.e2ee,
             self.matrix,
@@ -155,6 +159,7 @@ class SessionE2EE:
         if arrived:
             await self._decrypt_late(arrived)
         if self.e2ee is not None:
+            self._undecrypted.flush(self.e2ee.pending)
             try:
                 await self.e2ee.key_traffic(arrived)
             except MatrixError as e:  # asked again when a device of the user is verified
@@ -175,9 +180,7 @@ class SessionE2EE:
             clear = self.e2ee.decrypt(event)
         except Undecryptable as e:
             log.info("Cannot decrypt %s in %s yet: %s", event.event_id, event.room_id, e)
-            self._undecrypted[event.event_id] = event
-            while len(self._undecrypted) > _UNDECRYPTED_KEPT:
-                self._undecrypted.popitem(last=False)
+            self._undecrypted.keep(event)
             return dataclasses.replace(event, reason=str(e))
         parsed = parse_event(event.room_id, clear)
         if isinstance(parsed, Membership | StateChange | Encrypted):
@@ -202,8 +205,8 @@ class SessionE2EE:
     async def _decrypt_late(self, sessions: set[str]) -> None:
         """Events that could not be decrypted, now that their keys have arrived: a text
         corrects the notice shown in its place, anything else is delivered."""
-        for event in [e for e in self._undecrypted.values() if e.session_id in sessions]:
-            del self._undecrypted[event.event_id]
+        for event in self._undecrypted.take(sessions):
+            log.info("Decrypting %s now that its key has arrived", event.event_id)
             state = self.rooms.rooms.get(event.room_id)
             clear = self._decrypt(event)
             if state is None or clear is None or isinstance(clear, Encrypted):

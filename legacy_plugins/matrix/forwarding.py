@@ -8,7 +8,8 @@ device's request as `judge_request` says, forwarding the Megolm session over Olm
 one-time key is claimed if there is no Olm session yet). nio's Olm machine decrypts
 forwarded keys; `_accept_forward` replaces its acceptance rule with `judge_forward`.
 What the user should know (a request sent, a forward refused, a device waiting for
-verification) is queued in ``notices``, once per device, for the session to send.
+verification) is queued in ``notices``, once per device, for the session to send. The
+requests, both ways, are kept across restarts (:mod:`.pending`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .keyshare import (
     judge_request,
     request_content,
 )
+from .pending import PendingStore
 
 if TYPE_CHECKING:
     from .client import MatrixClient
@@ -65,6 +67,7 @@ class KeyForwarding:
     if TYPE_CHECKING:  # provided by E2EE
         matrix: MatrixClient
         _olm: Any
+        _store: Any
 
         @property
         def device_id(self) -> str: ...
@@ -73,10 +76,17 @@ class KeyForwarding:
         async def _claim(self, devices: Mapping[str, list[str]]) -> None: ...
 
     def _init_forwarding(self) -> None:
+        self.pending = PendingStore(self._store.database)
+        """What waits for keys, kept across restarts (see :mod:`.pending`)."""
         self.requests = KeyRequests(lambda: secrets.token_hex(12))
         """The keys this device asks the user's other devices for."""
-        self._held: OrderedDict[str, IncomingRequest] = OrderedDict()
+        self.requests.restore(*self.pending.requests())
+        self._held: OrderedDict[str, IncomingRequest] = OrderedDict(
+            (r.request_id, r) for r in self.pending.held()
+        )
         """Requests of the user's unverified devices, by request ID, until verified."""
+        self._held_changed = False
+        self._traffic = asyncio.Lock()
         self._verified_own: set[str] | None = None
         self._told: set[str] = set()
         self.notices: list[str] = []
@@ -85,10 +95,24 @@ class KeyForwarding:
         # bookkeeping; ours decides (see keyshare.judge_forward).
         self._olm._should_accept_forward = self._accept_forward
 
+    def want(self, ref: SessionRef, sent_at: int) -> None:
+        """Ask for the key of ``ref``, the session of an event sent at ``sent_at`` (ms)
+        that cannot be decrypted."""
+        self.requests.want(ref)
+
     async def key_traffic(self, arrived: Iterable[str]) -> None:
         """After a sync batch: cancel the requests whose keys ``arrived``, ask a device
-        the user has just verified again (and answer its held requests), and send the
-        requests that are due."""
+        the user has just verified again (and answer its held requests), send the
+        requests that are due, and store what changed."""
+        async with self._traffic:
+            try:
+                await self._key_traffic(arrived)
+            finally:
+                self.pending.save_requests(self.requests.take_changes())
+                if self._held_changed:
+                    self._held_changed = not self.pending.save_held(self._held.values())
+
+    async def _key_traffic(self, arrived: Iterable[str]) -> None:
         self._used()
         me, olm = self.matrix.me, self._olm
         for request in self.requests.arrived(arrived):
@@ -130,6 +154,7 @@ class KeyForwarding:
             await self.matrix.send_to_device(KEY_REQUEST, {me: {device_id: content}})
         for held in [r for r in self._held.values() if r.device_id == device_id]:
             del self._held[held.request_id]
+            self._held_changed = True
             await self._on_request(held)
 
     def _trust(self, device: Any) -> Trust:
@@ -155,7 +180,7 @@ class KeyForwarding:
         """Another device's key request (or cancellation): see `judge_request`."""
         me, olm = self.matrix.me, self._olm
         if request.session is None:
-            self._held.pop(request.request_id, None)
+            self._held_changed |= self._held.pop(request.request_id, None) is not None
             return
         device = session = None
         if request.user_id == me and request.device_id != self.device_id:
@@ -179,6 +204,7 @@ class KeyForwarding:
         )
         if verdict == "hold":
             self._held[request.request_id] = request
+            self._held_changed = True
             while len(self._held) > MAX_HELD:
                 self._held.popitem(last=False)
             if f"held {request.device_id}" not in self._told:

@@ -12,9 +12,11 @@ asking them would only leak which sessions the gateway lacks.
 The rules kept here, each a table-tested function or a small state machine fed the time:
 
 - `KeyRequests`: one request per Megolm session (deduplicated, its ``request_id`` reused
-  when sent again, as the spec asks), at most `MAX_WANTED` waiting and `BURST` sent at
-  once, then `PER_MINUTE` a minute; a request ends (``request_cancellation``) when the
-  key arrives, however it arrives.
+  when sent again, as the spec asks), sent only after a delay (a sender's key is often
+  merely late: asking at once is wasted traffic, element-web#23766), at most
+  `MAX_WANTED` waiting and `BURST` sent at once, then `PER_MINUTE` a minute; a request
+  ends (``request_cancellation``) when the key arrives, however it arrives. What changed
+  is told (`KeyRequests.take_changes`) so that :mod:`.pending` keeps it across restarts.
 - `judge_forward`: a forwarded key is taken only for a session this device asked for,
   from one of the user's own devices that the user verified.
 - `judge_request`: another device's request is answered only for the user's own verified
@@ -215,36 +217,70 @@ class KeyRequests:
         self._rate = per_minute / 60.0
         self._tokens = float(burst)
         self._refilled: float | None = None
-        self._queued: OrderedDict[str, SessionRef] = OrderedDict()
-        """Sessions waiting for their first request (the rate limit)."""
+        self._queued: OrderedDict[str, tuple[SessionRef, float]] = OrderedDict()
+        """Sessions waiting for their first request (the delay, the rate limit), with
+        the time before which they are not asked for."""
         self._sent: OrderedDict[str, OutgoingRequest] = OrderedDict()
         """Requests sent, by session ID, waiting for a key."""
+        self.changed: set[str] = set()
+        """Sessions whose request was made, sent or ended since `take_changes`."""
 
-    def want(self, ref: SessionRef) -> bool:
-        """Ask for ``ref``'s key; False if it is already asked for (or waiting)."""
+    def want(self, ref: SessionRef, not_before: float = 0.0) -> bool:
+        """Ask for ``ref``'s key, not before the time ``not_before`` (the sender's key
+        may merely be late); False if it is already asked for (or waiting)."""
         if ref.session_id in self._sent or ref.session_id in self._queued:
             return False
-        self._queued[ref.session_id] = ref
+        self._queued[ref.session_id] = (ref, not_before)
+        self.changed.add(ref.session_id)
         while len(self._queued) + len(self._sent) > self._max:
             if self._sent:
-                self._sent.popitem(last=False)  # given up: the oldest request
+                gone, _ = self._sent.popitem(last=False)  # given up: the oldest request
             else:
-                self._queued.popitem(last=False)
+                gone, _ = self._queued.popitem(last=False)
+            self.changed.add(gone)
         return True
 
     def due(self, now: float) -> list[OutgoingRequest]:
-        """The requests to send now (rate-limited); they count as sent."""
+        """The requests to send now (their time come, rate-limited); they count as sent."""
         if self._refilled is not None:
             self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
         self._refilled = now
         out = []
-        while self._queued and self._tokens >= 1:
-            session_id, ref = self._queued.popitem(last=False)
+        for session_id, (ref, not_before) in list(self._queued.items()):
+            if self._tokens < 1:
+                break
+            if not_before > now:
+                continue
+            del self._queued[session_id]
             request = OutgoingRequest(self._new_id(), ref)
             self._sent[session_id] = request
+            self.changed.add(session_id)
             out.append(request)
             self._tokens -= 1
         return out
+
+    def next_due(self) -> float | None:
+        """The time the next waiting request is due at (the rate limit aside), if any."""
+        return min((t for _ref, t in self._queued.values()), default=None)
+
+    def take_changes(self) -> dict[str, OutgoingRequest | SessionRef | None]:
+        """What became of each session `changed` names, to store: its request sent, a
+        session waiting to be asked for, or None (given up, or its key arrived)."""
+        out: dict[str, OutgoingRequest | SessionRef | None] = {}
+        for session_id in sorted(self.changed):
+            queued = self._queued.get(session_id)
+            sent = self._sent.get(session_id)
+            out[session_id] = sent if sent is not None else None if queued is None else queued[0]
+        self.changed.clear()
+        return out
+
+    def restore(self, sent: Iterable[OutgoingRequest], queued: Iterable[SessionRef]) -> None:
+        """Take back what was stored (after a restart): requests sent keep their IDs
+        (for the cancellation, or to ask again), the others are due at once."""
+        for request in sent:
+            self._sent[request.session.session_id] = request
+        for ref in queued:
+            self._queued[ref.session_id] = (ref, 0.0)
 
     def asked(self, session_id: str) -> OutgoingRequest | None:
         """The request sent for ``session_id``, if it waits for a key."""
@@ -254,9 +290,11 @@ class KeyRequests:
         """Keys arrived: the requests to cancel (those sent for these sessions)."""
         done = []
         for session_id in session_ids:
-            self._queued.pop(session_id, None)
+            if self._queued.pop(session_id, None) is not None:
+                self.changed.add(session_id)
             request = self._sent.pop(session_id, None)
             if request is not None:
+                self.changed.add(session_id)
                 done.append(request)
         return done
 

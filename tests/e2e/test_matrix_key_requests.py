@@ -134,23 +134,26 @@ async def put_to_device(client: Any, event_type: str, messages: dict[str, Any]) 
 
 async def send_withholding(
     peer: EncryptedPeer, room: str, bodies: list[str], user: str, device: str
-) -> None:
+) -> tuple[list[str], dict[str, Any]]:
     """Send ``bodies`` with a new Megolm session whose key goes to every device in the
-    room but ``user``'s ``device``."""
+    room but ``user``'s ``device``: their event IDs, and the key withheld (the to-device
+    messages that would have carried it, to send late)."""
     client, olm = peer.client, peer.client.olm
     missing = client.get_missing_sessions(room)
     if missing:
         await client.keys_claim(missing)
     olm.outbound_group_sessions.pop(room, None)
+    withheld: dict[str, Any] = {}
     for _with, to_device in olm.share_group_session_parallel(
         room, list(client.rooms[room].users), True
     ):
         messages = to_device["messages"]
-        messages.get(user, {}).pop(device, None)
+        kept = messages.get(user, {}).pop(device, None)
+        if kept is not None:
+            withheld = {user: {device: kept}}
         await put_to_device(client, "m.room.encrypted", messages)
     olm.outbound_group_sessions[room].shared = True
-    for body in bodies:
-        await peer.send_text(room, body)
+    return [await peer.send_text(room, body) for body in bodies], withheld
 
 
 async def share_on(peer: EncryptedPeer, room: str, user: str, device: str) -> None:
@@ -359,11 +362,13 @@ async def test_her_new_session_gets_what_the_gateway_sent_only_once_verified(
     assert not [line for line in gateway.lines if "Traceback" in line]
 
 
-async def join_with_history(client: Client, room_jid: str, nick: str) -> None:
+async def join_with_history(
+    client: Client, room_jid: str, nick: str, history: int = 20, within: float = 60.0
+) -> None:
     """Join the MUC asking for its history, as soon as the gateway shows the room."""
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(within):
         while True:
-            answer = await client.join_muc(room_jid, nick, timeout=60, history=20)
+            answer = await client.join_muc(room_jid, nick, timeout=within, history=history)
             if answer["type"] != "error":
                 return
             await asyncio.sleep(0.3)
@@ -394,6 +399,21 @@ async def bob_writes_before_her_login(
     for body in bodies:
         assert (await other.peer.wait_for_text(room, body)).decrypted
     return room, sent
+
+
+async def corrected_once(inbox: Inbox, room_jid: str, sent: list[str], texts: list[str]) -> None:
+    """Each notice of the events ``sent`` was corrected with its text, once: nothing
+    more comes live, and the room's archive holds the notice, then its one correction."""
+    await inbox.drain(3.0)
+    again = [m["body"] for m in inbox.kept if m["from"].bare == room_jid and m["body"]]
+    assert not [b for b in again if any(t in b for t in texts)], again
+    archived = [m for m in await inbox.client.archive(room_jid) if m["body"]]
+    for event_id, body in zip(sent, texts, strict=True):
+        (notice,) = [m for m in archived if m["id"] == event_id]
+        assert "cannot decrypt" in notice["body"]
+        (text,) = [m for m in archived if body in m["body"]]
+        assert text["replace"]["id"] == event_id
+        assert archived.index(notice) < archived.index(text)
 
 
 async def test_encrypted_history_from_before_the_login_is_archived_then_corrected_once(
@@ -438,17 +458,7 @@ async def test_encrypted_history_from_before_the_login_is_archived_then_correcte
     assert [first["replace"]["id"], second["replace"]["id"]] == sent
     assert [first["body"], second["body"]] == secrets
 
-    # Once, live and in the archive: each notice, then its one correction.
-    await inbox.drain(3.0)
-    again = [m["body"] for m in inbox.kept if m["from"].bare == room_jid and m["body"]]
-    assert not [b for b in again if any(s in b for s in secrets)], again
-    archived = [m for m in await alice.archive(room_jid) if m["body"]]
-    for event_id, body in zip(sent, secrets, strict=True):
-        (notice,) = [m for m in archived if m["id"] == event_id]
-        assert "cannot decrypt" in notice["body"]
-        (text,) = [m for m in archived if body in m["body"]]
-        assert text["replace"]["id"] == event_id
-        assert archived.index(notice) < archived.index(text)
+    await corrected_once(inbox, room_jid, sent, secrets)
     assert not [line for line in gateway.lines if "Traceback" in line]
 
 

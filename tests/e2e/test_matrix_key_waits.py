@@ -1,0 +1,127 @@
+"""Undecryptable messages waiting for their keys: a real Synapse, Prosody, matrix-nio peers.
+
+alice reads an encrypted group room from XMPP through the gateway's device; bob writes on
+matrix-nio and her other session (matrix-nio, its SAS put right per the spec) holds the
+keys the gateway lacks. Stories:
+
+- across a ``kill -9`` of the gateway: bob's device withholds two Megolm sessions from
+  the gateway's (two messages with one, a third with the other); alice sees three
+  notices and the gateway asks her devices for both keys. The gateway is killed and
+  comes back; then bob's device sends one key late (``m.room_key``) and alice verifies
+  the gateway's device from her other session, which the gateway asks again with the
+  request ID of before the restart, and which forwards the other key. Each notice is
+  corrected with its text, once, live and in the room's archive (the notice once, one
+  correction), and each request is cancelled under its ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import nio  # type: ignore[import-untyped]
+import pytest
+
+from gateway.localservers.synapse import Synapse
+from legacy_plugins.matrix.ids import id_to_localpart
+from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
+from tests.e2e.matrix_helpers import STARTED, EncryptedPeer
+from tests.e2e.test_matrix_key_requests import (  # the same peers, fixtures, steps
+    Inbox,
+    alice_her_session_and_bob,
+    corrected_once,
+    from_contact,
+    from_gateway,
+    gateway,
+    gateway_login,
+    join_with_history,
+    put_to_device,
+    sas_with_gateway,
+    send_withholding,
+    spec_nio,
+    synapse,
+    verifiers,
+)
+from tests.e2e.test_matrix_verification import Verifier
+from tests.e2e.xmpp_client import Client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
+NewClient = Callable[..., "asyncio.Future[Client]"]
+MakeVerifier = Callable[..., Awaitable[Verifier]]
+__all__ = ["gateway", "spec_nio", "synapse", "verifiers"]  # fixtures, used here too
+
+
+async def lounge(bob: EncryptedPeer, alice: Client, inbox: Inbox, me: str) -> tuple[str, str]:
+    """bob's encrypted group room with alice, its MUC joined, a first message read (bob's
+    device knows all of hers): the room ID and the MUC's JID."""
+    room = await bob.create_encrypted_room([me], direct=False)
+    await bob.wait_for_member(room, me)  # the gateway accepts the invitation
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_with_history(alice, room_jid, "alice")
+    await bob.send_text(room, "hello, all your devices can read this")
+    await inbox.take(from_contact(room_jid, "hello, all your devices"))
+    return room, room_jid
+
+
+async def test_keys_arriving_after_a_kill_still_correct_each_notice_once(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    verifiers: MakeVerifier,
+) -> None:
+    alice_mx, other, bob, requests = await alice_her_session_and_bob(synapse, verifiers)
+    me = alice_mx.user_id
+    alice, inbox, gw = await gateway_login(new_client, synapse, alice_mx, other)
+
+    room, room_jid = await lounge(bob, alice, inbox, me)
+
+    # Two sessions the gateway's device does not get: one for two messages, one for one.
+    forwarded = ["first secret, forwarded later", "second secret, forwarded later"]
+    late = ["third secret, whose key comes late"]
+    forwarded_ids, _ = await send_withholding(bob, room, forwarded, me, gw.id)
+    late_ids, late_key = await send_withholding(bob, room, late, me, gw.id)
+    assert late_key, "the test's premise: bob's device withheld a key from the gateway"
+    sent = forwarded_ids + late_ids
+    notices = [await inbox.take(from_contact(room_jid, "cannot decrypt")) for _ in sent]
+    assert [n["id"] for n in notices] == sent
+    await inbox.take(from_gateway("asked your other Matrix devices"))
+    await other.sync_until(lambda: len(requests.of(nio.RoomKeyRequest, me)) >= 2)
+    asked = {r.session_id: r.request_id for r in requests.of(nio.RoomKeyRequest, me)}
+    assert len(asked) == 2, asked
+
+    # The gateway is killed and comes back; alice's client joins the room again (slidge
+    # forgets who was in its rooms when it starts; clients find out by XEP-0410 pings).
+    mark = len(gateway.lines)
+    os.kill(gateway.child_pid("matrix"), signal.SIGKILL)
+    await gateway.wait_for(STARTED, after=mark, timeout=120)
+    await join_with_history(alice, room_jid, "alice", history=0, within=120)
+
+    # bob's device sends the withheld key late: the third notice becomes its text.
+    await put_to_device(bob.client, "m.room.encrypted", late_key)
+    third = await inbox.take(from_contact(room_jid, late[0]), timeout=60)
+    assert third["replace"]["id"] == late_ids[0]
+    await other.sync_until(lambda: requests.of(nio.RoomKeyRequestCancellation, me))
+    (cancel,) = requests.of(nio.RoomKeyRequestCancellation, me)
+    late_session = next(s for s, r in asked.items() if r == cancel.request_id)
+
+    # alice verifies the gateway's device: asked again under the same request ID, her
+    # session forwards the key, the first two notices become their texts.
+    await sas_with_gateway(other, gw, inbox)
+    first, _ = await asyncio.gather(
+        inbox.take(from_contact(room_jid, forwarded[0]), timeout=60),
+        other.sync_until(lambda: len(requests.of(nio.RoomKeyRequestCancellation, me)) >= 2),
+    )
+    second = await inbox.take(from_contact(room_jid, forwarded[1]))
+    assert [first["replace"]["id"], second["replace"]["id"]] == forwarded_ids
+    (forwarded_session,) = set(asked) - {late_session}
+    again = [r for r in requests.of(nio.RoomKeyRequest, me) if r.request_id not in asked.values()]
+    assert again == [], "asked again under a new request ID"
+    cancels = [c.request_id for c in requests.of(nio.RoomKeyRequestCancellation, me)]
+    assert sorted(cancels) == sorted(asked.values())
+    assert asked[forwarded_session] in cancels
+
+    # Once, live and in the archive: each notice, then its one correction.
+    await corrected_once(inbox, room_jid, sent, forwarded + late)
+    assert not [line for line in gateway.lines if "Traceback" in line]
