@@ -12,6 +12,9 @@ user's secret storage (:mod:`.secrets`, ``m.cross_signing.self_signing``: base64
   keys as the homeserver holds them (canonical JSON without ``signatures`` and
   ``unsigned``), and uploads the signature (``/keys/signatures/upload``); the homeserver
   checks it before publishing it.
+- `signed_devices` / `trust_devices`: the user's other devices that key has signed (the
+  signature checked here) are marked verified in the device's store, as if verified
+  with emoji: they get the keys they ask for, and their forwarded keys are taken.
 
 The seed lives as long as the call; nothing of it is stored. Signing is `cryptography`'s
 ed25519; `canonical_json` is the spec's (sorted keys, no spaces, UTF-8).
@@ -39,7 +42,10 @@ __all__ = [
     "cross_sign_device",
     "public_key",
     "sign_json",
+    "signed_devices",
     "signing_key",
+    "trust_devices",
+    "verify_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,11 +95,64 @@ def _published_self_signing(answer: object, me: str) -> set[str]:
     return {str(k) for k in found.values()} if isinstance(found, Mapping) else set()
 
 
-async def cross_sign_device(matrix: MatrixClient, device_id: str, seed: str) -> str:
+def verify_json(public: str, value: Mapping[str, Any], signature: object) -> bool:
+    """Whether ``signature`` is ``public``'s (an ed25519 key) on the JSON object."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    signed = {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
+    try:
+        key = Ed25519PublicKey.from_public_bytes(unb64(public, "a public key"))
+        key.verify(unb64(signature, "a signature"), canonical_json(signed))
+    except (InvalidSignature, SecretStorageError, ValueError):
+        return False
+    return True
+
+
+def signed_devices(answer: object, me: str, self_signing: str) -> dict[str, str]:
+    """The devices of ``me`` that ``/keys/query`` shows signed by the self-signing key
+    (checked here): device ID → its ed25519 key."""
+    devices = answer.get("device_keys") if isinstance(answer, Mapping) else None
+    mine = devices.get(me) if isinstance(devices, Mapping) else None
+    found: dict[str, str] = {}
+    for device_id, keys in (mine or {}).items():
+        if not isinstance(keys, Mapping) or keys.get("user_id") != me:
+            continue
+        signatures = keys.get("signatures")
+        by_me = signatures.get(me) if isinstance(signatures, Mapping) else None
+        signature = by_me.get(f"ed25519:{self_signing}") if isinstance(by_me, Mapping) else None
+        ed25519 = (keys.get("keys") or {}).get(f"ed25519:{device_id}")
+        if (
+            keys.get("device_id") == device_id
+            and isinstance(ed25519, str)
+            and verify_json(self_signing, keys, signature)
+        ):
+            found[str(device_id)] = ed25519
+    return found
+
+
+def trust_devices(olm: Any, me: str, signed: Mapping[str, str]) -> list[str]:
+    """Mark as verified in nio's store the devices of ``me`` in ``signed`` (device ID →
+    ed25519 key) whose key is the one the store holds for them; the IDs newly verified."""
+    trusted = []
+    for device_id, ed25519 in sorted(signed.items()):
+        device = olm.device_store[me].get(device_id)
+        if device is None or device.ed25519 != ed25519 or device_id == olm.device_id:
+            continue
+        if not olm.is_device_verified(device):
+            olm.verify_device(device)
+            trusted.append(device_id)
+    return trusted
+
+
+async def cross_sign_device(
+    matrix: MatrixClient, device_id: str, seed: str
+) -> tuple[str, dict[str, str]]:
     """Sign the device ``device_id`` of the user with the self-signing key ``seed`` and
-    upload the signature; returns the public self-signing key. `SecretStorageError` says
-    why not (a key that is not the account's, a device the homeserver does not list, a
-    signature it refused)."""
+    upload the signature; returns the public self-signing key and the user's other
+    devices it has signed (`signed_devices`). `SecretStorageError` says why not (a key
+    that is not the account's, a device the homeserver does not list, a signature it
+    refused)."""
     me = matrix.me
     private = signing_key(seed)
     mine = public_key(private)
@@ -132,4 +191,6 @@ async def cross_sign_device(matrix: MatrixClient, device_id: str, seed: str) -> 
         reason = failure.get("error") if isinstance(failure, Mapping) else failure
         raise SecretStorageError(f"the homeserver refused the device's signature: {reason}")
     log.info("Cross-signed %s's device %s with the self-signing key %s", me, device_id, mine)
-    return mine
+    others = signed_devices(answer, me, mine)
+    others.pop(device_id, None)
+    return mine, others

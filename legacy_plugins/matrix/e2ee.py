@@ -255,5 +255,5 @@ class SessionE2EE:
                 self._members[room_id] = members
             content = await self.e2ee.encrypt(room_id, members, event_type, content)
             event_type = "m.room.encrypted"
-            await self._back_up(room_id, content)  # its Megolm session, once (backup.py)
+            await self._back_up(room_id, content)  # its Megolm session, once (recovery.py)
         return await self.matrix.send(room_id, event_type, content)

@@ -43,7 +43,6 @@ from gateway.formatting import to_xep0393
 from gateway.runtime import network_config
 from gateway.slidge_fixes import push_to_roster
 
-from .backup import SessionBackup
 from .client import Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
@@ -62,6 +61,7 @@ from .ids import EventId, RoomId, UserId
 from .net import fetch_url
 from .outbox import Outbox
 from .profiles import SessionProfiles, show_avatar
+from .recovery import SessionRecovery
 from .rooms import Member, ReactionBook, RoomState, RoomTracker, typing_changes
 from .translate import (
     Encrypted,
@@ -106,7 +106,7 @@ SAVE_DELAY = 2.0
 """Seconds before the position after such a sync is stored (a newer one replaces it)."""
 
 
-class Session(SessionE2EE, SessionBackup, SessionProfiles, BaseSession[Contact]):
+class Session(SessionE2EE, SessionRecovery, SessionProfiles, BaseSession[Contact]):
     matrix: MatrixClient
     rooms: RoomTracker
 

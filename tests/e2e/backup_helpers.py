@@ -69,6 +69,7 @@ class ElementRecovery:
 
     peer: MatrixPeer
     key_id: str = "passerelletestkey"
+    self_signing: Any = None
     backup_key: Any = field(
         default_factory=lambda: vodozemac.Curve25519SecretKey.from_bytes(os.urandom(32))
     )
@@ -139,7 +140,22 @@ class ElementRecovery:
             "auth": auth,
         }
         await self.peer.call("POST", "/keys/device_signing/upload", body)
+        self.self_signing = others[0]
         return str(next(iter(objects["self_signing"]["keys"].values())))
+
+    async def sign_device(self, device_id: str) -> None:
+        """Sign one of the account's devices with the self-signing key, as Element does
+        for a session it verified (after `set_up_cross_signing`)."""
+        me = self.peer.user_id
+        query = await self.peer.call("POST", "/keys/query", {"device_keys": {me: []}})
+        device = query["device_keys"][me][device_id]
+        unsigned = {k: v for k, v in device.items() if k not in ("signatures", "unsigned")}
+        canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        public = b64(self.self_signing.public_key().public_bytes_raw())
+        signature = b64(self.self_signing.sign(canonical.encode()))
+        signed = {**unsigned, "signatures": {me: {f"ed25519:{public}": signature}}}
+        answer = await self.peer.call("POST", "/keys/signatures/upload", {me: {device_id: signed}})
+        assert not answer.get("failures"), answer
 
     async def back_up(self, room_id: str, sessions: Iterable[Any]) -> int:
         """Put nio inbound group sessions of ``room_id`` into the backup, from their start."""

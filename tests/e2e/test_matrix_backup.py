@@ -10,7 +10,8 @@ session (a matrix-nio client, as her Element would). Stories:
   hers is refused, saying so, and nothing changes; her own, given in the ad-hoc command's
   form, restores the key from the backup and both notices are corrected with the texts,
   once, live and in the archive; her cross-signing key signs the gateway's device, and
-  /keys/query shows the signature. Then what she writes from XMPP reaches bob, and its
+  /keys/query shows the signature; her Element session, which that key signed, is
+  verified on the gateway's side. Then what she writes from XMPP reaches bob, and its
   Megolm session is in her backup, where another device reads it and decrypts her
   message with it. Her recovery key is not in the gateway's output (INFO).
 - an account without secret storage, with one but no backup key in it, with a backup
@@ -63,6 +64,14 @@ async def recovery_answer(client: Client, key: str) -> tuple[bool, str]:
     return True, " ".join(text for _kind, text in notes)
 
 
+async def element_trust(alice: Client, inbox: Inbox, me: str, device_id: str) -> str:
+    """How the gateway trusts ``device_id`` of ``me``, as the ``device`` command says."""
+    alice.send_chat(MATRIX_JID, f"device {me}")
+    listed = await inbox.take(lambda m: f"Devices of {me}" in (m["body"] or ""))
+    (line,) = [x for x in listed["body"].splitlines() if x.startswith(device_id)]
+    return line.split(", ")[1].split(":")[0]
+
+
 @pytest.fixture
 async def peers(synapse: Synapse, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``make(account, name)``: an encrypted nio session of ``account``, closed at the end."""
@@ -111,6 +120,7 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     recovery = ElementRecovery(await peers(alice_mx, "alice-api", encrypted=False))
     await recovery.set_up()
     ssk = await recovery.set_up_cross_signing(alice_mx.password)
+    await recovery.sign_device(element.client.device_id)  # her Element is verified
     held = list(element.client.olm.inbound_group_store[room].values())
     sessions = [s for by_sender in held for s in by_sender.values()]
     assert await recovery.back_up(room, sessions) == len(sessions) >= 1
@@ -124,6 +134,8 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     notices = [await inbox.take(from_contact(room_jid, "cannot decrypt")) for _ in secrets]
     assert [n["id"] for n in notices] == sent
 
+    assert await element_trust(alice, inbox, me, element.client.device_id) == "unverified"
+
     # Someone else's recovery key: refused, saying so; nothing is corrected.
     done, said = await recovery_answer(alice, OTHER_RECOVERY_KEY)
     assert not done and "does not open your secret storage" in said, said
@@ -135,6 +147,7 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     assert done and f"Restored {len(sessions)} room keys" in said, said
     assert f"version {recovery.version}" in said
     assert "signed with your cross-signing key" in said and "Not done" not in said, said
+    assert f"devices {element.client.device_id}, signed by your cross-signing key" in said
     first = await inbox.take(from_contact(room_jid, secrets[0]))
     second = await inbox.take(from_contact(room_jid, secrets[1]))
     assert [first["replace"]["id"], second["replace"]["id"]] == sent
@@ -175,9 +188,9 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     vodozemac.Ed25519PublicKey.from_base64(ssk).verify_signature(
         canonical.encode(), vodozemac.Ed25519Signature.from_base64(signature)
     )
-    for other in known:  # only the gateway's device was signed
-        theirs = query["device_keys"][me].get(other, {}).get("signatures", {}).get(me, {})
-        assert f"ed25519:{ssk}" not in theirs
+
+    # Her Element session, which her cross-signing key signed, is verified here now.
+    assert await element_trust(alice, inbox, me, element.client.device_id) == "verified"
 
     # Her recovery key is nowhere in the gateway's output (at INFO, the default level).
     output = "\n".join(gateway.lines)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import vodozemac
@@ -355,3 +356,43 @@ def test_canonical_json(value: object, canonical: bytes) -> None:
 def test_a_damaged_seed_is_refused(seed: str) -> None:
     with pytest.raises(SecretStorageError):
         crosssign.signing_key(seed)
+
+
+def test_a_published_signature_verifies_and_a_changed_object_does_not() -> None:
+    (signature,) = JS_SELF_SIGNING_KEY["signatures"]["@alice:localhost"].values()  # type: ignore[index]
+    assert crosssign.verify_json(JS_MASTER_PUBLIC, JS_SELF_SIGNING_KEY, signature)
+    changed = {**JS_SELF_SIGNING_KEY, "usage": ["user_signing"]}
+    assert not crosssign.verify_json(JS_MASTER_PUBLIC, changed, signature)
+    assert not crosssign.verify_json(JS_SELF_SIGNING_PUBLIC, JS_SELF_SIGNING_KEY, signature)
+    assert not crosssign.verify_json(JS_MASTER_PUBLIC, JS_SELF_SIGNING_KEY, "not base64!")
+
+
+def test_only_devices_the_self_signing_key_signed_are_listed() -> None:
+    me, ssk = "@alice:localhost", crosssign.signing_key(JS_SELF_SIGNING_SEED)
+
+    def device(device_id: str, signer: Any = None) -> dict[str, Any]:
+        keys = {
+            "user_id": me,
+            "device_id": device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {f"ed25519:{device_id}": f"ed-{device_id}"},
+        }
+        if signer is not None:
+            public = crosssign.public_key(signer)
+            keys["signatures"] = {me: {f"ed25519:{public}": crosssign.sign_json(signer, keys)}}
+        return keys
+
+    master = crosssign.signing_key(JS_MASTER_SEED)
+    answer = {
+        "device_keys": {
+            me: {
+                "SIGNED": device("SIGNED", ssk),
+                "UNSIGNED": device("UNSIGNED"),
+                "BY_MASTER": device("BY_MASTER", master),
+                "ALTERED": {**device("ALTERED", ssk), "keys": {"ed25519:ALTERED": "other"}},
+                "OTHER_ID": {**device("OTHER_ID", ssk), "device_id": "ELSEWHERE"},
+            }
+        }
+    }
+    assert crosssign.signed_devices(answer, me, JS_SELF_SIGNING_PUBLIC) == {"SIGNED": "ed-SIGNED"}
+    assert crosssign.signed_devices({"device_keys": "junk"}, me, JS_SELF_SIGNING_PUBLIC) == {}
