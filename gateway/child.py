@@ -111,11 +111,17 @@ class RedactSecrets(logging.Filter):
     def _scrub(self, value: object) -> object:
         if isinstance(value, str | bytes):
             return self.redact(value, self.secrets)
-        if self.secrets and isinstance(value, tuple | list | dict):
-            text = repr(value)
-            if any(secret in text for secret in self.secrets):
-                return self.redact(text, self.secrets)
-        return value
+        if value is None or isinstance(value, int | float):
+            return value
+        # Anything else is turned into text only when the record is written: a stanza
+        # object (slidge logs registration forms as such) would show its passwords then.
+        # Its text is checked now and replaced by the redacted text if that differs.
+        try:
+            text = repr(value) if isinstance(value, tuple | list | dict) else str(value)
+        except Exception:  # a broken __str__ is left to the logging module
+            return value
+        redacted = self.redact(text, self.secrets)
+        return value if redacted == text else redacted
 
     @classmethod
     def redact(cls, text: str | bytes, secrets: Iterable[str] = ()) -> str:

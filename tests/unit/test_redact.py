@@ -1,4 +1,5 @@
 import logging
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,57 @@ def test_known_secret_values_are_redacted_from_any_logger(caplog: pytest.LogCapt
     assert "component-s3cret" not in caplog.text
     assert "db-pw" not in caplog.text
     assert "Setting 'SECRET' to '[redacted]'" in caplog.text
+
+
+def _registration_form() -> object:
+    """A registration form as slidge receives it: a stanza object, not text."""
+    from slixmpp import Iq
+    from slixmpp.plugins.xep_0004 import stanza as forms
+    from slixmpp.xmlstream import register_stanza_plugin
+
+    register_stanza_plugin(Iq, forms.Form)
+    iq = Iq()
+    form = iq["form"]
+    form.add_field(var="user_id", ftype="text-single", value="@alice:example.org")
+    form.add_field(var="password", ftype="text-private", value="hunter2-secret")
+    form.add_field(var="recovery_key", ftype="text-private", value="EsTc aaaa bbbb")
+    return iq
+
+
+@pytest.mark.parametrize(
+    ("fmt", "wrap"),
+    [
+        ("received %s", lambda stanza: stanza),
+        ("received %r", lambda stanza: stanza),
+        ("received %s", lambda stanza: [stanza]),
+        ("received %s", lambda stanza: {"form": stanza}),
+    ],
+    ids=["str", "repr", "in a list", "in a dict"],
+)
+def test_stanza_objects_are_redacted_too(
+    caplog: pytest.LogCaptureFixture, fmt: str, wrap: Any
+) -> None:
+    stanza = _registration_form()
+    assert "hunter2-secret" in str(stanza)  # what would be written without the filter
+    original = logging.getLogRecordFactory()
+    try:
+        RedactSecrets().install()
+        with caplog.at_level(logging.DEBUG):
+            logging.getLogger("slidge.core.gateway.registration").debug(fmt, wrap(stanza))
+    finally:
+        logging.setLogRecordFactory(original)
+    assert "hunter2-secret" not in caplog.text
+    assert "EsTc aaaa" not in caplog.text
+    assert "@alice:example.org" in caplog.text  # the rest is still there
+
+
+def test_other_objects_are_passed_as_they_are() -> None:
+    class Jid:
+        def __str__(self) -> str:
+            return "alice@example.org"
+
+    jid = Jid()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %d %s", (jid, 3, None), None)
+    assert RedactSecrets().filter(record)
+    assert record.args == (jid, 3, None)
+    assert record.getMessage() == "alice@example.org 3 None"
