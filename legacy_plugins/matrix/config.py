@@ -68,6 +68,9 @@ class Config(NetworkSettings):
     auto_accept_invites: bool = True
     """Join rooms and direct chats the user is invited to, so they show up in XMPP
     (direct chats are always accepted)."""
+    key_request_delay: float = 5.0
+    """Seconds (0 to 300) after an encrypted message was sent before the gateway asks
+    the user's other devices for a key it lacks (the sender's key is often merely late)."""
 
     @classmethod
     def model(cls) -> type[NetworkConfig]:
@@ -109,6 +112,7 @@ def _model() -> type[NetworkConfig]:
         max_upload_size: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
         backfill_count: Annotated[int, Field(ge=0, le=1000)] = 50
         auto_accept_invites: bool = True
+        key_request_delay: Annotated[float, Field(ge=0, le=300)] = 5.0
 
         _globs = field_validator("allowed_homeservers", "denied_homeservers")(_check_globs)
 

@@ -16,10 +16,11 @@ go to :mod:`.verification`, which talks with the user through gateway messages.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -86,6 +87,7 @@ class SessionE2EE:
         async def _chat(self, room_id: RoomId) -> Contact | MUC: ...
         async def _guard(self, work: Awaitable[object]) -> None: ...
         async def _on_event(self, state: RoomState, event: TimelineEvent) -> None: ...
+        def create_task(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> Any: ...
         async def _back_up(self, room_id: str, encrypted: dict[str, Any]) -> None: ...
 
     def _init_e2ee(self) -> None:
@@ -97,6 +99,8 @@ class SessionE2EE:
         self._warned_encrypted: set[RoomId] = set()
         self._undecrypted = Undecrypted(limit=_UNDECRYPTED_KEPT)
         """Events waiting for their keys (those of the last run too, once loaded)."""
+        self._requests_due: asyncio.TimerHandle | None = None
+        """When the next key request waiting for its delay is due."""
         self._members: dict[RoomId, frozenset[UserId]] = {}
         """Joined and invited members of encrypted rooms, to encrypt for."""
 
@@ -131,6 +135,9 @@ class SessionE2EE:
 
     def _close_e2ee(self) -> None:
         self.verifications = None
+        if self._requests_due is not None:
+            self._requests_due.cancel()
+            self._requests_due = None
         if self.e2ee is not None:
             self.e2ee.close()
             self.e2ee = None
@@ -165,6 +172,24 @@ class SessionE2EE:
             except MatrixError as e:  # asked again when a device of the user is verified
                 log.warning("Key requests of %s not all sent: %s", self.user_jid, e)
             self._say_e2ee_notices()
+            self._come_back_for_requests()
+
+    def _come_back_for_requests(self) -> None:
+        """Key requests wait (their delay, the rate limit): send them when due, even if
+        no sync batch comes by then."""
+        due = None if self.e2ee is None else self.e2ee.requests.next_due()
+        if due is None:
+            return
+        if self._requests_due is not None:
+            if self._requests_due.when() <= due:
+                return
+            self._requests_due.cancel()
+        loop = asyncio.get_running_loop()
+        self._requests_due = loop.call_at(max(due, loop.time()) + 0.05, self._requests_come_due)
+
+    def _requests_come_due(self) -> None:
+        self._requests_due = None
+        self.create_task(self._guard(self._e2ee_after_batch(set())), name="key requests")
 
     def _say_e2ee_notices(self) -> None:
         if self.e2ee is not None:

@@ -9,7 +9,9 @@ one-time key is claimed if there is no Olm session yet). nio's Olm machine decry
 forwarded keys; `_accept_forward` replaces its acceptance rule with `judge_forward`.
 What the user should know (a request sent, a forward refused, a device waiting for
 verification) is queued in ``notices``, once per device, for the session to send. The
-requests, both ways, are kept across restarts (:mod:`.pending`).
+requests, both ways, are kept across restarts (:mod:`.pending`); a request waits until
+`Config.key_request_delay` seconds have passed since its event was sent (the session
+comes back for it, see `KeyRequests.next_due`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -97,8 +100,12 @@ class KeyForwarding:
 
     def want(self, ref: SessionRef, sent_at: int) -> None:
         """Ask for the key of ``ref``, the session of an event sent at ``sent_at`` (ms)
-        that cannot be decrypted."""
-        self.requests.want(ref)
+        that cannot be decrypted, once `Config.key_request_delay` has passed since it
+        was sent (at once for an older event; never later than the delay from now,
+        whatever the clocks say): the sender's key is often merely late."""
+        delay = self.matrix.cfg.key_request_delay
+        wait = min(max(sent_at / 1000 + delay - time.time(), 0.0), delay)
+        self.requests.want(ref, asyncio.get_running_loop().time() + wait)
 
     async def key_traffic(self, arrived: Iterable[str]) -> None:
         """After a sync batch: cancel the requests whose keys ``arrived``, ask a device

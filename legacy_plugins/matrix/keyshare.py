@@ -260,8 +260,16 @@ class KeyRequests:
         return out
 
     def next_due(self) -> float | None:
-        """The time the next waiting request is due at (the rate limit aside), if any."""
-        return min((t for _ref, t in self._queued.values()), default=None)
+        """The time the next waiting request may go out at (its delay and the rate
+        limit), if any waits."""
+        if not self._queued:
+            return None
+        soonest = min(t for _ref, t in self._queued.values())
+        if self._tokens < 1 and self._refilled is not None:
+            if self._rate <= 0:
+                return None  # no more requests, ever
+            soonest = max(soonest, self._refilled + (1 - self._tokens) / self._rate)
+        return soonest
 
     def take_changes(self) -> dict[str, OutgoingRequest | SessionRef | None]:
         """What became of each session `changed` names, to store: its request sent, a

@@ -12,6 +12,9 @@ keys the gateway lacks. Stories:
   request ID of before the restart, and which forwards the other key. Each notice is
   corrected with its text, once, live and in the room's archive (the notice once, one
   correction), and each request is cancelled under its ID.
+- keys merely late: bob's device sends the key of a message a second after it (the
+  gateway waits 20 s before asking): the notice is corrected and that key never asked
+  for; the key of a second message never comes and is asked for, once the wait is over.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pytest
 from gateway.localservers.synapse import Synapse
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
-from tests.e2e.matrix_helpers import STARTED, EncryptedPeer
+from tests.e2e.matrix_helpers import STARTED, EncryptedPeer, start_matrix_gateway
 from tests.e2e.test_matrix_key_requests import (  # the same peers, fixtures, steps
     Inbox,
     alice_her_session_and_bob,
@@ -51,6 +54,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
 NewClient = Callable[..., "asyncio.Future[Client]"]
 MakeVerifier = Callable[..., Awaitable[Verifier]]
 __all__ = ["gateway", "spec_nio", "synapse", "verifiers"]  # fixtures, used here too
+
+
+@pytest.fixture
+async def patient_gateway(start_passerelle: Callable[..., PasserelleProcess]) -> PasserelleProcess:
+    """The gateway, waiting 20 s before it asks for a key (so that a key one second
+    late beats it however slow this machine is)."""
+    return await start_matrix_gateway(start_passerelle, key_request_delay=20)
 
 
 async def lounge(bob: EncryptedPeer, alice: Client, inbox: Inbox, me: str) -> tuple[str, str]:
@@ -125,3 +135,36 @@ async def test_keys_arriving_after_a_kill_still_correct_each_notice_once(
     # Once, live and in the archive: each notice, then its one correction.
     await corrected_once(inbox, room_jid, sent, forwarded + late)
     assert not [line for line in gateway.lines if "Traceback" in line]
+
+
+async def test_a_late_key_is_not_asked_for_a_missing_one_is_after_the_delay(
+    synapse: Synapse,
+    patient_gateway: PasserelleProcess,
+    new_client: NewClient,
+    verifiers: MakeVerifier,
+) -> None:
+    alice_mx, other, bob, requests = await alice_her_session_and_bob(synapse, verifiers)
+    me = alice_mx.user_id
+    alice, inbox, gw = await gateway_login(new_client, synapse, alice_mx, other)
+    room, room_jid = await lounge(bob, alice, inbox, me)
+
+    # bob's device sends the key a little after the message: the notice is corrected,
+    # and the gateway never asks for that key.
+    (late_id,), late_key = await send_withholding(bob, room, ["a key a bit late"], me, gw.id)
+    late_session = bob.client.olm.outbound_group_sessions[room].id
+    await inbox.take(from_contact(room_jid, "cannot decrypt"))
+    await put_to_device(bob.client, "m.room.encrypted", late_key)
+    fixed = await inbox.take(from_contact(room_jid, "a key a bit late"))
+    assert fixed["replace"]["id"] == late_id
+
+    # A key that never comes is asked for, once its delay has passed.
+    await send_withholding(bob, room, ["a key that never comes"], me, gw.id)
+    missing_session = bob.client.olm.outbound_group_sessions[room].id
+    await inbox.take(from_contact(room_jid, "cannot decrypt"))
+    await inbox.take(from_gateway("asked your other Matrix devices"), timeout=90)
+    await other.sync_until(lambda: requests.of(nio.RoomKeyRequest, me), timeout=90)
+    await other.peer._sync_once()
+    asked = [r.session_id for r in requests.of(nio.RoomKeyRequest, me)]
+    assert asked == [missing_session], (asked, late_session)
+    assert requests.of(nio.RoomKeyRequestCancellation, me) == []
+    assert not [line for line in patient_gateway.lines if "Traceback" in line]

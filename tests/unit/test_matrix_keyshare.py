@@ -209,3 +209,39 @@ def test_waiting_sessions_are_bounded_oldest_given_up() -> None:
     assert len(kr.waiting()) + kr.queued == 10
     assert kr.waiting() == []  # the sent ones were the oldest: given up first
     assert [r.session.session_id for r in kr.due(1000.0)] == [f"S{i}" for i in range(10, 15)]
+
+
+def test_a_request_waits_for_its_time_and_a_key_arriving_meanwhile_ends_it() -> None:
+    kr = requests()
+    late, missing = refs(2)
+    kr.want(late, not_before=5.0)
+    kr.want(missing, not_before=6.0)
+    assert kr.next_due() == 5.0
+    assert kr.due(4.9) == []
+    assert kr.arrived(["S0"]) == []  # its key came first: nothing was sent, nothing to cancel
+    assert kr.next_due() == 6.0
+    assert kr.due(5.5) == []
+    (sent,) = kr.due(6.0)
+    assert sent.session == missing
+    assert kr.next_due() is None
+
+
+@pytest.mark.parametrize(
+    ("burst", "per_minute", "due_after_the_burst"),
+    [
+        (1, 6, 110.0),  # one token every 10 s
+        (2, 60, 101.0),
+        (1, 0, None),  # no more requests, ever: no time to come back at
+    ],
+)
+def test_the_next_request_is_due_when_the_rate_limit_allows(
+    burst: int, per_minute: int, due_after_the_burst: float | None
+) -> None:
+    kr = requests(burst=burst, per_minute=per_minute)
+    for ref in refs(burst + 1):
+        kr.want(ref)
+    assert len(kr.due(100.0)) == burst
+    assert kr.next_due() == due_after_the_burst
+    if due_after_the_burst is not None:
+        assert kr.due(due_after_the_burst - 0.5) == []
+        assert len(kr.due(due_after_the_burst)) == 1
