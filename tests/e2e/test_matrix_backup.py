@@ -13,7 +13,8 @@ session (a matrix-nio client, as her Element would). Stories:
   /keys/query shows the signature; her Element session, which that key signed, is
   verified on the gateway's side. Then what she writes from XMPP reaches bob, and its
   Megolm session is in her backup, where another device reads it and decrypts her
-  message with it. Her recovery key is not in the gateway's output (INFO).
+  message with it; after the gateway restarts, what she sends is still backed up. Her
+  recovery key is not in the gateway's output (INFO).
 - an account without secret storage, with one but no backup key in it, with a backup
   key but no backup, and a key typed into a chat message: each refused with a sentence
   that says what is missing; with a backup but no cross-signing key, or a self-signing
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ from tests.e2e.backup_helpers import (
     megolm_decrypt,
 )
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
-from tests.e2e.matrix_helpers import EncryptedPeer, MatrixPeer, log_in, new_account
+from tests.e2e.matrix_helpers import STARTED, EncryptedPeer, MatrixPeer, log_in, new_account
 from tests.e2e.test_matrix_e2ee import gateway, synapse  # the same fixtures
 from tests.e2e.test_matrix_key_requests import Inbox, from_contact, join_with_history
 from tests.e2e.xmpp_client import Client
@@ -191,6 +194,22 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
 
     # Her Element session, which her cross-signing key signed, is verified here now.
     assert await element_trust(alice, inbox, me, element.client.device_id) == "verified"
+
+    # The Matrix gateway dies and comes back: it goes on backing up what she sends (its
+    # new Megolm session: nio does not keep the outbound one) without her key again.
+    mark = len(gateway.lines)
+    os.kill(gateway.child_pid("matrix"), signal.SIGKILL)
+    await gateway.wait_for(r"matrix exited with code -9 .* restarting in", after=mark)
+    await gateway.wait_for(STARTED, after=mark, timeout=90)
+    await join_with_history(alice, room_jid, "alice")
+    alice.send_groupchat(room_jid, "written after a restart, backed up")
+    got = await bob.wait_for_text(room, "written after a restart, backed up", timeout=60)
+    path = f"/rooms/{quote(room, safe='')}/event/{quote(got.event_id, safe='')}"
+    later = (await recovery.peer.call("GET", path))["content"]
+    assert later["session_id"] != wire["session_id"]
+    entry = (await recovery.read_backup(room))[later["session_id"]]
+    clear = megolm_decrypt(entry["session_key"], later["ciphertext"])
+    assert clear["content"]["body"] == "written after a restart, backed up"
 
     # Her recovery key is nowhere in the gateway's output (at INFO, the default level).
     output = "\n".join(gateway.lines)
