@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from slidge.contact import LegacyContact
 from slidge.db.models import Contact as StoredContact
 from slidge.db.models import Participant as StoredParticipant
-from slidge.util.types import CachedPresence, Hat, MucAffiliation
+from slidge.util.types import CachedPresence, Hat, MucAffiliation, MucRole
 from slixmpp.jid import unescape_node
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -259,6 +259,8 @@ class Occupants(_Room):
         contact: Any = c
         part = self._participant_cls(self, row, contact=contact)  # also its resource
         row.hats = self._account_hats(c)
+        if stored and (standing := self._standing(c)) is not None:
+            row.role, row.affiliation = standing
         if not stored:
             # slidge merges the list at the end of the fill: with the contact row
             # unloaded (contact_id says who it is), without a SELECT of each contact.
@@ -293,6 +295,20 @@ class Occupants(_Room):
         if client is None or not isinstance(address, UserAddress):
             return []
         return accounts.on_new_occupant(client, self.channel, address.nick)
+
+    def _standing(self, c: LegacyContact) -> tuple[MucRole, MucAffiliation] | None:
+        """The role and affiliation of the IRC nick behind `c` from its channel modes,
+        for an occupant created while the nick is in the channel (a JOIN: a plain
+        member's "none", as the member list gives it): slidge's defaults ("member")
+        made every newcomer an affiliation change, announced to the room with a
+        message and an affiliation version read from the whole occupant list."""
+        client = self.session.clients.get(self.address.server)
+        address = c.address if isinstance(c, Contact) else None
+        if client is None or not isinstance(address, UserAddress):
+            return None
+        if client.channels.member(self.channel, address.nick) is None:
+            return None
+        return client.channels.standing(self.channel, address.nick)
 
     def write_presence_sent(self) -> None:
         """Store which occupants have had a presence sent (see `Participant`), with
