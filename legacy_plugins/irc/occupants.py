@@ -205,6 +205,9 @@ class Occupants(_Room):
         announce = self.participants_filled and not filling
         if filling:  # slidge stores the whole list at the end of the fill
             return self._new_occupant(c, nickname, stored=False)
+        # Whether slidge will send `online()` for it: read before the INSERT, which
+        # records the contact's "available" that the presence below sends.
+        plain = c._get_last_presence() is None
         part = self._new_occupant(
             c, nickname, stored=True, presence_sent=announce, online=online and not announce
         )
@@ -213,7 +216,6 @@ class Occupants(_Room):
             return await fallback.get_participant_by_contact(c, create=True)  # type: ignore[no-any-return]
         if announce:
             self.send_affiliation_change(part)
-            plain = c._get_last_presence() is None  # then slidge sends `online()`
             part.send_last_presence(force=True, no_cache_online=True)
             part.announced = plain
         return part
