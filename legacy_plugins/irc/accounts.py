@@ -32,9 +32,16 @@ __all__ = ["HAT_URI", "account_hats", "filled", "observe"]
 HAT_URI = "urn:passerelle:irc:account:"
 """Followed by the account name: one hat per account, as XEP-0317 identifies hats by URI."""
 
-# What each occupant shows: (folded channel, folded nick) -> account, per connection.
-_SHOWN: weakref.WeakKeyDictionary[IrcClient, dict[tuple[str, str], str | None]]
+# What each occupant shows: folded channel -> folded nick -> account, per connection
+# (by channel, so that forgetting one room or one nick does not read every occupant of
+# every room: `_forget` runs for every event).
+_SHOWN: weakref.WeakKeyDictionary[IrcClient, dict[str, dict[str, str | None]]]
 _SHOWN = weakref.WeakKeyDictionary()
+
+
+def _shown(client: IrcClient, channel: str) -> dict[str, str | None]:
+    """What the occupants of `channel` (folded) show, for `client`."""
+    return _SHOWN.setdefault(client, {}).setdefault(channel, {})
 
 
 def account_hats(account: str | None) -> list[Hat]:
@@ -61,15 +68,17 @@ def _forget(client: IrcClient, event: ev.Event) -> None:
     shown = _SHOWN.get(client)
     if not shown:
         return
-    channel = nick = None
     if isinstance(event, ev.Joined | ev.Parted | ev.Kicked) and event.own:
-        channel = client.fold(event.channel)
-    elif isinstance(event, ev.Parted | ev.Kicked | ev.Quit):
+        shown.pop(client.fold(event.channel), None)
+        return
+    if isinstance(event, ev.Parted | ev.Kicked | ev.Quit):
         nick = client.fold(event.nick)
     elif isinstance(event, ev.NickChanged):
         nick = client.fold(event.old)
-    for key in [k for k in shown if k[0] == channel or k[1] == nick]:
-        del shown[key]
+    else:
+        return
+    for nicks in shown.values():
+        nicks.pop(nick, None)
 
 
 async def observe(
@@ -82,9 +91,9 @@ async def observe(
     if nick is None or client.state.is_own(nick):
         return
     account = client.channels.account_of(nick)
-    shown = _SHOWN.setdefault(client, {})
+    key = client.fold(nick)
     for channel in channels:
-        key = (client.fold(channel), client.fold(nick))
+        shown = _shown(client, client.fold(channel))
         if key in shown and shown[key] == account:
             continue
         if account is None and key not in shown and isinstance(event, ev.Joined):
@@ -101,12 +110,12 @@ def filled(client: IrcClient, channel: str, part: Participant, nick: str) -> Non
     """An occupant made when the user joins the room: show what is known already."""
     account = client.channels.account_of(nick)
     part.set_hats(account_hats(account))
-    _SHOWN.setdefault(client, {})[(client.fold(channel), client.fold(nick))] = account
+    _shown(client, client.fold(channel))[client.fold(nick)] = account
 
 
 def on_new_occupant(client: IrcClient, channel: str, nick: str) -> list[Hat]:
     """The hats for the occupant about to be created for `nick` in `channel`, so that
     its first presence carries them (`MUC.get_participant_by_contact`)."""
     account = client.channels.account_of(nick)
-    _SHOWN.setdefault(client, {})[(client.fold(channel), client.fold(nick))] = account
+    _shown(client, client.fold(channel))[client.fold(nick)] = account
     return account_hats(account)

@@ -10,6 +10,7 @@ import hashlib
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -312,3 +313,36 @@ def test_the_tracker_learns_and_forgets_accounts_from_whox() -> None:
     assert tracker.account_of("dave") == "dacct"  # says nothing of accounts
     tracker.apply(ev.WhoEntry("#c", Prefix("Dave", "d", "h"), False, "", ""))  # logged out
     assert tracker.account_of("dave") is None
+
+
+class _Folding:
+    """What `accounts._forget` uses of a connection: its case folding."""
+
+    def fold(self, name: str) -> str:
+        return name.lower()
+
+
+def test_accounts_forget_a_room_on_our_join_a_nick_when_it_goes_and_nothing_else() -> None:
+    from legacy_plugins.irc import accounts
+
+    client: Any = _Folding()
+    mask = Prefix.parse("dave!d@host")
+    cases: list[tuple[ev.Event, dict[str, dict[str, str | None]]]] = [
+        (  # someone else's join, a message: what is shown stays
+            ev.Joined(Channel("#a"), Nick("Dave"), mask),
+            {"#a": {"bob": "b", "carol": None}, "#b": {"bob": "b"}},
+        ),
+        (
+            ev.MessageReceived(mask, "#a", "hi", "privmsg", Channel("#a")),
+            {"#a": {"bob": "b", "carol": None}, "#b": {"bob": "b"}},
+        ),
+        (ev.Joined(Channel("#A"), Nick("me"), mask, own=True), {"#b": {"bob": "b"}}),
+        (ev.Parted(Channel("#b"), Nick("me"), "", own=True), {"#a": {"bob": "b", "carol": None}}),
+        (ev.Quit(Nick("BOB"), ""), {"#a": {"carol": None}, "#b": {}}),
+        (ev.Parted(Channel("#a"), Nick("bob"), ""), {"#a": {"carol": None}, "#b": {}}),
+        (ev.NickChanged(Nick("Carol"), Nick("c2")), {"#a": {"bob": "b"}, "#b": {"bob": "b"}}),
+    ]
+    for event, expected in cases:
+        accounts._SHOWN[client] = {"#a": {"bob": "b", "carol": None}, "#b": {"bob": "b"}}
+        accounts._forget(client, event)
+        assert accounts._SHOWN[client] == expected, event
