@@ -73,6 +73,9 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
 20-29. What slidge keeps of every occupant and contact it ever built, in
     :mod:`gateway.slidge_joins` (its docstring lists them): 20, a logger per occupant,
     contact and room object, which the logging module keeps forever.
+30-39. More per-message work, also in :mod:`gateway.slidge_speed`: 30, slidge's echo of
+    what the user sends to a room, its two ids added to the XML and the message itself
+    sent to the first resource.
 """
 
 from __future__ import annotations
@@ -310,7 +313,7 @@ def apply() -> None:
     main_module: Any = slidge.main
     main_module.get_engine = sqlite_wal_engine_factory(main_module.get_engine)
     batch_archive_writes()
-    slidge_speed.apply()  # fixes 11-19
+    slidge_speed.apply()  # fixes 11-19 and 30-39
     slidge_joins.apply()  # fixes 20-29
     store_default_preferences()
 

@@ -1,6 +1,6 @@
 """Per-message work of slidge 0.4.2 and slixmpp 1.17 made cheaper, without changing results.
 
-These are slidge fixes 11-19 (listed with the others in :mod:`gateway.slidge_fixes`, which
+These are slidge fixes 11-19 and 30-39 (listed with the others in :mod:`gateway.slidge_fixes`, which
 installs them): each replaces a piece of per-message work that costs far more than what
 it computes, and keeps what it computes — the same answers, the same rows, the same
 stanzas. ``tests/unit/test_slidge_speed.py`` has, for each, a *detector* test that fails
@@ -68,6 +68,14 @@ replaces. ``bench/irc.py`` measured each (``bench/README.md``).
     body. :func:`fast_escape` puts in its place one that gives the same string with
     ``str.replace`` (0.6 µs; a room message serialized in 9 µs instead of 23); the CDATA
     mode, which Passerelle does not use, goes the old way.
+30. slidge's echo of a message the user sent to a room (``LegacyMUC.echo``) sets its
+    stanza id and occupant id through stanza plugins (each built and looked up on the
+    message) and sends each of the user's resources a copy, the first a copy of the
+    message itself, which nothing changes after: ~5 % of the CPU of a line to IRC
+    (35 µs of slidge's echo, against 6 µs for this one).
+    :func:`echo_directly` adds the two elements to the message's XML, as the plugins
+    would, and sends the message itself to the first resource (copies to the others, as
+    slidge does); a message that already holds either element goes slidge's way.
 """
 
 from __future__ import annotations
@@ -697,8 +705,61 @@ def fast_escape() -> None:
         module.escape = _escape
 
 
+# --- fix 30: the echo of what the user sends to a room, without plugins and a copy -----
+
+_OCCUPANT_ID = "{urn:xmpp:occupant-id:0}occupant-id"
+_SLIDGE_ECHO: Callable[..., Any] | None = None
+
+
+def _plugin_free(msg: Any, names: tuple[str, ...], tags: tuple[str, ...]) -> bool:
+    """Whether `msg` has none of these plugins loaded and none of these elements."""
+    if any(attrib in names for attrib, _lang in msg.plugins):
+        return False
+    return all(msg.xml.find(tag) is None for tag in tags)
+
+
+async def _muc_echo(self: Any, msg: Any, legacy_msg_id: str | None = None) -> str:
+    """Fix 30: slidge's ``LegacyMUC.echo``: the same stanza id and occupant id elements,
+    the same archive row, the same stanzas to the user's resources."""
+    import uuid
+    from copy import copy
+
+    from slixmpp.xmlstream import ET
+
+    assert _SLIDGE_ECHO is not None  # installed by echo_directly
+    if not (legacy_msg_id is None or isinstance(legacy_msg_id, str)) or not _plugin_free(
+        msg, ("stanza_id", "occupant-id"), (_STANZA_ID, _OCCUPANT_ID)
+    ):
+        result: str = await _SLIDGE_ECHO(self, msg, legacy_msg_id)
+        return result
+    msg.set_from(self.user_muc_jid)
+    stanza_id = legacy_msg_id or str(uuid.uuid4())
+    ET.SubElement(msg.xml, _STANZA_ID, {"id": stanza_id, "by": str(self.jid)})
+    user_part = await self.get_user_participant()
+    occupant_id = user_part.stored.occupant_id
+    ET.SubElement(msg.xml, _OCCUPANT_ID, {"id": occupant_id} if occupant_id else {})
+    self.archive.add(msg, user_part)
+    first = True
+    for user_full_jid in self.user_full_jids():
+        self.log.debug("Echoing to %s", user_full_jid)
+        if not first:
+            msg = copy(msg)
+        first = False
+        msg.set_to(user_full_jid)
+        msg.send()
+    return stanza_id
+
+
+def echo_directly() -> None:
+    """Fix 30: install :func:`_muc_echo` (idempotent)."""
+    global _SLIDGE_ECHO  # noqa: PLW0603 - slidge's original, kept once
+    from slidge.group.room import LegacyMUC
+
+    _SLIDGE_ECHO = _install(LegacyMUC, "echo", _muc_echo) or _SLIDGE_ECHO
+
+
 def apply() -> None:
-    """Install fixes 11-19 (called by :func:`gateway.slidge_fixes.apply`)."""
+    """Install fixes 11-19 and 30-39 (called by :func:`gateway.slidge_fixes.apply`)."""
     fast_contains()
     batch_id_map_writes()
     speed_up_store()
@@ -706,3 +767,4 @@ def apply() -> None:
     send_without_tasks()
     send_messages_uncopied()
     fast_escape()
+    echo_directly()

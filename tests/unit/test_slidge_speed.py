@@ -909,3 +909,97 @@ def test_fix18_stanzas_serialize_as_before(slixmpp_escape: Callable[[str, bool],
             assert tostring(stanza.xml, top_level=True) == fast
         finally:
             module.escape = slidge_speed._escape
+
+
+# --- fix 30: the echo of what the user sends to a room ----------------------------------
+
+
+def test_bug30_the_echo_goes_through_plugins_and_copies_is_still_there() -> None:
+    from slidge.group.room import LegacyMUC
+
+    source = inspect.getsource(slidge_speed._SLIDGE_ECHO or LegacyMUC.echo)
+    assert 'msg["stanza_id"]["id"] = str(uuid.uuid4())' in source
+    assert 'msg["occupant-id"]["id"] = user_part.stored.occupant_id' in source
+    loop = source.index("for user_full_jid in self.user_full_jids():")
+    assert source.index("self.archive.add(msg, user_part)") < loop
+    assert "msg = copy(msg)" in source[loop:]
+    assert source.rstrip().endswith('return msg["stanza_id"]["id"]  # type:ignore[no-any-return]')
+
+
+_SENT_BY_USER = (
+    "<message xmlns='jabber:component:accept' type='groupchat' id='m1'"
+    " from='romeo@example.org/gajim' to='#chan%irc@irc.example.org'>"
+    "<body>juliet: it&apos;s &lt;here&gt;</body>"
+    "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/>{extra}</message>"
+)
+
+
+async def _echoed(
+    fixed: bool, resources: list[str], legacy_id: str | None, extra: str = ""
+) -> tuple[list[str], list[str], str, list[str]]:
+    """slidge's echo or fix 30's, on a room stand-in: what was archived, what was sent
+    (as sent, and again at the end: a message sent must not change after), the id."""
+    from types import SimpleNamespace
+
+    from slidge.group.room import LegacyMUC
+    from slixmpp import JID
+
+    _register_message_plugins()
+    slidge_speed.echo_directly()
+    echo = slidge_speed._muc_echo if fixed else slidge_speed._SLIDGE_ECHO
+    assert echo is not None
+    archived: list[str] = []
+    sent: list[tuple[Any, str]] = []
+    part = SimpleNamespace(stored=SimpleNamespace(occupant_id="occ-1"))
+
+    async def get_user_participant() -> Any:
+        return part
+
+    def add(msg: Any, participant: Any) -> None:
+        assert participant is part
+        archived.append(str(msg))
+
+    room = SimpleNamespace(
+        jid=JID("#chan%irc@irc.example.org"),
+        user_muc_jid=JID("#chan%irc@irc.example.org/romeo"),
+        get_user_participant=get_user_participant,
+        archive=SimpleNamespace(add=add),
+        user_full_jids=lambda: [JID(r) for r in resources],
+        log=SimpleNamespace(debug=lambda *a: None),
+    )
+    message = Message(xml=ET.fromstring(_SENT_BY_USER.format(extra=extra)))
+    original_send = Message.send
+    Message.send = lambda self: sent.append((self, str(self)))  # type: ignore[method-assign]
+    try:
+        stanza_id = await echo(room, message, legacy_id)
+    finally:
+        Message.send = original_send  # type: ignore[method-assign]
+    assert LegacyMUC.echo is slidge_speed._muc_echo
+    return archived, [s for _, s in sent], stanza_id, [str(m) for m, _ in sent]
+
+
+@pytest.mark.parametrize(
+    "resources", [["romeo@example.org/a"], ["romeo@example.org/a", "romeo@example.org/b"], []]
+)
+@pytest.mark.parametrize("extra", ["", "<stanza-id xmlns='urn:xmpp:sid:0' id='x' by='y'/>"])
+async def test_fix30_echoes_what_slidge_echoes(resources: list[str], extra: str) -> None:
+    before = await _echoed(False, resources, "irc-1", extra)
+    after = await _echoed(True, resources, "irc-1", extra)
+    assert after == before
+    archived, sent, stanza_id, at_the_end = after
+    assert stanza_id == "irc-1" and len(archived) == 1 and sent == at_the_end
+    assert len(sent) == len(resources)
+    if not extra:
+        assert (
+            '<stanza-id xmlns="urn:xmpp:sid:0" id="irc-1" by="#chan%irc@irc.example.org" />'
+            in archived[0]
+        )
+        assert '<occupant-id xmlns="urn:xmpp:occupant-id:0" id="occ-1" />' in archived[0]
+
+
+async def test_fix30_a_new_stanza_id_when_there_is_no_legacy_id() -> None:
+    archived, sent, stanza_id, _ = await _echoed(True, ["romeo@example.org/a"], None)
+    before, sent_before, other_id, _ = await _echoed(False, ["romeo@example.org/a"], None)
+    assert len(stanza_id) == 36 and stanza_id != other_id
+    assert archived[0].replace(stanza_id, "ID") == before[0].replace(other_id, "ID")
+    assert sent[0].replace(stanza_id, "ID") == sent_before[0].replace(other_id, "ID")
