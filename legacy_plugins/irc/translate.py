@@ -115,9 +115,16 @@ _ESCAPES = {char: f"\\{ord(char):02x}" for char in " \"&'/:<>@"}
 _SEQUENCE_RE = re.compile(r"\\(20|22|26|27|2f|3a|3c|3e|40|5c)")
 
 
+_TO_ESCAPE_RE = re.compile(r"[ \"&'/:<>@\\]")
+"""A character `escape_localpart` may change: without one, the text is its own escape
+(most JIDs: the per-character pass was ~1 % of an IRC line's CPU)."""
+
+
 def escape_localpart(text: str) -> str:
     """XEP-0106 escaping. A backslash is escaped only where it would otherwise start an
     escape sequence (`c:\\5commas` becomes `c\\3a\\5c5commas`)."""
+    if _TO_ESCAPE_RE.search(text) is None:
+        return text
     return "".join(
         "\\5c" if char == "\\" and _SEQUENCE_RE.match(text, i) else _ESCAPES.get(char, char)
         for i, char in enumerate(text)

@@ -87,6 +87,20 @@ def test_xep0106_round_trips(text: str) -> None:
     assert unescape_localpart(escape_localpart(text)) == text
 
 
+@given(st.text(alphabet=st.sampled_from(" \"&'/:<>@\\%#ab02c5") | st.characters()))
+def test_xep0106_text_without_escapes_is_its_own_escape(text: str) -> None:
+    """The shortcut for text with nothing to escape gives what the full pass gives."""
+    from legacy_plugins.irc import translate
+
+    full = "".join(
+        "\\5c"
+        if char == "\\" and translate._SEQUENCE_RE.match(text, i)
+        else translate._ESCAPES.get(char, char)
+        for i, char in enumerate(text)
+    )
+    assert escape_localpart(text) == full
+
+
 OPEN = AddressMapping()
 FIXED = AddressMapping(fixed_server="irc.example.net")
 
