@@ -11,7 +11,8 @@ in the user's secret storage (:mod:`.secrets`), opened with their recovery key.
   them and gives them to the device's store. Of two copies of a session the one from
   the earlier message is kept (:func:`.crypto.keep_earliest`).
 - `upload_session` puts one of the gateway's own Megolm sessions into the backup,
-  encrypted to its public key (no secret needed), for the user's other devices.
+  encrypted to its public key (no secret needed), for the user's other devices;
+  `upload_sessions` any sessions the device holds (the room keys others send it).
 
 The session's side (the command, the uploads) is :mod:`.recovery`.
 
@@ -55,6 +56,7 @@ __all__ = [
     "parse_backup_info",
     "restore",
     "upload_session",
+    "upload_sessions",
 ]
 
 log = logging.getLogger(__name__)
@@ -332,11 +334,39 @@ async def upload_session(
     held = olm.inbound_group_store.get(room_id, mine["curve25519"], session_id)
     if held is None:
         return False
-    first = held.first_known_index
-    session = BackedUpSession(
-        room_id, session_id, held.sender_key, held.ed25519, held.export_session(first)
-    )
-    body = encrypt_session(public_key, session, first, verified=True)
-    path = f"{CLIENT_V3}/room_keys/keys/{quote(room_id, safe='')}/{quote(session_id, safe='')}"
-    await matrix._json("PUT", path, "backing up a room key", params={"version": version}, body=body)
+    await upload_sessions(matrix, [held], version=version, public_key=public_key, verified=True)
     return True
+
+
+async def upload_sessions(
+    matrix: MatrixClient,
+    sessions: Iterable[Any],
+    *,
+    version: str,
+    public_key: str,
+    verified: bool,
+) -> int:
+    """Put nio's inbound Megolm ``sessions`` in the backup, each from the earliest
+    message the device can decrypt, in one request; how many."""
+    rooms: dict[str, dict[str, dict[str, Any]]] = {}
+    for held in sessions:
+        first = held.first_known_index
+        session = BackedUpSession(
+            held.room_id,
+            held.id,
+            held.sender_key,
+            held.ed25519,
+            held.export_session(first),
+            tuple(held.forwarding_chain),
+        )
+        entry = encrypt_session(public_key, session, first, verified)
+        rooms.setdefault(held.room_id, {"sessions": {}})["sessions"][held.id] = entry
+    if rooms:
+        await matrix._json(
+            "PUT",
+            f"{CLIENT_V3}/room_keys/keys",
+            "backing up room keys",
+            params={"version": version},
+            body={"rooms": rooms},
+        )
+    return sum(len(r["sessions"]) for r in rooms.values())

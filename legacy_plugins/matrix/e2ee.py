@@ -89,6 +89,7 @@ class SessionE2EE:
         async def _on_event(self, state: RoomState, event: TimelineEvent) -> None: ...
         def create_task(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> Any: ...
         async def _back_up(self, room_id: str, encrypted: dict[str, Any]) -> None: ...
+        async def _back_up_received(self, arrived: set[str]) -> None: ...
 
     def _init_e2ee(self) -> None:
         self.e2ee: E2EE | None = None
@@ -158,6 +159,7 @@ class SessionE2EE:
         if self.verifications is not None:
             await self._guard(self.verifications.on_events(steps))
         self._say_e2ee_notices()
+        await self._back_up_received(arrived)  # the user's key backup (recovery.py)
         return arrived
 
     async def _e2ee_after_batch(self, arrived: set[str]) -> None:

@@ -8,7 +8,8 @@ cross-sign the gateway's device and trust the user's devices their self-signing 
 signed (:mod:`.crosssign`). It answers with what it did and what it could not; it fails
 only when nothing could be done. Nothing of the keys is kept but the backup's version
 and public key, with which `_back_up` puts each Megolm session the device creates into
-the backup, once, before the first message that uses it is sent.
+the backup, once, before the first message that uses it is sent, and
+`_back_up_received` the room keys others' devices send it, after each sync.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .backup import MEGOLM_BACKUP_V1, open_storage, read_secret, restore, upload_session
+from .backup import (
+    MEGOLM_BACKUP_V1,
+    open_storage,
+    read_secret,
+    restore,
+    upload_session,
+    upload_sessions,
+)
 from .crosssign import SELF_SIGNING, cross_sign_device, trust_devices
 from .errors import MatrixError, RequestFailed
 from .secrets import SecretStorageError
@@ -180,17 +188,48 @@ class SessionRecovery:
                 version=version,
                 public_key=public_key,
             )
-        except RequestFailed as e:
-            if e.errcode in {"M_WRONG_ROOM_KEYS_VERSION", "M_NOT_FOUND"}:
-                log.warning("Key backup of %s gone (%s): no longer backing up", self.matrix.me, e)
-                self.legacy_module_data_update({"key_backup": None})
-                self.send_gateway_message(BACKUP_GONE)
-            else:
-                log.warning("Room key %s not backed up (tried again later): %s", session_id, e)
-            return
         except MatrixError as e:
-            log.warning("Room key %s not backed up (tried again later): %s", session_id, e)
+            self._upload_failed(e)
             return
         if done:
             self._backed_up.add(session_id)
             log.info("Backed up the room key %s of %s (version %s)", session_id, room_id, version)
+
+    async def _back_up_received(self, arrived: set[str]) -> None:
+        """After a sync: the room keys that just arrived (others' Megolm sessions) go
+        into the backup too, as Element does, so that the user's other devices can read
+        what the gateway's device alone was given the keys of. Never fails the sync."""
+        target = self._backup_target()
+        if target is None or self.e2ee is None or not arrived:
+            return
+        if self._backed_up is None:
+            self._backed_up = set()
+        new = arrived - self._backed_up
+        sessions = [s for s in self.e2ee._olm.inbound_group_store if s.id in new]
+        if not sessions:
+            return
+        version, public_key = target
+        try:
+            count = await upload_sessions(
+                self.matrix, sessions, version=version, public_key=public_key, verified=False
+            )
+        except MatrixError as e:
+            self._upload_failed(e)
+            return
+        self._backed_up.update(s.id for s in sessions)
+        log.info(
+            "Backed up %d room keys of %s received (version %s)", count, self.matrix.me, version
+        )
+
+    def _upload_failed(self, e: MatrixError) -> None:
+        """A backup upload failed: a replaced or deleted backup is forgotten (and the user
+        told); anything else is tried again with the next key."""
+        if isinstance(e, RequestFailed) and e.errcode in {
+            "M_WRONG_ROOM_KEYS_VERSION",
+            "M_NOT_FOUND",
+        }:
+            log.warning("Key backup of %s gone (%s): no longer backing up", self.matrix.me, e)
+            self.legacy_module_data_update({"key_backup": None})
+            self.send_gateway_message(BACKUP_GONE)
+        else:
+            log.warning("Room keys of %s not backed up (tried again later): %s", self.matrix.me, e)

@@ -13,7 +13,9 @@ session (a matrix-nio client, as her Element would). Stories:
   /keys/query shows the signature; her Element session, which that key signed, is
   verified on the gateway's side. Then what she writes from XMPP reaches bob, and its
   Megolm session is in her backup, where another device reads it and decrypts her
-  message with it; after the gateway restarts, what she sends is still backed up. Her
+  message with it; a new session of bob's, whose key his device gives the gateway's,
+  goes into her backup too; after the gateway restarts, what she sends is still backed
+  up. Her
   recovery key is not in the gateway's output (INFO).
 - an account without secret storage, with one but no backup key in it, with a backup
   key but no backup, and a key typed into a chat message: each refused with a sentence
@@ -199,6 +201,18 @@ async def test_her_recovery_key_restores_history_and_what_she_sends_is_backed_up
     vodozemac.Ed25519PublicKey.from_base64(ssk).verify_signature(
         canonical.encode(), vodozemac.Ed25519Signature.from_base64(signature)
     )
+
+    # bob starts a new Megolm session: the key his device gives the gateway's goes into
+    # her backup too (her Element here is a nio client, which backs nothing up).
+    bob.client.olm.outbound_group_sessions.pop(room, None)
+    new_id = await bob.send_text(room, "a new session of bob's after the restore")
+    await inbox.take(from_contact(room_jid, "a new session of bob's after the restore"))
+    path = f"/rooms/{quote(room, safe='')}/event/{quote(new_id, safe='')}"
+    bobs = (await recovery.peer.call("GET", path))["content"]
+    entry = (await recovery.read_backup(room))[bobs["session_id"]]
+    assert entry["entry"]["is_verified"] is False
+    clear = megolm_decrypt(entry["session_key"], bobs["ciphertext"])
+    assert clear["content"]["body"] == "a new session of bob's after the restore"
 
     # Her Element session, which her cross-signing key signed, is verified here now.
     assert await element_trust(alice, inbox, me, element.client.device_id) == "verified"
