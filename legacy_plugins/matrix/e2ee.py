@@ -38,6 +38,7 @@ from .translate import (
     Encrypted,
     Membership,
     Message,
+    Reaction,
     StateChange,
     SyncBatch,
     TimelineEvent,
@@ -87,6 +88,7 @@ class SessionE2EE:
         async def _chat(self, room_id: RoomId) -> Contact | MUC: ...
         async def _guard(self, work: Awaitable[object]) -> None: ...
         async def _on_event(self, state: RoomState, event: TimelineEvent) -> None: ...
+        async def _speaker(self, chat: Contact | MUC, user: UserId) -> Any: ...
         def create_task(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> Any: ...
         async def _back_up(self, room_id: str, encrypted: dict[str, Any]) -> None: ...
         async def _back_up_received(self, arrived: set[str]) -> None: ...
@@ -100,6 +102,8 @@ class SessionE2EE:
         self._warned_encrypted: set[RoomId] = set()
         self._undecrypted = Undecrypted(limit=_UNDECRYPTED_KEPT)
         """Events waiting for their keys (those of the last run too, once loaded)."""
+        self._late_edits: set[EventId] = set()
+        """Edits being delivered late, whose notices hold their event IDs."""
         self._requests_due: asyncio.TimerHandle | None = None
         """When the next key request waiting for its delay is due."""
         self._members: dict[RoomId, frozenset[UserId]] = {}
@@ -231,16 +235,36 @@ class SessionE2EE:
 
     async def _decrypt_late(self, sessions: set[str]) -> None:
         """Events that could not be decrypted, now that their keys have arrived: a text
-        corrects the notice shown in its place, anything else is delivered."""
+        corrects the notice shown (or archived) in its place; an edit or a reaction is
+        applied to its message and its notice retracted (in Matrix neither is a message
+        of its own, and the notice would go on saying it cannot be read); anything else
+        is delivered."""
         for event in self._undecrypted.take(sessions):
             log.info("Decrypting %s now that its key has arrived", event.event_id)
             state = self.rooms.rooms.get(event.room_id)
             clear = self._decrypt(event)
-            if state is None or clear is None or isinstance(clear, Encrypted):
+            if state is None or isinstance(clear, Encrypted):
+                continue
+            if clear is None or isinstance(clear, Reaction) or _is_edit(clear):
+                if clear is not None:
+                    self._late_edits.add(event.event_id)
+                    try:
+                        await self._guard(self._on_event(state, clear))
+                    finally:
+                        self._late_edits.discard(event.event_id)
+                await self._guard(self._withdraw_notice(event))
                 continue
             if isinstance(clear, Message) and clear.media is None and clear.replaces is None:
                 clear = dataclasses.replace(clear, replaces=clear.event_id)
             await self._guard(self._on_event(state, clear))
+
+    async def _withdraw_notice(self, event: Encrypted) -> None:
+        """Retract the notice shown in place of ``event``: it was not a message."""
+        chat = await self._chat(event.room_id)
+        speaker = await self._speaker(chat, event.sender)
+        if speaker is not None:
+            carbon = event.sender == self.me and isinstance(chat, Contact)
+            speaker.retract(event.event_id, carbon=carbon)
 
     async def _warn_encrypted(self, room_id: RoomId) -> None:
         if room_id in self._warned_encrypted:
@@ -284,3 +308,8 @@ class SessionE2EE:
             event_type = "m.room.encrypted"
             await self._back_up(room_id, content)  # its Megolm session, once (recovery.py)
         return await self.matrix.send(room_id, event_type, content)
+
+
+def _is_edit(event: TimelineEvent) -> bool:
+    """Whether ``event`` is an edit of another message (``m.replace``)."""
+    return isinstance(event, Message) and event.replaces not in (None, event.event_id)

@@ -410,7 +410,10 @@ class Session(SessionE2EE, SessionRecovery, SessionProfiles, BaseSession[Contact
             speaker.correct(msg.event_id, text, carbon=carbon)
             return
         if msg.replaces is not None:
-            speaker.correct(msg.replaces, text, correction_event_id=msg.event_id, carbon=carbon)
+            # An edit decrypted late: its notice holds its ID (and is retracted, see
+            # e2ee._decrypt_late); the correction must not take that ID too.
+            own = None if msg.event_id in self._late_edits else msg.event_id
+            speaker.correct(msg.replaces, text, correction_event_id=own, carbon=carbon)
             return
         age = time.time() - msg.ts / 1000
         when = datetime.fromtimestamp(msg.ts / 1000, UTC) if age > _LIVE_WINDOW_S else None

@@ -121,15 +121,22 @@ def from_contact(jid: str, text: str = "") -> Callable[[Any], bool]:
     return lambda m: m["from"].bare == jid and text in m["body"]
 
 
-async def put_to_device(client: Any, event_type: str, messages: dict[str, Any]) -> None:
-    """A raw ``sendToDevice`` (what a client sends, whatever nio would)."""
-    url = f"{client.homeserver}/_matrix/client/v3/sendToDevice/{event_type}/k{time.time_ns()}"
+async def client_put(client: Any, path: str, body: dict[str, Any]) -> Any:
+    """A raw ``PUT`` of the client-server API as ``client`` (whatever nio would send);
+    ``path`` after ``/v3``, a transaction ID appended."""
+    url = f"{client.homeserver}/_matrix/client/v3{path}/k{time.time_ns()}"
     headers = {"Authorization": f"Bearer {client.access_token}"}
     async with (
         aiohttp.ClientSession() as http,
-        http.put(url, json={"messages": messages}, headers=headers) as resp,
+        http.put(url, json=body, headers=headers) as resp,
     ):
         assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def put_to_device(client: Any, event_type: str, messages: dict[str, Any]) -> None:
+    """A raw ``sendToDevice`` (what a client sends, whatever nio would)."""
+    await client_put(client, f"/sendToDevice/{event_type}", {"messages": messages})
 
 
 async def send_withholding(

@@ -15,6 +15,11 @@ keys the gateway lacks. Stories:
 - keys merely late: bob's device sends the key of a message a second after it (the
   gateway waits 20 s before asking): the notice is corrected and that key never asked
   for; the key of a second message never comes and is asked for, once the wait is over.
+- encrypted edits and reactions in the back-fill: before the gateway's device exists,
+  bob writes, edits his message and reacts to it, all encrypted (as Element does); alice
+  joins the room's MUC: three notices. Once her verified session forwards the key, the
+  message is corrected with its text, then with the edit, the reaction is put on it, and
+  the notices of the edit and of the reaction are retracted, live and in the archive.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
 
 import nio  # type: ignore[import-untyped]
 import pytest
@@ -30,10 +37,17 @@ import pytest
 from gateway.localservers.synapse import Synapse
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
-from tests.e2e.matrix_helpers import STARTED, EncryptedPeer, start_matrix_gateway
+from tests.e2e.matrix_helpers import (
+    STARTED,
+    EncryptedPeer,
+    start_matrix_gateway,
+    understand_features,
+)
 from tests.e2e.test_matrix_key_requests import (  # the same peers, fixtures, steps
     Inbox,
     alice_her_session_and_bob,
+    bob_writes_before_her_login,
+    client_put,
     corrected_once,
     from_contact,
     from_gateway,
@@ -168,3 +182,81 @@ async def test_a_late_key_is_not_asked_for_a_missing_one_is_after_the_delay(
     assert asked == [missing_session], (asked, late_session)
     assert requests.of(nio.RoomKeyRequestCancellation, me) == []
     assert not [line for line in patient_gateway.lines if "Traceback" in line]
+
+
+async def send_encrypted(peer: EncryptedPeer, room: str, event_type: str, content: Any) -> str:
+    """``event_type`` encrypted as Element sends it, its relation left in the clear (nio
+    would send a reaction unencrypted): the event ID."""
+    _type, encrypted = peer.client.encrypt(room, event_type, content)
+    answer = await client_put(
+        peer.client, f"/rooms/{quote(room, safe='')}/send/m.room.encrypted", encrypted
+    )
+    return str(answer["event_id"])
+
+
+async def test_encrypted_edits_and_reactions_in_the_backfill_become_what_they_are(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    verifiers: MakeVerifier,
+) -> None:
+    alice_mx, other, bob, requests = await alice_her_session_and_bob(synapse, verifiers)
+    me = alice_mx.user_id
+
+    # Before the gateway's device exists, bob writes, edits and reacts, all encrypted.
+    room, (original,) = await bob_writes_before_her_login(bob, other, me, ["bob's first go"])
+    new = {"msgtype": "m.text", "body": "bob's second go"}
+    edit = await send_encrypted(
+        bob,
+        room,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* bob's second go",
+            "m.new_content": new,
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        },
+    )
+    relation = {"rel_type": "m.annotation", "event_id": original, "key": "👍"}
+    reaction = await send_encrypted(bob, room, "m.reaction", {"m.relates_to": relation})
+
+    alice, inbox, gw = await gateway_login(new_client, synapse, alice_mx, other)
+    alice.register_plugin("xep_0203")
+    understand_features(alice)  # reactions and retractions (and bodyless messages) too
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_with_history(alice, room_jid, "alice")
+    notices = [await inbox.take(from_contact(room_jid, "cannot decrypt")) for _ in range(3)]
+    assert [n["id"] for n in notices] == [original, edit, reaction]
+    await other.sync_until(lambda: requests.of(nio.RoomKeyRequest, me))
+
+    # Her verified session forwards the key: the message is corrected, then edited; the
+    # reaction is put on it; the edit's and the reaction's notices are retracted.
+    await sas_with_gateway(other, gw, inbox)
+
+    def corrects(body: str) -> Callable[[Any], bool]:
+        return lambda m: m["replace"]["id"] == original and m["body"] == body
+
+    await asyncio.gather(  # her session answers as it syncs
+        inbox.take(corrects("bob's first go"), timeout=60),
+        other.sync_until(lambda: requests.of(nio.RoomKeyRequestCancellation, me)),
+    )
+    second = await inbox.take(corrects("bob's second go"))
+    assert second["id"] != edit  # the edit's notice keeps its ID (it is retracted)
+    reacted = await inbox.take(lambda m: "reactions" in m)
+    assert reacted["reactions"]["id"] == original
+    assert {r["value"] for r in reacted["reactions"]} == {"👍"}
+    retracted = [await inbox.take(lambda m: "retract" in m) for _ in range(2)]
+    assert sorted(m["retract"]["id"] for m in retracted) == sorted([edit, reaction])
+
+    # The archive holds the same: nothing there still says it cannot be read.
+    archived = await alice.archive(room_jid)
+    withdrawn = sorted(m["retract"]["id"] for m in archived if "retract" in m)
+    assert withdrawn == sorted([edit, reaction])
+    edits = [m["body"] for m in archived if m["replace"]["id"] == original and "retract" not in m]
+    assert edits == ["bob's first go", "bob's second go"]
+    (kept,) = [m for m in archived if "reactions" in m]
+    assert kept["reactions"]["id"] == original
+    unreadable = {m["id"] for m in archived if "cannot decrypt" in m["body"]}
+    shown = [(m["id"], m["body"][:30], m["replace"]["id"]) for m in archived]
+    assert unreadable == {original, edit, reaction}, shown  # corrected or retracted
+    assert not [line for line in gateway.lines if "Traceback" in line]
