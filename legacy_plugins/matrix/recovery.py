@@ -199,8 +199,10 @@ class SessionRecovery:
         """After a sync: the room keys that just arrived (others' Megolm sessions) go
         into the backup too, as Element does, so that the user's other devices can read
         what the gateway's device alone was given the keys of. Never fails the sync."""
+        if not arrived or self.e2ee is None:
+            return
         target = self._backup_target()
-        if target is None or self.e2ee is None or not arrived:
+        if target is None:
             return
         if self._backed_up is None:
             self._backed_up = set()
