@@ -92,6 +92,10 @@ class SessionE2EE:
         def create_task(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> Any: ...
         async def _back_up(self, room_id: str, encrypted: dict[str, Any]) -> None: ...
         async def _back_up_received(self, arrived: set[str]) -> None: ...
+        def _open_gossip(self) -> None: ...
+        def _secret_events(self, batch: SyncBatch) -> tuple[SyncBatch, list[Any]]: ...
+        async def _device_verified(self) -> None: ...
+        async def _take_secrets(self, clear: Any = ()) -> None: ...
 
     def _init_e2ee(self) -> None:
         self.e2ee: E2EE | None = None
@@ -131,8 +135,9 @@ class SessionE2EE:
             self.e2ee,
             self.matrix,
             self.send_gateway_message,
-            on_verified=lambda: self._e2ee_after_batch(set()),
+            on_verified=self._device_verified,  # then secrets asked for (gossip.py)
         )
+        self._open_gossip()
 
     def _e2ee_dir(self) -> Path:
         bare = quote(str(self.user_jid.bare).lower(), safe="@")
@@ -151,6 +156,7 @@ class SessionE2EE:
         """Keys and device changes of a sync; the Megolm sessions whose keys arrived."""
         if self.e2ee is None:
             return set()
+        batch, clear_secrets = self._secret_events(batch)  # gossip.py
         steps = [e for e in batch.to_device if is_verification(e)]
         if steps:
             rest = tuple(e for e in batch.to_device if not is_verification(e))
@@ -163,6 +169,7 @@ class SessionE2EE:
         if self.verifications is not None:
             await self._guard(self.verifications.on_events(steps))
         self._say_e2ee_notices()
+        await self._guard(self._take_secrets(clear_secrets))  # secrets shared (gossip.py)
         await self._back_up_received(arrived)  # the user's key backup (recovery.py)
         return arrived
 

@@ -120,9 +120,7 @@ class SessionRecovery:
             not_done.append(NO_SIGNING_KEY)
         else:
             try:
-                _mine, others = await cross_sign_device(self.matrix, self.e2ee.device_id, seed)
-                done.append(CROSS_SIGNED.format(device=self.e2ee.device_id))
-                done.extend(await self._trust_signed(others))
+                done.extend(await self._cross_sign(seed))
             except SecretStorageError as e:
                 not_done.append(str(e))
         del backup_key, seed
@@ -131,6 +129,14 @@ class SessionRecovery:
         done.extend(f"Not done: {why}." for why in not_done)
         done.append("Your recovery key was not kept.")
         return "\n".join(done)
+
+    async def _cross_sign(self, seed: str) -> list[str]:
+        """Sign the gateway's device with the self-signing key ``seed`` (if it is the
+        account's current one: `SecretStorageError` otherwise) and trust the user's
+        devices it signed; what was done, for the user."""
+        assert self.e2ee is not None
+        _mine, others = await cross_sign_device(self.matrix, self.e2ee.device_id, seed)
+        return [CROSS_SIGNED.format(device=self.e2ee.device_id), *await self._trust_signed(others)]
 
     async def _trust_signed(self, signed: dict[str, str]) -> list[str]:
         """Your devices your self-signing key signed: verified here (and asked again for

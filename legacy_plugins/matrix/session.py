@@ -57,6 +57,7 @@ from .errors import (
     RequestFailed,
     as_xmpp_error,
 )
+from .gossip import SessionGossip
 from .ids import EventId, RoomId, UserId
 from .net import fetch_url
 from .outbox import Outbox
@@ -106,7 +107,7 @@ SAVE_DELAY = 2.0
 """Seconds before the position after such a sync is stored (a newer one replaces it)."""
 
 
-class Session(SessionE2EE, SessionRecovery, SessionProfiles, BaseSession[Contact]):
+class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, BaseSession[Contact]):
     matrix: MatrixClient
     rooms: RoomTracker
 
