@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .group import MUC
     from .rooms import RoomState, RoomTracker
 
-__all__ = ["UNREADABLE", "SessionE2EE"]
+__all__ = ["UNREADABLE", "SessionE2EE", "what_it_is"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ ENCRYPTED_UNAVAILABLE = (
     "🔒 This chat is end-to-end encrypted on Matrix, and Passerelle cannot decrypt it: "
     "{problem}. Read and answer it in a Matrix client (Element, …)."
 )
-UNREADABLE = "🔒 [an end-to-end encrypted message Passerelle cannot decrypt: {reason}]"
+UNREADABLE = "🔒 [an end-to-end encrypted {what} Passerelle cannot decrypt: {reason}]"
+_WHAT = {"m.replace": "edit of a message", "m.annotation": "reaction to a message"}
+"""What an encrypted event is, by the relation it shows in the clear (as Element and
+Passerelle send edits and reactions, so that servers can aggregate them)."""
 _UNDECRYPTED_KEPT = 1000
 """Undecryptable events kept for the day their key arrives."""
 
@@ -233,7 +236,8 @@ class SessionE2EE:
 
     def unreadable(self, event: Encrypted) -> str:
         """The notice shown, or archived, in place of ``event`` (not decrypted)."""
-        return UNREADABLE.format(reason=self.e2ee_problem if self.e2ee is None else event.reason)
+        reason = self.e2ee_problem if self.e2ee is None else event.reason
+        return UNREADABLE.format(what=what_it_is(event), reason=reason)
 
     async def ask_for_keys(self) -> None:
         """Ask the user's devices now for the keys found missing outside a sync (in a
@@ -320,3 +324,12 @@ class SessionE2EE:
 def _is_edit(event: TimelineEvent) -> bool:
     """Whether ``event`` is an edit of another message (``m.replace``)."""
     return isinstance(event, Message) and event.replaces not in (None, event.event_id)
+
+
+def what_it_is(event: Encrypted) -> str:
+    """What the notice of an undecryptable ``event`` calls it: a message, unless its
+    clear relation says it is an edit or a reaction."""
+    content = event.raw.get("content")
+    relation = content.get("m.relates_to") if isinstance(content, Mapping) else None
+    kind = relation.get("rel_type") if isinstance(relation, Mapping) else None
+    return _WHAT.get(kind, "message") if isinstance(kind, str) else "message"

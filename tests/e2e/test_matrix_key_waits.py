@@ -227,6 +227,8 @@ async def test_encrypted_edits_and_reactions_in_the_backfill_become_what_they_ar
     await join_with_history(alice, room_jid, "alice")
     notices = [await inbox.take(from_contact(room_jid, "cannot decrypt")) for _ in range(3)]
     assert [n["id"] for n in notices] == [original, edit, reaction]
+    kinds = ["encrypted message", "encrypted edit of a message", "encrypted reaction to a"]
+    assert all(kind in n["body"] for n, kind in zip(notices, kinds, strict=True)), notices
     await other.sync_until(lambda: requests.of(nio.RoomKeyRequest, me))
 
     # Her verified session forwards the key: the message is corrected, then edited; the
