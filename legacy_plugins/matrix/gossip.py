@@ -156,8 +156,10 @@ class SecretRequests:
         """Whether to take ``received``: ("take", its name) or ("refuse", why)."""
         if not received.sender_key:
             return "refuse", "it was not encrypted (secrets must come Olm-encrypted)"
-        if received.sender != me or sender is None or sender.user != me:
+        if received.sender != me or (sender is not None and sender.user != me):
             return "refuse", "only your own devices may send your secrets"
+        if sender is None:
+            return "refuse", "it comes from a device of yours the homeserver does not list"
         if not sender.verified:
             return "refuse", (
                 f"the device {sender.device_id} is not verified here (verify it with "
@@ -282,11 +284,12 @@ class SessionGossip:
     async def _take_secret(self, received: Received) -> None:
         assert self.e2ee is not None and self._secret_requests is not None
         olm, me = self.e2ee._olm, self.matrix.me
-        device = (
-            olm.device_store.device_from_sender_key(received.sender, received.sender_key)
-            if received.sender_key
-            else None
-        )
+        device = None
+        if received.sender_key and received.sender == me:
+            device = olm.device_store.device_from_sender_key(me, received.sender_key)
+            if device is None:  # a device of the user's this one has not seen yet
+                await self.e2ee.devices(me)
+                device = olm.device_store.device_from_sender_key(me, received.sender_key)
         sender = (
             None
             if device is None

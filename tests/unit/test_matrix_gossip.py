@@ -53,7 +53,7 @@ MALLORY = Sender("@mallory:example.org", "EVIL", True)
         (Received(ME, "curve", "r1", "s"), VERIFIED, "take", SELF_SIGNING),
         (Received(ME, "", "r0", "s"), VERIFIED, "refuse", "not encrypted"),
         (Received(ME, "curve", "r0", "s"), UNVERIFIED, "refuse", "DEV2 is not verified"),
-        (Received(ME, "curve", "r0", "s"), None, "refuse", "only your own devices"),
+        (Received(ME, "curve", "r0", "s"), None, "refuse", "the homeserver does not list"),
         (Received(ME, "curve", "r0", "s"), MALLORY, "refuse", "only your own devices"),
         (Received(MALLORY.user, "curve", "r0", "s"), MALLORY, "refuse", "only your own"),
         (Received(ME, "curve", "nope", "s"), VERIFIED, "refuse", "answers no request"),
