@@ -7,7 +7,9 @@ before slidge's class and replaces those paths with the same results (the same r
 nicknames, occupant ids and presences) from a few queries (`rows`):
 
 - looking an occupant up by nick or by contact, and creating one, for a JOIN
-  (`joined_occupant`, `get_participant_by_contact`, `get_participant`);
+  (`joined_occupant`, `get_participant_by_contact`, `get_participant`), with the role
+  and affiliation of its channel modes (slidge's default "member" made every JOIN an
+  affiliation change, a message to the room) and one presence;
 - the room's member list when the first client joins (`fill_participants`, stored in
   one transaction by `_LegacyMUC__fill_participants`), with roles and affiliations
   from the channel's modes and the IRCv3 account hats;
