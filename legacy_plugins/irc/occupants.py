@@ -207,9 +207,12 @@ class Occupants(_Room):
         announce = self.participants_filled and not filling
         if filling:  # slidge stores the whole list at the end of the fill
             return self._new_occupant(c, nickname, stored=False)
-        # Whether slidge will send `online()` for it: read before the INSERT, which
-        # records the contact's "available" that the presence below sends.
-        plain = c._get_last_presence() is None
+        # Whether the presence below is a plain "available", which the JOIN handler's
+        # `online()` would repeat: read before the INSERT, which records one on the
+        # contact when it has none (a nick seen for the first time); or the contact
+        # has one already (the nick joined another of the user's rooms before).
+        cached = c._get_last_presence()
+        plain = cached is None or cached == CachedPresence()
         part = self._new_occupant(
             c, nickname, stored=True, presence_sent=announce, online=online and not announce
         )

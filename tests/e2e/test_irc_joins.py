@@ -4,6 +4,7 @@ ngIRCd: what the room shows of a newcomer is what it shows of who was there befo
 from __future__ import annotations
 
 import pytest
+from slixmpp import JID
 
 from tests.e2e.conftest import PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
@@ -56,6 +57,21 @@ async def test_a_newcomer_has_the_standing_of_a_plain_member_and_no_affiliation_
     _, item = muc_status(daves[0])
     assert (item["role"], item["affiliation"]) == ("participant", "none")  # as carol
     assert item["jid"].startswith("dave90%127.0.0.1@irc.localhost")
+
+    # He joins another room of alice's: one presence there too (the contact has its
+    # "available" from the first room already).
+    await bob.join("#story90b")
+    room90b = room("#story90b")
+    pres = await alice.join_muc(room90b, nick)
+    assert pres["type"] != "error", pres
+    await dave.join("#story90b")
+    bob.say("#story90b", "after dave again")
+    for _ in range(50):
+        if (await alice.next_message(room90b, with_body=False))["body"] == "after dave again":
+            break
+    seen = [alice.presences.get_nowait() for _ in range(alice.presences.qsize())]
+    daves = [p for p in seen if p["from"] == JID(f"{room90b}/dave90")]
+    assert len(daves) == 1, daves
 
     # His modes still make him a member, and taking them back makes him plain again.
     bob.send("MODE #story90 +v dave90")
