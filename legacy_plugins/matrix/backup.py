@@ -30,9 +30,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from .client import CLIENT_V3, nio  # imported on first use, see client.py
+from .client import nio  # imported on first use, see client.py
 from .errors import RequestFailed
 from .secrets import (
     SecretStorageError,
@@ -224,9 +223,8 @@ def encrypt_session(
 
 async def account_data(matrix: MatrixClient, event_type: str) -> Any:
     """The user's account data ``event_type``, or None if they have none."""
-    path = f"{CLIENT_V3}/user/{quote(matrix.me, safe='')}/account_data/{quote(event_type, safe='')}"
     try:
-        return await matrix._json("GET", path, f"reading {event_type}")
+        return await matrix.account_data(event_type)
     except RequestFailed as e:
         if e.errcode == "M_NOT_FOUND" or e.status == 404:
             return None
@@ -236,7 +234,7 @@ async def account_data(matrix: MatrixClient, event_type: str) -> Any:
 async def backup_info(matrix: MatrixClient) -> BackupInfo | None:
     """The current backup version, or None if the user has no backup."""
     try:
-        data = await matrix._json("GET", f"{CLIENT_V3}/room_keys/version", "reading the key backup")
+        data = await matrix.key_backup_version()
     except RequestFailed as e:
         if e.errcode == "M_NOT_FOUND" or e.status == 404:
             return None
@@ -279,13 +277,7 @@ async def restore(matrix: MatrixClient, olm: Any, secret: str) -> tuple[BackupIn
             "in Element (Settings → Encryption), then try again"
         )
     decryption = open_backup(secret, info)
-    keys = await matrix._json(
-        "GET",
-        f"{CLIENT_V3}/room_keys/keys",
-        "reading the key backup",
-        params={"version": info.version},
-        timeout=max(matrix.cfg.request_timeout, 120.0),
-    )
+    keys = await matrix.key_backup_keys(info.version)
     sessions, failed = decrypt_backup(decryption, keys)
     taken: set[str] = set()
     already = 0
@@ -362,11 +354,5 @@ async def upload_sessions(
         entry = encrypt_session(public_key, session, first, verified)
         rooms.setdefault(held.room_id, {"sessions": {}})["sessions"][held.id] = entry
     if rooms:
-        await matrix._json(
-            "PUT",
-            f"{CLIENT_V3}/room_keys/keys",
-            "backing up room keys",
-            params={"version": version},
-            body={"rooms": rooms},
-        )
+        await matrix.put_key_backup_keys(version, rooms)
     return sum(len(r["sessions"]) for r in rooms.values())

@@ -715,6 +715,38 @@ class MatrixClient:
         path = f"{CLIENT_V3}/keys/claim"
         return await self._json("POST", path, "claiming one-time keys", body=body)
 
+    async def account_data(self, event_type: str) -> Any:
+        """The user's account data ``event_type`` (`RequestFailed` M_NOT_FOUND if none)."""
+        user, kind = quote(self.me, safe=""), quote(event_type, safe="")
+        path = f"{CLIENT_V3}/user/{user}/account_data/{kind}"
+        return await self._json("GET", path, f"reading {event_type}")
+
+    async def key_backup_version(self) -> Any:
+        """The current key backup version (`RequestFailed` M_NOT_FOUND if none)."""
+        return await self._json("GET", f"{CLIENT_V3}/room_keys/version", "reading the key backup")
+
+    async def key_backup_keys(self, version: str) -> Any:
+        """Every key of the key backup ``version`` (a long answer: a longer timeout)."""
+        return await self._json(
+            "GET",
+            f"{CLIENT_V3}/room_keys/keys",
+            "reading the key backup",
+            params={"version": version},
+            timeout=max(self.cfg.request_timeout, 120.0),
+        )
+
+    async def put_key_backup_keys(self, version: str, rooms: Mapping[str, Any]) -> Any:
+        """Add keys (``rooms``: room → ``{"sessions": …}``) to the backup ``version``."""
+        path = f"{CLIENT_V3}/room_keys/keys"
+        body = {"rooms": dict(rooms)}
+        params = {"version": version}
+        return await self._json("PUT", path, "backing up room keys", params=params, body=body)
+
+    async def upload_signatures(self, signed: Mapping[str, Any]) -> Any:
+        """Upload cross-signing signatures (``signed``: user → key ID → signed object)."""
+        path = f"{CLIENT_V3}/keys/signatures/upload"
+        return await self._json("POST", path, "uploading cross-signing signatures", body=signed)
+
     async def send_to_device(self, event_type: str, messages: Mapping[str, Any]) -> None:
         """Send to-device events (``messages``: user → device → content)."""
         path = f"{CLIENT_V3}/sendToDevice/{quote(event_type, safe='')}/{uuid.uuid4().hex}"

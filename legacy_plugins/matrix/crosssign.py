@@ -28,7 +28,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .client import CLIENT_V3
 from .secrets import SecretStorageError, unb64
 
 if TYPE_CHECKING:
@@ -179,12 +178,7 @@ async def cross_sign_device(
     }
     signed = {k: v for k, v in device.items() if k != "unsigned"}
     signed["signatures"] = signatures
-    result = await matrix._json(
-        "POST",
-        f"{CLIENT_V3}/keys/signatures/upload",
-        "uploading the device's cross-signing signature",
-        body={me: {device_id: signed}},
-    )
+    result = await matrix.upload_signatures({me: {device_id: signed}})
     failures = result.get("failures") if isinstance(result, Mapping) else None
     failure = (failures or {}).get(me, {}).get(device_id) if isinstance(failures, Mapping) else None
     if failure:
