@@ -119,3 +119,25 @@ def test_secrets_nio_decrypts_are_kept_from_nio_and_requests_never_answered() ->
     for _ in range(50):
         olm._handle_olm_event(ME, "curve", send)
     assert len(sink) == 20  # bounded
+
+
+def test_secret_events_in_the_clear_are_taken_out_of_a_sync(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request is only logged (DEBUG), a secret sent in the clear is kept to be
+    refused, everything else goes on to the device."""
+    from legacy_plugins.matrix.gossip import SessionGossip
+    from legacy_plugins.matrix.translate import SyncBatch
+
+    request = {"type": GOSSIP_REQUEST, "sender": ME, "content": {"action": "request"}}
+    clear = {"type": GOSSIP_SEND, "sender": ME, "content": {"request_id": "r0", "secret": "s"}}
+    key = {"type": "m.room.encrypted", "sender": ME, "content": {}}
+    batch = SyncBatch("s1", to_device=(request, key, clear))
+    with caplog.at_level("DEBUG", logger="legacy_plugins.matrix.gossip"):
+        rest, found = SessionGossip()._secret_events(batch)
+    assert rest.to_device == (key,)
+    assert found == [Received(ME, "", "r0", "s")]
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+    assert "Not answering a secret request" in caplog.records[0].getMessage()
+    untouched = SyncBatch("s2", to_device=(key,))
+    assert SessionGossip()._secret_events(untouched) == (untouched, [])
