@@ -452,6 +452,20 @@ PATHS = [
     "message/replace",
     "message/reactions",
     "message/stanza_id",
+    # second steps: a sub-interface, plugins loaded or not, namespaced, with attributes
+    "message/body",
+    "message/subject",
+    "message/chat_state",
+    "message/oob",
+    "message/markable",
+    "message/{urn:xmpp:sid:0}stanza_id",
+    "message/muc@role=participant",
+    "message/reference@type=mention",
+    "message@type=groupchat/replace",
+    "{jabber:client}message/delay",
+    "presence/muc",
+    "iq/disco_info",
+    "iq/disco_items",
 ]
 
 
@@ -485,6 +499,11 @@ def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> Non
             assert once == slixmpp_match(matcher, copy.deepcopy(stanza)), (path, before)
             matched += once
     assert matched >= 5  # the table has matches, not only misses
+    # and the second-step refusal is used: a path it refuses that slixmpp refuses too
+    plain = Message()
+    plain["body"] = "hi"
+    assert not slidge_speed._match(StanzaPath("message/replace"), plain)
+    assert slidge_speed._match(StanzaPath("message/body"), plain)
 
 
 # --- fix 15: stanzas other than presences filtered without tasks ------------------------
