@@ -15,6 +15,9 @@ device, not verified), a key that is not the backup's, a self-signing key that i
 not the account's. Then Element answers both requests: the notices are
 corrected once, live and in the archive, /keys/query shows the self-signing key's
 signature on the gateway's device, and both requests are cancelled at Element.
+
+The other direction: alice verifies her Element session from XMPP; the gateway asks it
+for her secrets all the same, and takes the backup key.
 """
 
 from __future__ import annotations
@@ -191,5 +194,58 @@ async def test_her_element_shares_her_secrets_once_it_verified_the_gateway(
         assert "answers no request" in said["body"], said["body"]
         assert not [line for line in gateway.lines if "Traceback" in line]
         assert not [line for line in gateway.lines if backup_key in line or seed in line]
+    finally:
+        await api.close()
+
+
+async def test_she_verifies_her_element_from_xmpp_and_it_shares_the_backup_key(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    verifiers: MakeVerifier,
+) -> None:
+    """The other direction: alice verifies her Element session from XMPP (``verify``);
+    once both sides confirmed, the gateway asks it for her secrets."""
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    me = alice_mx.user_id
+    element = await verifiers(alice_mx, "alice-element")
+    seen = ToDeviceLog(element.client)
+    api = MatrixPeer(synapse, alice_mx)
+    try:
+        recovery = ElementRecovery(api)
+        await recovery.set_up()
+        alice, inbox, gw = await gateway_login(new_client, synapse, alice_mx, element)
+        mine = element.client.device_id
+
+        alice.send_chat(MATRIX_JID, f"verify {me} {mine}")
+        _, request = await asyncio.gather(
+            inbox.take(from_gateway("Asked the device")),
+            element.sync_until(lambda: element.step("request")),
+        )
+        txid = request.source["content"]["transaction_id"]
+        ready = {"from_device": mine, "methods": ["m.sas.v1"], "transaction_id": txid}
+        await element.send("ready", gw, ready)
+        await element.sync_until(lambda: txid in element.client.key_verifications)
+        assert isinstance(await element.client.accept_key_verification(txid), ToDeviceResponse)
+        sas = element.client.key_verifications[txid]
+        await asyncio.gather(
+            inbox.take(from_gateway("Verifying")),
+            element.sync_until(lambda: sas.established_sas is not None),
+        )
+        assert isinstance(await element.client.confirm_short_auth_string(txid), ToDeviceResponse)
+        alice.send_chat(MATRIX_JID, "verify yes")
+        await asyncio.gather(
+            inbox.take(from_gateway("is verified")),
+            element.sync_until(lambda: sas.verified),
+        )
+
+        await element.sync_until(lambda: len(secret_requests(seen, me).get("request", [])) >= 2)
+        requests = {r["name"]: r for r in secret_requests(seen, me)["request"]}
+        assert set(requests) == {BACKUP, SELF_SIGNING}
+        backup_key = b64(recovery.backup_key.to_bytes())
+        await send_secret(element, gw, requests[BACKUP]["request_id"], backup_key)
+        said = await inbox.take(from_gateway("sent Passerelle your key backup key"))
+        assert f"(version {recovery.version})" in said["body"], said["body"]
+        assert not [line for line in gateway.lines if "Traceback" in line]
     finally:
         await api.close()
