@@ -60,6 +60,8 @@ would only serve to verify other people, which it does not do)."""
 WHAT = {MEGOLM_BACKUP_V1: "key backup key", SELF_SIGNING: "self-signing key"}
 MAX_CAPTURED = 20
 """``m.secret.send`` events kept from one sync (the gateway asks for two secrets)."""
+MAX_SAID = 20
+"""Refusals told the user in one run; the rest are logged only."""
 
 RECEIVED = "🔑 Your Matrix device {device} sent Passerelle your {what} (secret sharing)."
 REFUSED = "🔑 Passerelle refused a secret sent by {sender}'s Matrix device {device}: {why}."
@@ -214,6 +216,8 @@ class SessionGossip:
 
     _secret_requests: SecretRequests | None = None
     _captured: list[tuple[str, str, dict[str, Any]]] | None = None
+    _refusals_said = 0
+    """Refusals told the user in this run (past `MAX_SAID`, the log only)."""
 
     def _open_gossip(self) -> None:
         """Once the device is open: catch the secrets nio decrypts."""
@@ -225,7 +229,8 @@ class SessionGossip:
     def _secret_events(self, batch: SyncBatch) -> tuple[SyncBatch, list[Received]]:
         """Take the unencrypted ``m.secret.*`` events out of a sync's to-device events:
         requests are not answered, secrets sent in the clear are refused."""
-        rest, clear = [], []
+        rest: list[Mapping[str, Any]] = []
+        clear: list[Received] = []
         for raw in batch.to_device:
             kind = raw.get("type")
             if kind == GOSSIP_REQUEST:
@@ -235,7 +240,7 @@ class SessionGossip:
                 )
             elif kind == GOSSIP_SEND:
                 found = parse_secret_send(str(raw.get("sender")), "", raw)
-                if found is not None:
+                if found is not None and len(clear) < MAX_CAPTURED:
                     clear.append(found)
             else:
                 rest.append(raw)
@@ -299,9 +304,11 @@ class SessionGossip:
         verdict, what = self._secret_requests.judge(received, me, sender)
         if verdict == "refuse":
             log.warning("Refused a secret from %s's device %s: %s", received.sender, label, what)
-            self.send_gateway_message(
-                REFUSED.format(sender=received.sender, device=label, why=what)
-            )
+            if self._refusals_said < MAX_SAID:  # anyone may send to-device events: no flood
+                self._refusals_said += 1
+                self.send_gateway_message(
+                    REFUSED.format(sender=received.sender, device=label, why=what)
+                )
             return
         name = what
         try:
