@@ -17,7 +17,9 @@ corrected once, live and in the archive, /keys/query shows the self-signing key'
 signature on the gateway's device, and both requests are cancelled at Element.
 
 The other direction: alice verifies her Element session from XMPP; the gateway asks it
-for her secrets all the same, and takes the backup key.
+for her secrets all the same, and takes the backup key. That gateway logs at DEBUG: the
+key is not in its output, and Element's own m.secret.request to it is logged, not
+answered.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.backup_helpers import ElementRecovery, b64
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import MatrixPeer, new_account
+from tests.e2e.test_matrix_backup import debug_gateway
 from tests.e2e.test_matrix_key_requests import (
     MakeVerifier,
     NewClient,
@@ -55,7 +58,13 @@ from tests.e2e.test_matrix_key_requests import (
 from tests.e2e.test_matrix_verification import Verifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
-__all__ = ["gateway", "spec_nio", "synapse", "verifiers"]  # fixtures, used here too
+__all__ = [
+    "debug_gateway",
+    "gateway",
+    "spec_nio",
+    "synapse",
+    "verifiers",
+]  # fixtures, used here too
 BACKUP, SELF_SIGNING = "m.megolm_backup.v1", "m.cross_signing.self_signing"
 
 
@@ -200,12 +209,15 @@ async def test_her_element_shares_her_secrets_once_it_verified_the_gateway(
 
 async def test_she_verifies_her_element_from_xmpp_and_it_shares_the_backup_key(
     synapse: Synapse,
-    gateway: PasserelleProcess,
+    debug_gateway: PasserelleProcess,
     new_client: NewClient,
     verifiers: MakeVerifier,
 ) -> None:
     """The other direction: alice verifies her Element session from XMPP (``verify``);
-    once both sides confirmed, the gateway asks it for her secrets."""
+    once both sides confirmed, the gateway asks it for her secrets. The gateway logs at
+    DEBUG: the secret is not in its output, and a request for its own secrets is only
+    logged, never answered."""
+    gateway = debug_gateway
     alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
     me = alice_mx.user_id
     element = await verifiers(alice_mx, "alice-element")
@@ -246,6 +258,27 @@ async def test_she_verifies_her_element_from_xmpp_and_it_shares_the_backup_key(
         await send_secret(element, gw, requests[BACKUP]["request_id"], backup_key)
         said = await inbox.take(from_gateway("sent Passerelle your key backup key"))
         assert f"(version {recovery.version})" in said["body"], said["body"]
-        assert not [line for line in gateway.lines if "Traceback" in line]
+
+        # Her Element asks the gateway for the backup key: logged, not answered.
+        mark = len(gateway.lines)
+        ask = {
+            "action": "request",
+            "name": BACKUP,
+            "request_id": "element-asks",
+            "requesting_device_id": mine,
+        }
+        answer = await element.client.to_device(ToDeviceMessage("m.secret.request", me, gw.id, ask))
+        assert isinstance(answer, ToDeviceResponse), answer
+        await gateway.wait_for("Not answering a secret request", after=mark, timeout=60)
+        before = len(seen.events)
+        await element.sync_until(lambda: True)
+        await asyncio.sleep(2)
+        await element.peer._sync_once()
+        came = [e for e in seen.events[before:] if getattr(e, "sender", "") == me]
+        kinds = [getattr(e, "source", {}).get("type") for e in came]
+        assert set(kinds) <= {"m.secret.request"}, came  # the cancellation, nothing sent
+        # (at DEBUG slidge logs tracebacks of its own for stray stanzas: none of ours)
+        assert not [line for line in gateway.lines if "matrix/gossip.py" in line]
+        assert not [line for line in gateway.lines if backup_key in line]
     finally:
         await api.close()
