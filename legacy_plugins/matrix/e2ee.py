@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -35,6 +35,7 @@ from .errors import MatrixError, NotSupported, RequestFailed, Undecryptable
 from .ids import EventId, RoomId, UserId
 from .pending import Undecrypted
 from .translate import (
+    UNREADABLE,
     Encrypted,
     Membership,
     Message,
@@ -43,6 +44,7 @@ from .translate import (
     SyncBatch,
     TimelineEvent,
     parse_event,
+    what_it_is,
 )
 from .verification import Verifications, is_verification
 
@@ -66,10 +68,6 @@ ENCRYPTED_UNAVAILABLE = (
     "🔒 This chat is end-to-end encrypted on Matrix, and Passerelle cannot decrypt it: "
     "{problem}. Read and answer it in a Matrix client (Element, …)."
 )
-UNREADABLE = "🔒 [an end-to-end encrypted {what} Passerelle cannot decrypt: {reason}]"
-_WHAT = {"m.replace": "edit of a message", "m.annotation": "reaction to a message"}
-"""What an encrypted event is, by the relation it shows in the clear (as Element and
-Passerelle send edits and reactions, so that servers can aggregate them)."""
 _UNDECRYPTED_KEPT = 1000
 """Undecryptable events kept for the day their key arrives."""
 
@@ -324,12 +322,3 @@ class SessionE2EE:
 def _is_edit(event: TimelineEvent) -> bool:
     """Whether ``event`` is an edit of another message (``m.replace``)."""
     return isinstance(event, Message) and event.replaces not in (None, event.event_id)
-
-
-def what_it_is(event: Encrypted) -> str:
-    """What the notice of an undecryptable ``event`` calls it: a message, unless its
-    clear relation says it is an edit or a reaction."""
-    content = event.raw.get("content")
-    relation = content.get("m.relates_to") if isinstance(content, Mapping) else None
-    kind = relation.get("rel_type") if isinstance(relation, Mapping) else None
-    return _WHAT.get(kind, "message") if isinstance(kind, str) else "message"

@@ -739,3 +739,18 @@ def media_content(
     else:
         content["url"] = mxc
     return content
+
+
+UNREADABLE = "🔒 [an end-to-end encrypted {what} Passerelle cannot decrypt: {reason}]"
+_WHAT = {"m.replace": "edit of a message", "m.annotation": "reaction to a message"}
+"""What an encrypted event is, by the relation it shows in the clear (as Element and
+Passerelle send edits and reactions, so that servers can aggregate them)."""
+
+
+def what_it_is(event: Encrypted) -> str:
+    """What the notice of an undecryptable ``event`` calls it: a message, unless its
+    clear relation says it is an edit or a reaction."""
+    content = event.raw.get("content")
+    relation = content.get("m.relates_to") if isinstance(content, Mapping) else None
+    kind = relation.get("rel_type") if isinstance(relation, Mapping) else None
+    return _WHAT.get(kind, "message") if isinstance(kind, str) else "message"

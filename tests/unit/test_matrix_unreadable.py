@@ -1,4 +1,4 @@
-"""What the notice of an undecryptable Matrix event calls it (legacy_plugins/matrix/e2ee.py)."""
+"""What the notice of an undecryptable Matrix event calls it (legacy_plugins/matrix/translate.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from legacy_plugins.matrix.e2ee import UNREADABLE, what_it_is
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
-from legacy_plugins.matrix.translate import Encrypted
+from legacy_plugins.matrix.translate import UNREADABLE, Encrypted, what_it_is
 
 
 def encrypted(content: Any) -> Encrypted:
