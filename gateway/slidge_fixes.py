@@ -72,7 +72,9 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     XML escaping with ``str.replace`` instead of a dictionary lookup per character.
 20-29. What slidge keeps of every occupant and contact it ever built, in
     :mod:`gateway.slidge_joins` (its docstring lists them): 20, a logger per occupant,
-    contact and room object, which the logging module keeps forever.
+    contact and room object, which the logging module keeps forever; 21, slixmpp's roster
+    recording the last presence sent from every room and contact (only the component's
+    own are kept).
 30-39. More per-message work, also in :mod:`gateway.slidge_speed`: 30, slidge's echo of
     what the user sends to a room, its two ids added to the XML and the message itself
     sent to the first resource.
