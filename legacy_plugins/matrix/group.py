@@ -274,8 +274,10 @@ class MUC(KeptOccupants[Participant], LegacyMUC[Participant]):
             raise as_xmpp_error(e) from e
 
     async def on_moderate(self, legacy_msg_id: str, reason: str | None) -> None:
+        """A moderator's retraction of someone's message (XEP-0425): a Matrix redaction
+        with the moderator's reason."""
         try:
-            await self.session.retract(self.room_id, EventId(legacy_msg_id))
+            await self.session.retract(self.room_id, EventId(legacy_msg_id), reason)
         except MatrixError as e:
             raise as_xmpp_error(e) from e
         (await self.get_user_participant()).moderate(legacy_msg_id, reason)

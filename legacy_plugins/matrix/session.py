@@ -747,8 +747,8 @@ class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, Base
                 await self.matrix.redact(room_id, event_id)
                 self.reactions.remove(event_id)
 
-    async def retract(self, room_id: RoomId, target: EventId) -> None:
-        await self.matrix.redact(room_id, target)
+    async def retract(self, room_id: RoomId, target: EventId, reason: str | None = None) -> None:
+        await self.matrix.redact(room_id, target, reason)
 
     async def chat_state(self, room_id: RoomId, state: str) -> None:
         if state == "composing":

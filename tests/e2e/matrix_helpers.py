@@ -251,11 +251,12 @@ class MatrixPeer:
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
         return await self.send(room_id, "m.reaction", content)
 
-    async def redact(self, room_id: str, event_id: str) -> str:
+    async def redact(self, room_id: str, event_id: str, reason: str = "") -> str:
         path = (
             f"/rooms/{quote(room_id, safe='')}/redact/{quote(event_id, safe='')}/r{time.time_ns()}"
         )
-        return str((await self.call("PUT", path, {}))["event_id"])
+        content = {"reason": reason} if reason else {}
+        return str((await self.call("PUT", path, content))["event_id"])
 
     async def typing(self, room_id: str, typing: bool) -> None:
         path = f"/rooms/{quote(room_id, safe='')}/typing/{quote(self.user_id, safe='')}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from slixmpp import JID
 from slixmpp.stanza import Message
 
-from gateway.localservers.synapse import Synapse
+from gateway.localservers.synapse import MatrixAccount, Synapse
 from legacy_plugins.matrix.ids import id_to_localpart
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
 from tests.e2e.matrix_helpers import (
@@ -283,6 +284,26 @@ async def test_own_messages_from_another_matrix_client_show_as_hers(
         await phone.close()
 
 
+async def alice_bob_and_carol(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+    name: str,
+) -> tuple[MatrixAccount, Client, MatrixPeer, MatrixPeer, str]:
+    """The gateway, alice logged in to Matrix through it, and a room `name` that bob
+    made and invited alice (joined: the gateway accepts) and carol (not yet) to."""
+    await start_matrix_gateway(start_passerelle)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    bob = await peers("bob")
+    carol = await peers("carol")
+    alice = await new_client("alice")
+    await log_in(alice, synapse, alice_mx)
+    room = await bob.create_room(name, invite=[alice_mx.user_id, carol.user_id])
+    await bob.wait_for_member(room, alice_mx.user_id)
+    return alice_mx, alice, bob, carol, room
+
+
 def mentioned(event: dict[str, Any]) -> list[str]:
     mentions = event["content"].get("m.mentions")
     assert isinstance(mentions, dict), f"no m.mentions in {event['content']}"
@@ -298,14 +319,9 @@ async def test_names_in_the_text_are_mentions_also_of_someone_who_just_joined(
     # What the XMPP user writes: a member's name makes the event's m.mentions (Matrix
     # clients notify by it), no name mentions nobody, and someone who joined a moment
     # ago can be mentioned at once (the gateway reuses the names it read for a while).
-    await start_matrix_gateway(start_passerelle)
-    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
-    bob = await peers("bob")
-    carol = await peers("carol")
-    alice = await new_client("alice")
-    await log_in(alice, synapse, alice_mx)
-    room = await bob.create_room("Mentions", invite=[alice_mx.user_id, carol.user_id])
-    await bob.wait_for_member(room, alice_mx.user_id)
+    _alice_mx, alice, bob, carol, room = await alice_bob_and_carol(
+        synapse, start_passerelle, new_client, peers, "Mentions"
+    )
     room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
     await join_room_when_shown(alice, room_jid, "alice")
     bob_nick = bob.user_id[1:].split(":")[0]  # no display name: the local part
@@ -321,3 +337,71 @@ async def test_names_in_the_text_are_mentions_also_of_someone_who_just_joined(
     await alice.next_occupant(room_jid, carol_nick, timeout=60)
     alice.send_groupchat(room_jid, f"welcome {carol_nick}")
     assert mentioned(await bob.wait_for_message(room, f"welcome {carol_nick}")) == [carol.user_id]
+
+
+RETRACT_NS = "urn:xmpp:message-retract:1"
+MODERATE_NS = "urn:xmpp:message-moderate:1"
+
+
+def retraction_in(msg: Message) -> Any:
+    """The XEP-0424 ``<retract/>`` element of `msg`, or None."""
+    return msg.xml.find(f"{{{RETRACT_NS}}}retract")
+
+
+async def test_moderators_retract_others_messages_both_ways(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    # XEP-0425: a Matrix moderator's redaction of someone else's message reaches the
+    # XMPP user as a moderation by that occupant, with the reason; alice, a moderator,
+    # moderates carol's message from XMPP: a Matrix redaction by her, with her reason.
+    alice_mx, alice, bob, carol, room = await alice_bob_and_carol(
+        synapse, start_passerelle, new_client, peers, "Moderated"
+    )
+    alice.register_plugin("xep_0359")  # stanza ids, which moderation refers to
+    alice.queue_bodyless_messages()
+    await bob.set_power(room, alice_mx.user_id, 50)
+    await carol.join(room)
+    room_jid = muc_jid(room)
+    await join_room_when_shown(alice, room_jid, "alice")
+
+    # Matrix → XMPP: bob (the room's creator) redacts carol's message.
+    spam = await carol.send_text(room, "buy cheap watches")
+    seen = await alice.next_groupchat_text(room_jid, "buy cheap watches")
+    await bob.redact(room, spam, reason="spam")
+    moderation = await alice.next_matching(
+        lambda m: m["from"].bare == room_jid and retraction_in(m) is not None
+    )
+    retract = retraction_in(moderation)
+    assert retract.get("id") in (seen["id"], seen["stanza_id"]["id"])
+    moderated = retract.find(f"{{{MODERATE_NS}}}moderated")
+    assert moderated is not None, "a plain retraction, not a moderation"
+    bob_nick = JID(moderated.get("by")).resource
+    assert JID(moderated.get("by")).bare == room_jid and bob_nick
+    assert "spam" in [el.text for el in retract.iter() if el.tag.endswith("}reason")]
+
+    # XMPP → Matrix: alice moderates carol's next message.
+    spam2 = await carol.send_text(room, "more cheap watches")
+    seen2 = await alice.next_groupchat_text(room_jid, "more cheap watches")
+    iq = alice.make_iq_set(ito=room_jid)
+    moderate = ET.SubElement(iq.xml, f"{{{MODERATE_NS}}}moderate", {"id": seen2["stanza_id"]["id"]})
+    ET.SubElement(moderate, f"{{{RETRACT_NS}}}retract")
+    ET.SubElement(moderate, f"{{{MODERATE_NS}}}reason").text = "spam again"
+    answer = await iq.send(timeout=60)
+    assert answer["type"] == "result"
+    redaction = await bob.wait_for(
+        lambda e: e.get("type") == "m.room.redaction" and e.get("sender") == alice_mx.user_id
+    )
+    assert spam2 in (redaction.get("redacts"), redaction["content"].get("redacts"))
+    assert redaction["content"].get("reason") == "spam again"
+    # and alice's clients see the message moderated by her occupant
+    mine = await alice.next_matching(
+        lambda m: (
+            m["from"].bare == room_jid
+            and retraction_in(m) is not None
+            and retraction_in(m).get("id") in (seen2["id"], seen2["stanza_id"]["id"])
+        )
+    )
+    assert retraction_in(mine).find(f"{{{MODERATE_NS}}}moderated") is not None
