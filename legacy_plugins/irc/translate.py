@@ -259,10 +259,18 @@ class OutgoingText:
     action: bool = False
 
 
+_MIRC_CODES = re.compile(r"[\x00-\x08\x0b-\x1f]")
+"""What makes a line more than plain text to `parse_mirc`: a code, or a control it drops."""
+_STYLED_XMPP = re.compile(r"[\x00-\x08\x0b-\x1f*_~`]")
+"""What `from_xep0393` and `render_mirc` may change: span markers, fences, controls (a
+quotation line keeps its `>` and its text)."""
+
+
 def irc_to_xmpp(text: str, action: bool = False) -> str:
     """A PRIVMSG/NOTICE text (mIRC codes) as an XMPP body with XEP-0393 styling;
-    a CTCP ACTION becomes `/me ...`."""
-    body = to_xep0393(parse_mirc(text))
+    a CTCP ACTION becomes `/me ...`. A line without codes or controls is its own body
+    (most lines: the styled-text round trip gives them back as they are)."""
+    body = text if _MIRC_CODES.search(text) is None else to_xep0393(parse_mirc(text))
     return ME + body if action else body
 
 
@@ -281,6 +289,8 @@ def xmpp_to_irc(body: str) -> OutgoingText:
     action = body.startswith(ME)
     if action:
         body = body[len(ME) :]
+    if _STYLED_XMPP.search(body) is None:  # nothing to style or strip: as it is
+        return OutgoingText(body, action)
     return OutgoingText(render_mirc(from_xep0393(body)), action)
 
 

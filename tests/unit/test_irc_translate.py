@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from gateway.formatting import from_xep0393, to_xep0393
 from legacy_plugins.irc.events import Channel, ISupport, Nick, Prefix
+from legacy_plugins.irc.formatting import parse_mirc, render_mirc
 from legacy_plugins.irc.translate import (
+    ME,
     Address,
     AddressError,
     AddressMapping,
@@ -268,6 +271,31 @@ def test_irc_to_xmpp(text: str, action: bool, body: str) -> None:
 )
 def test_xmpp_to_irc(body: str, expected: OutgoingText) -> None:
     assert xmpp_to_irc(body) == expected
+
+
+_TEXT = st.text(st.sampled_from("*_~`> \n\t\r\x01\x02\x03\x0b\x0f\x1d\x1fab,09")) | st.text()
+
+
+@given(_TEXT, st.booleans())
+@example("a\x0bb", False)
+@example("\x02bold", True)
+def test_irc_to_xmpp_shortcut_gives_the_full_conversion(text: str, action: bool) -> None:
+    """A line without mIRC codes is its own body: what the styled-text round trip gives."""
+    full = to_xep0393(parse_mirc(text))
+    assert irc_to_xmpp(text, action) == (ME + full if action else full)
+
+
+@given(_TEXT)
+@example("/me *b*")
+@example("_i_ ~s~ `m`")
+@example("```\nx\n```")
+@example("a\x0bb")
+def test_xmpp_to_irc_shortcut_gives_the_full_conversion(body: str) -> None:
+    """A body without markers, quotes or controls goes to IRC as it is: what the full
+    conversion gives."""
+    expected = xmpp_to_irc(body)
+    text = body.removeprefix(ME)
+    assert expected == OutgoingText(render_mirc(from_xep0393(text)), body.startswith(ME))
 
 
 @pytest.mark.parametrize(
