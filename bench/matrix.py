@@ -30,6 +30,13 @@ gateway (new work directory and database):
 6. U more XMPP users log in to their Matrix accounts (all members of one busy room)
    through the gateway; the time until all are connected, then memory with them in.
 
+Before the turns, a latency duel: both gateways started at once, each with a room of its
+own, and their ping-pong rounds (as in 3.) alternating, A B then B A; whatever the
+homeserver and a shared machine are doing at a moment weighs on both alike, and each
+round of one is paired with the same round of the other (the median difference and how
+often each was faster). Turns one after another cannot give that: Synapse's cost per
+event grows with the run (turns late in a run are slower whichever gateway has them).
+
 Between phases the benchmark waits for the gateway's CPU use to fall, so one phase's
 backlog is not billed to the next. Every wait is bounded and the whole run has a hard
 timeout. The JSON has the machine, versions, load averages and every figure; a markdown
@@ -49,9 +56,10 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,9 +107,11 @@ STEP_TIMEOUT = 60.0  # one login, registration, join or ping
 STALL = 30.0  # a throughput phase ends this long after the last new message
 PAUSE = 0.1
 """Between latency rounds: longer than a delayed ACK, so Nagle's algorithm never counts."""
-PHASES = ("latency", "matrix_to_xmpp", "matrix_backlog", "xmpp_to_matrix", "logins")
-"""What a turn measures after start-up, idle memory and the first login, in this order
-(``--phases`` picks some; "logins" is the 20 more users and the memory with them)."""
+PHASES = ("latency_duel", "latency", "matrix_to_xmpp", "matrix_backlog", "xmpp_to_matrix", "logins")
+"""What is measured, in this order (``--phases`` picks some): "latency_duel" (both
+gateways at once, before the turns: `latency_duel`), then in each turn, after start-up,
+idle memory and the first login, the others; "logins" is the 20 more users and the
+memory with them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,43 +372,67 @@ def _ours(room: Room, sender_room: str) -> bool:
     return sender_room.lower() == room.jid.lower()
 
 
-async def ping_pong(rm: Room, rounds: int, warmup: int, gap: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    m2x: list[float] = []
-    x2m: list[float] = []
-    lost = 0
-    state: dict[str, Any] = {}
+class PingPong:
+    """Latency rounds in one room: the peer says ``ping N``, the XMPP user answers
+    ``pong N`` the moment it sees it (its callbacks are set until `close`)."""
 
-    def on_xmpp(room: str, _nick: str, body: str) -> None:
-        if _ours(rm, room) and body == f"ping {state.get('n')}" and "t1" not in state:
+    def __init__(self, rm: Room) -> None:
+        self.rm = rm
+        self.state: dict[str, Any] = {}
+        rm.user.on_groupchat, rm.peer.on_message = self._on_xmpp, self._on_matrix
+
+    def _on_xmpp(self, room: str, _nick: str, body: str) -> None:
+        state = self.state
+        if _ours(self.rm, room) and body == f"ping {state.get('n')}" and "t1" not in state:
             state["t1"] = now()
-            rm.user.send_groupchat(rm.jid, f"pong {state['n']}")
+            self.rm.user.send_groupchat(self.rm.jid, f"pong {state['n']}")
 
-    def on_matrix(room_id: str, sender: str, body: str) -> None:
-        pong = state.get("pong")
-        if room_id == rm.room_id and sender == rm.user_mxid and body == f"pong {state.get('n')}":
+    def _on_matrix(self, room_id: str, sender: str, body: str) -> None:
+        rm, pong = self.rm, self.state.get("pong")
+        if (
+            room_id == rm.room_id
+            and sender == rm.user_mxid
+            and body == f"pong {self.state.get('n')}"
+        ):
             if pong is not None and not pong.done():
                 pong.set_result(now())
 
-    rm.user.on_groupchat, rm.peer.on_message = on_xmpp, on_matrix
+    async def round(self, n: int) -> tuple[float, float] | None:
+        """Round `n`: (ping sent → seen by XMPP, pong sent → seen by Matrix) in seconds,
+        or None if either did not arrive in time."""
+        state = self.state
+        state.clear()
+        state.update(n=n, pong=asyncio.get_running_loop().create_future())
+        t0 = now()
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT / 3):
+                await self.rm.peer.send_text(self.rm.room_id, f"ping {n}")
+                t2 = await state["pong"]
+        except TimeoutError:
+            return None
+        return state["t1"] - t0, t2 - state["t1"]
+
+    def close(self) -> None:
+        self.rm.user.on_groupchat, self.rm.peer.on_message = None, None
+
+
+async def ping_pong(rm: Room, rounds: int, warmup: int, gap: float) -> dict[str, Any]:
+    m2x: list[float] = []
+    x2m: list[float] = []
+    lost = 0
+    pinger = PingPong(rm)
     try:
         for n in range(warmup + rounds):
-            state.clear()
-            state.update(n=n, pong=loop.create_future())
-            t0 = now()
-            try:
-                async with asyncio.timeout(STEP_TIMEOUT / 3):
-                    await rm.peer.send_text(rm.room_id, f"ping {n}")
-                    t2 = await state["pong"]
-            except TimeoutError:
+            result = await pinger.round(n)
+            if result is None:
                 lost += 1
                 continue
             if n >= warmup:
-                m2x.append(state["t1"] - t0)
-                x2m.append(t2 - state["t1"])
+                m2x.append(result[0])
+                x2m.append(result[1])
             await asyncio.sleep(gap)
     finally:
-        rm.user.on_groupchat, rm.peer.on_message = None, None
+        pinger.close()
     return {
         "rounds": rounds,
         "pause_between_rounds_s": gap,
@@ -609,6 +643,93 @@ class Lab:
         return MatrixPeer(self.synapse.url, account.user_id, account.access_token)
 
 
+@contextlib.asynccontextmanager
+async def live_room(gw: GatewayUnderTest, turn: Turn, lab: Lab) -> AsyncIterator[Room]:
+    """`gw` started, its XMPP user logged in and in a room with a Matrix peer (whose sync
+    runs); everything stopped on the way out."""
+    tag = f"{gw.tag}{turn.number}"
+    peer = await lab.account(f"{tag}peer")
+    me: MatrixPeer | None = None
+    user: XmppUser | None = None
+    try:
+        me = await lab.account(f"{tag}ping")
+        room_id = await peer.create_room(f"Bench {gw.label}")
+        await peer.invite(room_id, me.user_id)
+        await me.join(room_id)
+        gw.start()
+        user = XmppUser(f"{xmpp_names(turn, 0)[0]}@{DOMAIN}", PASSWORD)
+        await user.start(lab.xmpp_port, STEP_TIMEOUT)
+        await log_in(user, gw, me.user_id, STEP_TIMEOUT)
+        rm = Room(user, me.user_id, peer, room_id, gw.room_jid(room_id))
+        await join_room(user, rm.jid, "pinger", STEP_TIMEOUT)
+        await peer.start_sync()
+        yield rm
+    finally:
+        if user is not None:
+            await user.stop()
+        await asyncio.gather(*(p.close() for p in (peer, me) if p), return_exceptions=True)
+        gw.stop()
+
+
+async def latency_duel(
+    gateways: list[tuple[GatewayUnderTest, Turn]], lab: Lab, plan: Plan
+) -> dict[str, Any]:
+    """Both gateways running at once, each in a room of its own, and their latency rounds
+    alternating (A B, then B A, ...): whatever the homeserver and the machine are doing
+    at a moment weighs on both alike, which turns one after another cannot give."""
+    async with contextlib.AsyncExitStack() as stack:
+        pingers: list[tuple[str, PingPong]] = []
+        for gw, turn in gateways:
+            rm = await stack.enter_async_context(live_room(gw, turn, lab))
+            pingers.append((gw.label, PingPong(rm)))
+            stack.callback(pingers[-1][1].close)
+        for gw, _turn in gateways:
+            await quiet(gw.pids)
+        samples: dict[str, list[tuple[int, float, float]]] = {key: [] for key, _ in pingers}
+        lost = dict.fromkeys(samples, 0)
+        for n in range(plan.warmup_pings + plan.pings):
+            for key, pinger in pingers if n % 2 == 0 else reversed(pingers):
+                result = await pinger.round(n)
+                if result is None:
+                    lost[key] += 1
+                elif n >= plan.warmup_pings:
+                    samples[key].append((n, *result))
+                await asyncio.sleep(PAUSE)
+    out: dict[str, Any] = {
+        "rounds": plan.pings,
+        "pause_between_rounds_s": PAUSE,
+        "order": "alternating, the first gateway swapped every round",
+        "gateways": {
+            key: {
+                "lost": lost[key],
+                "matrix_to_xmpp": summary_ms([m for _, m, _ in rows]),
+                "xmpp_to_matrix": summary_ms([x for _, _, x in rows]),
+            }
+            for key, rows in samples.items()
+        },
+    }
+    if len(samples) == 2:
+        (a, rows_a), (b, rows_b) = samples.items()
+        by_round = {n: (m, x) for n, m, x in rows_b}
+        pairs = [(m - by_round[n][0], x - by_round[n][1]) for n, m, x in rows_a if n in by_round]
+        out["paired"] = {
+            "first": a,
+            "second": b,
+            "rounds": len(pairs),
+            "note": f"{a} minus {b}, round by round; negative: {a} was faster",
+        } | {
+            way: {
+                "median_difference_ms": round(statistics.median(d) * 1000, 3) if d else None,
+                "first_faster_in": sum(1 for v in d if v < 0),
+            }
+            for way, d in (
+                ("matrix_to_xmpp", [p[0] for p in pairs]),
+                ("xmpp_to_matrix", [p[1] for p in pairs]),
+            )
+        }
+    return out
+
+
 async def bench_gateway(
     gw: GatewayUnderTest,
     turn: Turn,
@@ -757,8 +878,11 @@ async def _run(
             synapse = stack.enter_context(Synapse(workdir / "synapse"))
             turns = turn_order(args.gateways, args.rounds)
             report["turns"] = [t.name for t in turns]
+            duel = [Turn(key, 0) for key in args.gateways]  # accounts of their own
             await register_accounts(
-                prosody, [name for t in turns for name in xmpp_names(t, plan.users)]
+                prosody,
+                [name for t in turns for name in xmpp_names(t, plan.users)]
+                + [xmpp_names(t, 0)[0] for t in duel],
             )
             lab = Lab(synapse, prosody.c2s_port)
             makers: dict[str, Callable[[Path], GatewayUnderTest]] = {
@@ -769,6 +893,15 @@ async def _run(
                     d, prosody, synapse.url, python or Path(sys.executable)
                 ),
             }
+            if "latency_duel" in args.phases and len(duel) == 2:
+                log.info("latency duel: %d rounds each, alternating", plan.pings)
+                try:
+                    report["latency_duel"] = await latency_duel(
+                        [(makers[t.key](workdir / f"{t.key}-duel"), t) for t in duel], lab, plan
+                    )
+                except Exception as e:
+                    log.exception("the latency duel failed")
+                    report["latency_duel"] = {"error": f"{type(e).__name__}: {e}"}
             for turn in turns:
                 gw = makers[turn.key](workdir / f"{turn.key}-{turn.number}")
                 entry: dict[str, Any] = {"label": gw.label, "turn": turn.number}
@@ -879,6 +1012,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     for k in keys:
         if "error" in gws[k]:
             lines.append(f"\n{gws[k]['label']} failed: {gws[k]['error']}")
+    lines += duel_table(report.get("latency_duel"))
     machine = report["machine"]
     lines.append(
         f"\n{report['date']}, {machine['nproc']} cores ({machine['cpu_model']}), load average "
@@ -887,6 +1021,32 @@ def markdown_table(report: dict[str, Any]) -> str:
         + (" — profiled with py-spy, figures perturbed" if report.get("profiled") else "")
     )
     return "\n".join(lines)
+
+
+def duel_table(duel: dict[str, Any] | None) -> list[str]:
+    """The latency duel's lines under the main table (none if it was not run)."""
+    if not duel:
+        return []
+    if "error" in duel:
+        return [f"\nThe latency duel failed: {duel['error']}"]
+    keys = list(duel["gateways"])
+    lines = [
+        f"\nLatency with both gateways at once, rounds alternating ({duel['rounds']} each):\n",
+        "| figure | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for way, title in (("matrix_to_xmpp", "Matrix→XMPP"), ("xmpp_to_matrix", "XMPP→Matrix")):
+        cells = [_latency(duel["gateways"][k], way) for k in keys]
+        lines.append(f"| {title} latency p50 / p99, ms | " + " | ".join(cells) + " |")
+    if paired := duel.get("paired"):
+        for way, title in (("matrix_to_xmpp", "Matrix→XMPP"), ("xmpp_to_matrix", "XMPP→Matrix")):
+            d = paired[way]
+            lines.append(
+                f"\n{title}: {paired['first']} minus {paired['second']}, round by round: "
+                f"median {d['median_difference_ms']} ms; {paired['first']} faster in "
+                f"{d['first_faster_in']} of {paired['rounds']} rounds"
+            )
+    return lines
 
 
 def source_state() -> dict[str, Any]:
