@@ -1022,3 +1022,138 @@ async def test_fix30_a_new_stanza_id_when_there_is_no_legacy_id() -> None:
     assert len(stanza_id) == 36 and stanza_id != other_id
     assert archived[0].replace(stanza_id, "ID") == before[0].replace(other_id, "ID")
     assert sent[0].replace(stanza_id, "ID") == sent_before[0].replace(other_id, "ID")
+
+
+# --- fix 31: an occupant's plain message built as XML ---------------------------------
+
+
+def test_bug31_messages_are_built_through_plugins_is_still_there() -> None:
+    from slidge.core.mixins.message_maker import MessageMaker
+
+    make = inspect.getsource(slidge_speed._SLIDGE_MAKE_MESSAGE or MessageMaker._make_message)
+    # What fix 31 does by hand: if slidge's way changes, so must _participant_message.
+    for line in (
+        'msg["body"] = strip_illegal_chars(body, "\ufffd")',
+        'state = "active"',
+        'msg["chat_state"] = state',
+        "msg.enable(hint)",
+        "self._set_msg_id(msg, legacy_msg_id)",
+        "self._add_delay(msg, when)",
+    ):
+        assert line in make
+    ids = inspect.getsource(MessageMaker._set_msg_id)
+    assert 'msg["stanza_id"]["id"] = str(uuid.uuid4())' in ids
+    assert 'msg["stanza_id"]["by"] = self.muc.jid' in ids
+
+
+def _occupant(default_lang: str | None) -> Any:
+    """An occupant stand-in with slidge's ``MessageMaker`` methods and a component stream."""
+    import functools
+    import types
+    from types import SimpleNamespace
+
+    from slidge.core.mixins.message_maker import MessageMaker
+    from slixmpp import JID
+    from slixmpp.basexmpp import BaseXMPP
+
+    stream = _component_stream()
+    stream.default_lang = default_lang
+    occupant = SimpleNamespace(
+        jid=JID("#chan%irc@irc.example.org/juliet"),
+        muc=SimpleNamespace(jid=JID("#chan%irc@irc.example.org")),
+        mtype="groupchat",
+        USE_STANZA_ID=True,
+        STRIP_SHORT_DELAY=False,
+        is_participant=True,
+        _can_send_carbon=False,
+        xmpp=SimpleNamespace(
+            Message=functools.partial(BaseXMPP.Message, stream),
+            boundjid=JID("irc.example.org"),
+            store=SimpleNamespace(  # no thread is known: its id as it is
+                session=contextlib.nullcontext,
+                id_map=SimpleNamespace(get_thread=lambda *_: None),
+            ),
+        ),
+        _recipient_pk=lambda: 1,
+    )
+    for name in ("_set_msg_id", "_add_delay", "_add_reply_to", "_legacy_to_xmpp"):
+        setattr(occupant, name, types.MethodType(getattr(MessageMaker, name), occupant))
+    return occupant
+
+
+def _message_calls() -> list[dict[str, Any]]:
+    """How slidge's ``send_text`` calls ``_make_message`` for an occupant, and others."""
+    from datetime import UTC, datetime
+
+    plain = {
+        "mbody": "juliet: it's <here> & there",
+        "legacy_msg_id": None,
+        "when": None,
+        "reply_to": None,
+        "hints": {"markable"},
+        "carbon": False,
+        "thread": None,
+        "link_previews": None,
+    }
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    return [
+        plain,
+        {**plain, "legacy_msg_id": "irc-1"},
+        {**plain, "when": when, "legacy_msg_id": "irc-2"},
+        {**plain, "hints": ()},
+        {**plain, "mbody": "bell \x07 and \x1b escape"},
+        {**plain, "mbody": "multi\nline\ttab"},
+        {**plain, "thread": ""},
+        # slidge's way (counted below): none of these is built as XML
+        {**plain, "mbody": ""},
+        {**plain, "legacy_msg_id": ""},
+        {**plain, "hints": {"markable", "store"}},
+        {**plain, "hints": {"no-store"}},
+        {**plain, "state": "composing"},
+        {**plain, "mbody": None, "state": "composing"},
+        {**plain, "thread": "t1"},
+        {**plain, "carbon": True, "mbody": "x"},
+        {"mtype": "normal"},
+        {},
+    ]
+
+
+@pytest.mark.parametrize("default_lang", [None, "en"])
+def test_fix31_builds_what_slidge_builds(
+    default_lang: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    from slidge.core.mixins.message_maker import MessageMaker
+    from slidge.group.participant import LegacyParticipant
+
+    _register_message_plugins()
+    slidge_speed.participant_messages_from_xml()
+    assert LegacyParticipant._make_message is slidge_speed._participant_message
+    slidge = MessageMaker.__dict__["_make_message"]
+    fixed_id = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    monkeypatch.setattr(uuid, "uuid4", lambda: fixed_id)
+    built_as_xml = 0
+    original = slidge_speed._SLIDGE_MAKE_MESSAGE
+    for call in _message_calls():
+        occupant = _occupant(default_lang)
+        slow = slidge(occupant, **call)
+        went_slidges_way: list[bool] = []
+
+        def spy(*args: Any, _seen: list[bool] = went_slidges_way, **kwargs: Any) -> Any:
+            _seen.append(True)
+            return slidge(*args, **kwargs)
+
+        monkeypatch.setattr(slidge_speed, "_SLIDGE_MAKE_MESSAGE", spy)
+        fast = slidge_speed._participant_message(occupant, **call)
+        monkeypatch.setattr(slidge_speed, "_SLIDGE_MAKE_MESSAGE", original)
+        built_as_xml += not went_slidges_way
+        assert str(fast) == str(slow), call
+        assert fast.plugins.keys() == slow.plugins.keys(), call
+        assert fast.loaded_plugins == slow.loaded_plugins, call
+        assert [type(p) for p in fast.iterables] == [type(p) for p in slow.iterables]
+        assert fast["stanza_id"]["id"] == slow["stanza_id"]["id"]
+        assert fast["chat_state"] == slow["chat_state"]
+        assert ("markable" in fast) == ("markable" in slow)
+        assert str(copy.copy(fast)) == str(copy.copy(slow))
+    assert built_as_xml == 7
