@@ -29,6 +29,7 @@ from slidge.util.types import XMPPMessage
 from slixmpp import JID
 from slixmpp.exceptions import XMPPError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
 
 from gateway.runtime import network_config
 
@@ -85,11 +86,9 @@ class Roster(LegacyRoster["Contact"]):
         return contact
 
     async def by_legacy_id(self, legacy_id: str) -> Contact:
-        contact = self._kept.get(legacy_id)
-        if contact is not None and contact.stored.updated and legacy_id != self.user_legacy_id:
-            self._kept.move_to_end(legacy_id)
+        if (contact := self.kept_contact(legacy_id)) is not None:
             return contact
-        if contact is None and legacy_id != self.user_legacy_id:
+        if legacy_id not in self._kept and legacy_id != self.user_legacy_id:
             # A nick: read or made (one INSERT) without slidge's per-contact round of
             # merges and queries; named as `Contact.update_info` names it.
             try:
@@ -127,39 +126,77 @@ class Roster(LegacyRoster["Contact"]):
         if not wanted:
             return
         with self.session.xmpp.store.session(expire_on_commit=False) as orm:
-            query = {"user": self.session.user_pk, "ids": wanted}
-            exist = orm.connection().execute(_ANY_OF, query).first()
-            known = orm.scalars(_ALL_OF, query).all() if exist is not None else []
-        found = {row.legacy_id: row for row in known}
-        for row in known:
+            known = self._known(orm, wanted)
+        for row in known.values():
             if row.updated:
                 self._keep(self.from_store(row))
-        new: list[Contact] = []
-        for legacy_id in wanted:
-            if legacy_id in found:
-                continue  # not updated since the gateway started: slidge's way, later
-            stored = StoredContact(
-                user_account_id=self.session.user_pk,
-                legacy_id=legacy_id,
-                jid_localpart=await self.legacy_id_to_jid_username(legacy_id),
-                nick=names[legacy_id],  # what `Contact.update_info` would set
-                updated=True,
-                cached_presence=present,  # CachedPresence() then, as `online()` stores it
-            )
-            contact = self.from_store(stored)
-            stored.extra_attributes = contact.serialize_extra_attributes()
-            new.append(contact)
+        # not updated since the gateway started: slidge's way, later
+        new = [self._new(i, names[i], present) for i in wanted if i not in known]
         if not new:
             return
         try:
             with self.session.xmpp.store.session() as orm:
-                for contact in new:
-                    rows.insert(orm, contact.stored, {"avatar": None})
+                self.insert_new(orm, new)
                 orm.commit()
         except IntegrityError:  # made meanwhile by another path: looked up one by one
             return
+        self.keep_new(new)
+
+    def kept_contact(self, legacy_id: str) -> Contact | None:
+        """The contact kept for `legacy_id` (a nick), if any: what `by_legacy_id`
+        returns without SQL."""
+        contact = self._kept.get(legacy_id)
+        if contact is None or not contact.stored.updated or legacy_id == self.user_legacy_id:
+            return None
+        self._kept.move_to_end(legacy_id)
+        return contact
+
+    def new_contact(self, orm: OrmSession, legacy_id: str, name: str) -> Contact | None:
+        """For a nick not kept (`kept_contact`): a new contact named `name` (nothing
+        INSERTed yet: `insert_new`, then `keep_new` once committed), or None when the
+        user has a row for it already (`by_legacy_id` reads it); in `orm`'s
+        transaction, so that a JOIN's contact and occupant are committed together."""
+        if legacy_id == self.user_legacy_id or self._known(orm, [legacy_id]):
+            return None
+        return self._new(legacy_id, name, False)
+
+    def insert_new(self, orm: OrmSession, new: list[Contact]) -> None:
+        """INSERT the rows of contacts `new` in `orm`'s transaction (the caller commits)."""
+        for contact in new:
+            rows.insert(orm, contact.stored, {"avatar": None})
+
+    def keep_new(self, new: list[Contact]) -> None:
+        """Keep contacts `new` once their rows are stored."""
         for contact in new:
             self._keep(contact)
+
+    def forget(self, contacts: list[Contact]) -> None:
+        """No longer keep `contacts` (their rows were rolled back)."""
+        for contact in contacts:
+            if self._kept.get(contact.legacy_id) is contact:
+                del self._kept[contact.legacy_id]
+
+    def _known(self, orm: OrmSession, legacy_ids: list[str]) -> dict[str, StoredContact]:
+        """The user's stored contacts among `legacy_ids`, by legacy id: one small query
+        when there is none."""
+        query = {"user": self.session.user_pk, "ids": legacy_ids}
+        if orm.connection().execute(_ANY_OF, query).first() is None:
+            return {}
+        return {row.legacy_id: row for row in orm.scalars(_ALL_OF, query).all()}
+
+    def _new(self, legacy_id: str, name: str, present: bool) -> Contact:
+        """A new contact for a nick, its row not stored yet (see `insert_new`)."""
+        stored = StoredContact(
+            user_account_id=self.session.user_pk,
+            legacy_id=legacy_id,
+            jid_localpart=legacy_id,  # `legacy_id_to_jid_username`
+            nick=name,  # what `Contact.update_info` would set
+            updated=True,
+            cached_presence=present,  # CachedPresence() then, as `online()` stores it
+        )
+        contact = self.from_store(stored)
+        stored.extra_attributes = contact.serialize_extra_attributes()
+        return contact
 
     def _keep(self, contact: Contact) -> None:
         self._kept[contact.legacy_id] = contact

@@ -33,6 +33,7 @@ from slidge.db.models import Participant as StoredParticipant
 from slidge.util.types import CachedPresence, Hat, MucAffiliation, MucRole
 from slixmpp.jid import unescape_node
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from gateway.rooms import forget_occupant_list
@@ -174,36 +175,101 @@ class Occupants(_Room):
             return None
         return await self._create_occupant(c, nickname, clash, online=False)
 
-    async def joined_occupant(self, c: LegacyContact, nick: str) -> Participant | None:
-        """`get_participant_by_contact` for IRC nick `nick` who has just JOINed and
-        whose "available" the caller sends at once (`Participant.online`), with one
-        query where a JOIN asked two (`get_participant` by nick, then by contact); a new
-        occupant's row is INSERTed as slidge leaves it after that presence (its
-        `presence_sent` flag, the contact's cached "available") instead of two more
-        UPDATEs and commits, as the announced ones already were. None when an occupant
-        already has the nick (the caller looks it up slidge's way) or a row is missing."""
-        if self.stored.id is None or c.stored.id is None:
+    async def joined_occupant(self, legacy_id: str, nick: str) -> Participant | None:
+        """`get_participant_by_contact` for IRC nick `nick` (contact `legacy_id`) who has
+        just JOINed and whose "available" the caller sends at once (`Participant.online`),
+        in one transaction: a JOIN asked for the contact (a query, and for a nick new to
+        the user an INSERT and commit), then for the occupant by nick and by contact (one
+        query), then INSERTed it and committed again. A new occupant's row is INSERTed as
+        slidge leaves it after that presence (its `presence_sent` flag, the contact's
+        cached "available"). None when an occupant already has the nick or a row is
+        missing or clashes: the caller looks it up slidge's way then."""
+        if self.stored.id is None:
             return None
-        await self.session.contacts.ready
-        nickname = c.name or unescape_node(c.jid.node)
+        roster: Any = self.session.contacts
+        await roster.ready
+        c: Contact | None = roster.kept_contact(legacy_id)
+        if c is None:
+            with self.xmpp.store.session(expire_on_commit=False) as orm:
+                if (c := roster.new_contact(orm, legacy_id, nick)) is not None:
+                    return await self._joined(orm, c, [c], nick)
+            c = await roster.by_legacy_id(legacy_id)  # stored before: read as slidge does
+            if c.stored.id is None:
+                return None
         with self.xmpp.store.session(expire_on_commit=False) as orm:
-            by_nick, stored, clash = rows.joined_occupant(
-                orm, self.stored.id, nick, c.stored.id, nickname
-            )
+            return await self._joined(orm, c, [], nick)
+
+    async def _joined(
+        self, orm: OrmSession, c: Contact, new: list[Contact], nick: str
+    ) -> Participant | None:
+        """`joined_occupant` in `orm`'s transaction, where `new` (`c` or nothing) is a
+        contact not stored yet."""
+        assert self.stored.id is not None
+        roster: Any = self.session.contacts
+        nickname = c.name or unescape_node(c.jid.node)
+        by_nick, stored, clash = rows.joined_occupant(
+            orm, self.stored.id, nick, c.stored.id, nickname
+        )
+        together = not (by_nick or stored is not None or self._filling())
+        if together:
+            # Its presence follows the commit: the "available" slidge would record on
+            # a new contact with an UPDATE (`_new_occupant`) goes in with its INSERT.
+            for contact in new:
+                contact.stored.cached_presence = True
+        part: Participant | None = None
+        alone = False  # the contact stored without the occupant
+        try:
+            roster.insert_new(orm, new)
+            roster.keep_new(new)  # kept before any presence: slidge looks its sender up
+            if together:
+                part = await self._create_occupant(c, nickname, clash, online=True, orm=orm)
+            else:
+                orm.commit()  # as `Session.contact` would have stored it
+                alone = True
+        except IntegrityError:  # a contact row made meanwhile
+            orm.rollback()
+        finally:
+            if part is None and not alone:
+                roster.forget(new)
+        if not alone:
+            return part  # None: nothing written, the caller's way
         if by_nick:
             return None
         if stored is not None:
             return self.participant_from_store(stored=stored, contact=c)
         return await self._create_occupant(c, nickname, clash, online=True)
 
+    def _filling(self) -> bool:
+        """Whether slidge is filling the occupant list or history (it stores the list at
+        the end)."""
+        return bool(self.get_lock("fill participants") or self.get_lock("fill history"))
+
+    @overload
     async def _create_occupant(
         self, c: LegacyContact, nickname: str, clash: bool, *, online: bool
-    ) -> Participant:
+    ) -> Participant: ...
+
+    @overload
+    async def _create_occupant(
+        self, c: LegacyContact, nickname: str, clash: bool, *, online: bool, orm: OrmSession
+    ) -> Participant | None: ...
+
+    async def _create_occupant(
+        self,
+        c: LegacyContact,
+        nickname: str,
+        clash: bool,
+        *,
+        online: bool,
+        orm: OrmSession | None = None,
+    ) -> Participant | None:
         """A new occupant for `c` (see `get_participant_by_contact`); `online`: the
-        caller sends its plain "available" right after."""
+        caller sends its plain "available" right after. `orm`: its row goes in that
+        session's transaction, committed here, and a clash returns None with nothing
+        written (the caller's transaction rolled back) instead of slidge's fallback."""
         if clash:  # someone else has the nickname (slidge's rule)
             nickname = f"{nickname} ({unescape_node(c.jid.node)})"
-        filling = bool(self.get_lock("fill participants") or self.get_lock("fill history"))
+        filling = self._filling()
         announce = self.participants_filled and not filling
         if filling:  # slidge stores the whole list at the end of the fill
             return self._new_occupant(c, nickname, stored=False)
@@ -214,9 +280,17 @@ class Occupants(_Room):
         cached = c._get_last_presence()
         plain = cached is None or cached == CachedPresence()
         part = self._new_occupant(
-            c, nickname, stored=True, presence_sent=announce, online=online and not announce
+            c,
+            nickname,
+            stored=True,
+            presence_sent=announce,
+            online=online and not announce,
+            orm=orm,
         )
-        if part is None:  # a clash slidge knows how to report: its own way
+        if part is None:
+            if orm is not None:
+                return None
+            # a clash slidge knows how to report: its own way
             fallback: Any = super()
             return await fallback.get_participant_by_contact(c, create=True)  # type: ignore[no-any-return]
         if announce:
@@ -239,6 +313,7 @@ class Occupants(_Room):
         stored: Literal[True],
         presence_sent: bool,
         online: bool = False,
+        orm: OrmSession | None = None,
     ) -> Participant | None: ...
 
     def _new_occupant(
@@ -249,11 +324,14 @@ class Occupants(_Room):
         stored: bool,
         presence_sent: bool = False,
         online: bool = False,
+        orm: OrmSession | None = None,
     ) -> Participant | None:
         """A new occupant for contact `c`, its row INSERTed (`stored`) without merging
         anything; None if the row clashes with one slidge did not show us.
         `presence_sent`: its last presence is sent at once (`send_last_presence`);
-        `online`: its plain "available" is (`online()`, which always flags the row)."""
+        `online`: its plain "available" is (`online()`, which always flags the row).
+        `orm`: INSERTed and committed in that session's transaction (rolled back on a
+        clash), else in a new one."""
         row = StoredParticipant(nickname=nickname, occupant_id=str(c.jid))
         row.room_id, row.contact_id = self.stored.id, c.stored.id
         row.is_user, row.extra_attributes = False, None
@@ -282,13 +360,16 @@ class Occupants(_Room):
         elif online:
             row.presence_sent = True
             first = c._get_last_presence() is None and c.stored.id is not None
+        own = contextlib.nullcontext(orm) if orm is not None else self.xmpp.store.session()
         try:
-            with self.xmpp.store.session() as orm:
-                rows.insert(orm, row, {"contact": c.stored, "room": self.stored})
+            with own as writing:
+                rows.insert(writing, row, {"contact": c.stored, "room": self.stored})
                 if first:
-                    orm.connection().execute(_CACHE_AVAILABLE, {"contact": c.stored.id})
-                orm.commit()
+                    writing.connection().execute(_CACHE_AVAILABLE, {"contact": c.stored.id})
+                writing.commit()
         except IntegrityError:
+            if orm is not None:
+                orm.rollback()
             return None
         if first:
             for key, value in _AVAILABLE.items():

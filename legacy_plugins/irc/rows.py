@@ -131,13 +131,14 @@ _JOINED = sa.select(
 
 
 def joined_occupant(
-    orm: Session, room_id: int, nick: str, contact_id: int, nickname: str
+    orm: Session, room_id: int, nick: str, contact_id: int | None, nickname: str
 ) -> tuple[bool, Participant | None, bool]:
     """For IRC nick `nick` (contact `contact_id`, occupant nickname `nickname`) joining
     room `room_id`, in one query: whether an occupant has `nick` as nickname or resource
     (what `occupant_exists` answers), the occupant of the contact (loaded as slidge loads
     one; None when the first answer is yes, nobody asks then) and whether another
-    occupant has `nickname` (`occupant_by_contact`'s answers)."""
+    occupant has `nickname` (`occupant_by_contact`'s answers). `contact_id` None: a
+    contact not stored yet, which no occupant has."""
     found = (
         orm.connection()
         .execute(
@@ -148,7 +149,12 @@ def joined_occupant(
     if any(nick in (name, resource) for _, _, name, resource in found):
         return True, None, False
     mine = next((pk for pk, contact, _, _ in found if contact == contact_id), None)
-    clash = any(contact != contact_id and name == nickname for _, contact, name, _ in found)
+    if contact_id is None:  # no occupant is a contact not stored yet
+        mine = None
+    clash = any(
+        (contact is None or contact != contact_id) and name == nickname
+        for _, contact, name, _ in found
+    )
     return False, None if mine is None else orm.get(Participant, mine), clash
 
 

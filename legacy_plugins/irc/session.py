@@ -307,10 +307,14 @@ class Session(BaseSession[Contact]):
         return self._display.get(f"{folded}%{server}", folded)
 
     async def contact(self, client: IrcClient, nick: str) -> Contact:
+        contact: Contact = await self.contacts.by_legacy_id(self.contact_id(client, nick))
+        return contact
+
+    def contact_id(self, client: IrcClient, nick: str) -> str:
+        """The legacy id of `nick`'s contact (its display nick recorded)."""
         legacy_id = self.mapping.render(UserAddress(client.name, Nick(nick)))
         self._display[f"{self.mapping.nick(nick)}%{client.name}"] = nick
-        contact: Contact = await self.contacts.by_legacy_id(legacy_id)
-        return contact
+        return legacy_id
 
     async def server_contact(self, client: IrcClient) -> Contact | None:
         if self.cfg.fixed_server is not None:
@@ -338,7 +342,7 @@ class Session(BaseSession[Contact]):
             return part
         if joined:
             with contextlib.suppress(AddressError):
-                part = await muc.joined_occupant(await self.contact(client, nick), nick)
+                part = await muc.joined_occupant(self.contact_id(client, nick), nick)
             if part is not None:
                 return part
         part = await muc.get_participant(nick, create=False)

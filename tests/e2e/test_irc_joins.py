@@ -4,10 +4,11 @@ ngIRCd: what the room shows of a newcomer is what it shows of who was there befo
 from __future__ import annotations
 
 import pytest
-from slixmpp import JID
+from slixmpp import JID, Presence
 
 from tests.e2e.conftest import PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
+    IrcPerson,
     NewClient,
     People,
     irc_gateway_fixture,
@@ -15,10 +16,25 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people
     ngircd_fixture,
     registered,
     room,
+    user,
 )
-from tests.e2e.xmpp_client import MUC_USER_NS, muc_status
+from tests.e2e.xmpp_client import MUC_USER_NS, Client, muc_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+async def presences_before(
+    client: Client, room_jid: str, speaker: IrcPerson, line: str
+) -> list[Presence]:
+    """`speaker` says `line` in the channel of `room_jid`: the presences `client` got
+    before the line reached it (the stream is in order)."""
+    speaker.say(room_jid.split("%", 1)[0], line)
+    for _ in range(50):
+        if (await client.next_message(room_jid, with_body=False))["body"] == line:
+            break
+    else:
+        raise AssertionError(f"{line!r} never arrived")
+    return [client.presences.get_nowait() for _ in range(client.presences.qsize())]
 
 
 async def test_a_newcomer_has_the_standing_of_a_plain_member_and_no_affiliation_news(
@@ -65,13 +81,25 @@ async def test_a_newcomer_has_the_standing_of_a_plain_member_and_no_affiliation_
     pres = await alice.join_muc(room90b, nick)
     assert pres["type"] != "error", pres
     await dave.join("#story90b")
-    bob.say("#story90b", "after dave again")
-    for _ in range(50):
-        if (await alice.next_message(room90b, with_body=False))["body"] == "after dave again":
-            break
-    seen = [alice.presences.get_nowait() for _ in range(alice.presences.qsize())]
+    seen = await presences_before(alice, room90b, bob, "after dave again")
     daves = [p for p in seen if p["from"] == JID(f"{room90b}/dave90")]
     assert len(daves) == 1, daves
+
+    # Erin, new to alice, joins with capitals: her occupant and her contact (both
+    # made by the JOIN, in one transaction) show her nick as she writes it, once, and
+    # the contact is one alice can talk to privately, both ways.
+    erin = await irc_people("Erin90")
+    await erin.join("#story90")
+    seen = await presences_before(alice, room90, bob, "after erin")
+    erins = [p for p in seen if p["from"].bare == room90 and "erin" in p["from"].resource.lower()]
+    assert [p["from"].resource for p in erins] == ["Erin90"], erins
+    _, item = muc_status(erins[0])
+    assert (item["role"], item["affiliation"]) == ("participant", "none")
+    assert JID(item["jid"]).bare == user("erin90")
+    alice.send_chat(user("erin90"), "hi Erin")
+    assert await erin.heard(nick, "Erin90") == "hi Erin"
+    erin.say(nick, "hi alice")
+    assert (await alice.next_message(user("erin90")))["body"] == "hi alice"
 
     # His modes still make him a member, and taking them back makes him plain again.
     bob.send("MODE #story90 +v dave90")

@@ -146,6 +146,23 @@ def test_joined_occupant_answers_both_lookups_of_a_join_in_one_query(orm: Sessio
     )
 
 
+def test_joined_occupant_of_a_contact_not_stored_yet_is_nobodys(orm: Session) -> None:
+    # a JOIN's contact and occupant stored together: the lookup runs before either
+    room = _room(orm)
+    alice = _contact(orm, room, "alice%irc")
+    _occupant(orm, room, alice, "alice")
+    nobody = Participant(nickname="dave", occupant_id="dave@x", room_id=room.id)
+    nobody.contact_id, nobody.resource, nobody.nickname_no_illegal = None, "dave", "dave"
+    rows.insert(orm, nobody, {})
+    orm.commit()
+
+    # never an occupant without a contact taken for it; those still clash on the name
+    assert rows.joined_occupant(orm, room.id, "dave2", None, "dave") == (False, None, True)
+    assert rows.joined_occupant(orm, room.id, "al", None, "alice") == (False, None, True)
+    assert rows.joined_occupant(orm, room.id, "erin", None, "erin") == (False, None, False)
+    assert rows.joined_occupant(orm, room.id, "dave", None, "dave") == (True, None, False)
+
+
 def test_store_occupant_list_writes_what_slidges_merge_and_flush_wrote(orm: Session) -> None:
     room = _room(orm)
     alice, bob = _contact(orm, room, "alice%irc"), _contact(orm, room, "bob%irc")
