@@ -45,11 +45,10 @@ from .client import (
 from .config import Config, UserServerSettings
 from .contact import Contact
 from .events import Channel, Nick
-from .group import JOIN_TIMEOUT, MUC, Participant
+from .group import JOIN_TIMEOUT, MUC, Participant, channel_legacy_id
 from .protocol import IrcProtocolError, LocalProtocolError, parse_line, serialize
 from .translate import (
     AddressError,
-    ChannelAddress,
     OutgoingText,
     ServerAddress,
     UserAddress,
@@ -324,7 +323,7 @@ class Session(BaseSession[Contact]):
         return contact
 
     async def room(self, client: IrcClient, channel: str) -> MUC:
-        legacy_id = self.mapping.render(ChannelAddress(client.name, Channel(channel)))
+        legacy_id = channel_legacy_id(self.mapping, client.name, channel)
         muc: MUC = await self.bookmarks.by_legacy_id(legacy_id)
         return muc
 
