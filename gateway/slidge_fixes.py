@@ -77,7 +77,8 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     own are kept).
 30-39. More per-message work, also in :mod:`gateway.slidge_speed`: 30, slidge's echo of
     what the user sends to a room, its two ids added to the XML and the message itself
-    sent to the first resource.
+    sent to the first resource; 31, a plain message of an occupant built as XML, its
+    plugins loaded as parsing it would.
 """
 
 from __future__ import annotations
