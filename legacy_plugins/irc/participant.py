@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from slidge.group import LegacyParticipant
-from slidge.util.types import MucAffiliation
+from slidge.util.types import CachedPresence, MucAffiliation
 from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 
@@ -64,12 +64,26 @@ class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
 
     def online(self, status: str | None = None, last_seen: datetime | None = None) -> None:
         """A plain "available" right after the one that announced this new occupant
-        (the JOIN handler says it again) would be the same presence twice: not sent."""
-        if self.announced and status is None and last_seen is None:
+        (the JOIN handler says it again) would be the same presence twice: not sent.
+        Nor is one nobody would get that changes nothing (`_unheard`)."""
+        if status is None and last_seen is None and (self.announced or self._unheard()):
             self.announced = False
             return
         self.announced = False
         super().online(status, last_seen)
+
+    def _unheard(self) -> bool:
+        """Whether a plain "available" would go to no client (none of the user's is in
+        the room) and store nothing: the row says a presence was sent and the contact's
+        cached presence is that "available" already. So is the occupant of a JOIN in a
+        room no client has joined yet (`Occupants.joined_occupant` stores both), for
+        which slidge built the presence for nobody: 9 % of the CPU of 50 users joining
+        5 channels each at once."""
+        if self.is_user or self.is_system or not self.stored.presence_sent:
+            return False
+        if self.muc.get_user_resources():
+            return False
+        return self._get_last_presence() == CachedPresence()
 
     async def on_kick(self, reason: str | None) -> None:
         client = await self.muc.session.client_for(self.muc.address.server)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from slixmpp import JID, Presence
 
-from tests.e2e.conftest import PasserelleProcess
+from gateway.localservers import Prosody
+from tests.e2e.conftest import PASSWORD, PasserelleProcess
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people, irc_gateway)
     IrcPerson,
     NewClient,
@@ -16,6 +17,7 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people
     ngircd_fixture,
     registered,
     room,
+    server_jid,
     user,
 )
 from tests.e2e.xmpp_client import MUC_USER_NS, Client, muc_status
@@ -108,3 +110,82 @@ async def test_a_newcomer_has_the_standing_of_a_plain_member_and_no_affiliation_
     bob.send("MODE #story90 -v dave90")
     _, item = muc_status(await alice.next_occupant(room90, "dave90"))
     assert (item["role"], item["affiliation"]) == ("participant", "none")
+
+
+async def who_answered(client: Client, channel: str) -> None:
+    """`client` asks the IRC server WHO is in `channel` through its JID and waits for
+    the answer: a point both streams (XMPP and IRC) have passed."""
+    client.send_chat(server_jid(), f"WHO {channel}")
+    for _ in range(20):
+        if channel in (await client.next_message(server_jid()))["body"]:
+            return
+    raise AssertionError(f"no answer to WHO {channel}")
+
+
+class Listed(dict[str, Presence]):
+    """An occupant list (`Client.occupants[room]`) that also keeps every occupant's
+    presence it was given, in order, so that one sent twice shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[Presence] = []
+
+    def __setitem__(self, nick: str, presence: Presence) -> None:
+        if nick:  # not the room's own presence (its avatar)
+            self.given.append(presence)
+        super().__setitem__(nick, presence)
+
+
+async def test_who_joined_before_any_client_came_back_is_listed_once(
+    irc_gateway: PasserelleProcess, new_client: NewClient, irc_people: People, prosody: Prosody
+) -> None:
+    # alice keeps #story91 joined (persistent) and goes offline; the gateway restarts
+    # and rejoins it: slidge forgot the occupants, no client of hers is in the room.
+    alice, nick = await registered(new_client, "alice")
+    bob = await irc_people("bob91")
+    await bob.join("#story91")
+    room91 = room("#story91")
+    assert (await alice.join_muc(room91, nick))["type"] != "error"
+    result = await alice.run_command(room91, "configure", persistent="true")
+    assert result["command"]["status"] == "completed"
+    await alice.stop()
+    irc_gateway.stop()
+    await bob.expect(rf"^:{nick}!\S+ QUIT")
+    again = PasserelleProcess(irc_gateway.config)
+    try:
+        await again.wait_for(r"^irc \| .*Slidge has successfully started")
+        await bob.expect(rf"^:{nick}!\S+ JOIN :?#story91", timeout=30)
+
+        # Meanwhile on IRC: carol joins, dave joins and gets voice, erin joins and goes.
+        erin = await irc_people("erin91")
+        for person in (await irc_people("carol91"), await irc_people("dave91"), erin):
+            await person.join("#story91")
+        bob.send("MODE #story91 +v dave91")
+        erin.send("PART #story91 :bye")
+        await bob.expect(r"^:erin91!\S+ PART #story91")
+
+        # Back (another client): everyone there once, available, with the standing of
+        # their modes and their contact; erin is gone; her own presence comes last.
+        phone = Client(f"{alice.boundjid.bare}/phone", PASSWORD)
+        await phone.start(prosody.c2s_port)
+        try:
+            await who_answered(phone, "#story91")  # it follows those lines on IRC
+            listed = phone.occupants[room91] = Listed()
+            pres = await phone.join_muc(room91, nick)
+            assert pres["type"] != "error", pres
+        finally:
+            await phone.stop()
+    finally:
+        again.stop()
+    got = [str(p) for p in listed.given]
+    standing: dict[str, tuple[str, str, str, str]] = {}
+    for p in listed.given:
+        item = muc_status(p)[1]
+        standing[p["from"].resource] = (p["type"], p["show"], item["role"], item["affiliation"])
+        assert JID(item["jid"]).bare == user(p["from"].resource), got
+    assert len(listed.given) == 3, got
+    assert standing == {
+        "bob91": ("available", "", "moderator", "admin"),
+        "carol91": ("available", "", "participant", "none"),
+        "dave91": ("available", "", "participant", "member"),
+    }, got
