@@ -79,8 +79,6 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     what the user sends to a room, its two ids added to the XML and the message itself
     sent to the first resource; 31, a plain message of an occupant built as XML, its
     plugins loaded as parsing it would.
-40-49. Memory, in :mod:`gateway.slidge_memory`: 40, slixmpp's send queue, whose async
-    outgoing filters run eagerly, so a burst of presences no longer piles up in it.
 """
 
 from __future__ import annotations
@@ -92,7 +90,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import slidge_joins, slidge_memory, slidge_speed
+from . import slidge_joins, slidge_speed
 
 if TYPE_CHECKING:
     from slidge.contact import LegacyContact
@@ -320,7 +318,6 @@ def apply() -> None:
     batch_archive_writes()
     slidge_speed.apply()  # fixes 11-19 and 30-39
     slidge_joins.apply()  # fixes 20-29
-    slidge_memory.apply()  # fix 40
     store_default_preferences()
 
 
