@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.runtime import Secret
 from legacy_plugins.matrix import client as client_module
-from legacy_plugins.matrix.client import Credentials, MatrixClient, load_nio
-from legacy_plugins.matrix.config import Config
+from legacy_plugins.matrix.client import load_nio
 from legacy_plugins.matrix.errors import HomeserverTimeout, RequestFailed
-from legacy_plugins.matrix.ids import RoomId, UserId
+from legacy_plugins.matrix.ids import RoomId
+from tests.unit.loopback_http import client_for, serve
 
 Behaviour = Callable[[web.Request, int], Any]
 
@@ -35,15 +34,8 @@ async def homeserver() -> AsyncIterator[tuple[list[str], list[Behaviour], str]]:
 
     app = web.Application()
     app.router.add_put("/_matrix/client/v3/rooms/{room}/send/{type}/{txn}", send)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield seen, plan, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as base:
+        yield seen, plan, base
 
 
 async def _slow(request: web.Request, n: int) -> web.Response:
@@ -87,15 +79,7 @@ async def test_a_send_is_retried_with_the_same_transaction_id(
     seen, behaviours, base = homeserver
     behaviours.extend(plan)
     monkeypatch.setattr(client_module, "_SEND_RETRY_DELAYS", (0.05, 0.05))
-    cfg = Config(
-        jid="matrix.localhost",
-        secret=Secret("secret"),
-        allow_private_addresses=True,
-        allow_plain_http=True,
-        request_timeout=0.5,
-    )
-    creds = Credentials(base, UserId("@alice:localhost"), "DEVICE", "token")
-    async with MatrixClient(creds, cfg) as matrix:
+    async with client_for(base, request_timeout=0.5) as matrix:
         if isinstance(outcome, str):
             assert await matrix.send(RoomId("!room:localhost"), "m.room.message", {}) == outcome
         else:
