@@ -436,60 +436,36 @@ class MatrixClient:
         since: str,
         on_batch: Callable[[SyncBatch], Awaitable[None]],
         on_status: StatusCallback,
-        ask_ahead: Callable[[SyncBatch], bool] = lambda _batch: False,
     ) -> None:
         """Long-poll until cancelled; ``on_batch`` is awaited for each batch, in order.
-
-        For a batch that ``ask_ahead`` accepts, the next sync is asked for before
-        ``on_batch`` handles it: the homeserver waits for the next events meanwhile, and
-        the request is not made just as the user answers what the batch shows. Never for
-        a batch with to-device events (room keys): the homeserver deletes those once a
-        sync from the next position is asked for, and a crash while handling them would
-        lose them.
 
         Network trouble and server errors are retried with capped exponential backoff
         (and ``on_status`` is told); a revoked login (`LoginRefused`) ends the loop."""
         failures = 0
         timeout_ms = int(self.cfg.sync_timeout * 1000)
-        ahead: asyncio.Task[SyncBatch] | None = None
-        try:
-            while True:
-                try:
-                    if ahead is not None:
-                        task, ahead = ahead, None
-                        batch = await task
-                    else:
-                        batch = await self.sync(since, timeout_ms=timeout_ms)
-                except LoginRefused:
-                    raise
-                except MatrixError as e:
-                    failures += 1
-                    delay = (
-                        e.retry_after
-                        if isinstance(e, RateLimited)
-                        else self._backoff.delay(failures, random.random())  # noqa: S311
-                    )
-                    log.warning(
-                        "Sync with %s failed (%s); retrying in %.1f s",
-                        self.creds.homeserver,
-                        e,
-                        delay,
-                    )
-                    on_status(f"{e}; retrying in {delay:.0f} s")
-                    await asyncio.sleep(delay)
-                    continue
-                if failures:
-                    failures = 0
-                    on_status(None)
-                if not batch.to_device and ask_ahead(batch):
-                    ahead = asyncio.ensure_future(
-                        self.sync(batch.next_batch, timeout_ms=timeout_ms)
-                    )
-                await on_batch(batch)
-                since = batch.next_batch
-        finally:
-            if ahead is not None:
-                ahead.cancel()
+        while True:
+            try:
+                batch = await self.sync(since, timeout_ms=timeout_ms)
+            except LoginRefused:
+                raise
+            except MatrixError as e:
+                failures += 1
+                delay = (
+                    e.retry_after
+                    if isinstance(e, RateLimited)
+                    else self._backoff.delay(failures, random.random())  # noqa: S311
+                )
+                log.warning(
+                    "Sync with %s failed (%s); retrying in %.1f s", self.creds.homeserver, e, delay
+                )
+                on_status(f"{e}; retrying in {delay:.0f} s")
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                failures = 0
+                on_status(None)
+            await on_batch(batch)
+            since = batch.next_batch
 
     # -- account data and profiles ----------------------------------------------------
 

@@ -105,9 +105,6 @@ SYNC_PACE = 0.25
 user is sending (while more is being sent): see `Session._on_batch`."""
 SAVE_DELAY = 2.0
 """Seconds before the position after such a sync is stored (a newer one replaces it)."""
-STANZAS_OUT_WAIT = 0.05
-"""Seconds a batch waits, at most, for slixmpp to write the stanzas it queued (see
-`Session._stanzas_out`; short: other users' stanzas share the queue)."""
 
 
 class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, BaseSession[Contact]):
@@ -215,9 +212,7 @@ class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, Base
                 for invite in first.invited:
                     await self._guard(self._invited(invite))
                 self._save_position(first.next_batch)
-            await self.matrix.sync_forever(
-                first.next_batch, self._on_batch, self._on_status, ask_ahead=_shows_something
-            )
+            await self.matrix.sync_forever(first.next_batch, self._on_batch, self._on_status)
         except LoginRefused as e:
             log.warning("Matrix session of %s ended: %s", self.user_jid, e)
             self.send_gateway_message(f"Matrix ended this session: {e}")
@@ -323,7 +318,6 @@ class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, Base
         for presence in batch.presence:
             await self._guard(self._on_presence(presence))
         self._save_position(batch.next_batch)
-        await self._stanzas_out()
 
     async def _on_echoes(self, batch: SyncBatch) -> bool:
         """A batch of nothing but what the user is sending, back from the homeserver:
@@ -353,21 +347,6 @@ class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, Base
                     await queue.join()
             except TimeoutError:
                 log.debug("%d stanzas still wait in the XMPP send queue", queue.qsize())
-
-    async def _stanzas_out(self) -> None:
-        """Wait until slixmpp has written what is in its send queue (`STANZAS_OUT_WAIT`
-        at most: the XMPP connection may be down). A batch's stanzas are queued and
-        written by slixmpp's own task when the event loop comes round to it: without the
-        wait the next sync request and whatever else was ready went first (5-7 ms of the
-        homeserver-to-XMPP latency). The position is stored before (as before this wait):
-        a crash in between may lose what was not yet written, never show it twice."""
-        try:
-            async with asyncio.timeout(STANZAS_OUT_WAIT):
-                await self.xmpp.waiting_queue.join()
-        except TimeoutError:
-            log.debug(
-                "%d stanzas still wait in the XMPP send queue", self.xmpp.waiting_queue.qsize()
-            )
 
     async def _arrive(self, state: RoomState, room: JoinedRoom) -> tuple[TimelineEvent, ...]:
         """A room we just joined: its history counts for state only; a group room goes
@@ -816,9 +795,3 @@ def _split_at_arrival(
 
 
 __all__ = ["Session"]
-
-
-def _shows_something(batch: SyncBatch) -> bool:
-    """Whether the next sync may be asked for before this batch is handled: not for one
-    of nothing but echoes, whose next sync waits while sends are under way (`SYNC_PACE`)."""
-    return not only_echoes(batch)
