@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from slixmpp import JID
@@ -405,3 +406,54 @@ async def test_moderators_retract_others_messages_both_ways(
         )
     )
     assert retraction_in(mine).find(f"{{{MODERATE_NS}}}moderated") is not None
+
+
+async def topic_seen_by(peer: MatrixPeer, room: str) -> str | None:
+    """The ``m.room.topic`` of `room` as `peer` reads it from the homeserver (None: no
+    topic event yet)."""
+    path = f"/rooms/{quote(room, safe='')}/state"
+    for event in await peer.call("GET", path):
+        if event.get("type") == "m.room.topic" and event.get("state_key") == "":
+            return str(event["content"].get("topic"))
+    return None
+
+
+async def test_subject_set_from_xmpp_is_the_room_topic_if_power_allows(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    # Setting the MUC subject from XMPP changes the Matrix room's topic, and alice's
+    # clients get the new subject; without the power to change it (bob's private room:
+    # state_default 50, alice 0) she gets the homeserver's refusal and nothing changes.
+    alice_mx, alice, bob, _carol, room = await alice_bob_and_carol(
+        synapse, start_passerelle, new_client, peers, "Topics"
+    )
+    await bob.call("PUT", f"/rooms/{quote(room, safe='')}/state/m.room.topic/", {"topic": "Old"})
+    room_jid = muc_jid(room)
+    await join_room_when_shown(alice, room_jid, "alice")
+    subjects = [(await alice.next_subject(room_jid))["subject"]]  # came with the join
+    while "Old" not in subjects:
+        subjects.append((await alice.next_subject(room_jid))["subject"])
+
+    # Without power: an XMPP error with the reason, and the topic stays.
+    alice.set_subject(room_jid, "Not allowed")
+    error = await alice.next_matching(
+        lambda m: m["from"].bare == room_jid and m["type"] == "error", timeout=60
+    )
+    assert error["error"]["condition"] == "forbidden", error
+    assert "topic" in error["error"]["text"], error
+    assert await topic_seen_by(bob, room) == "Old"
+
+    # With power 50: bob sees alice's m.room.topic, alice's clients the new subject.
+    await bob.set_power(room, alice_mx.user_id, 50)
+    alice.set_subject(room_jid, "Release on Friday")
+    event = await bob.wait_for(
+        lambda e: e.get("type") == "m.room.topic" and e.get("sender") == alice_mx.user_id
+    )
+    assert event["content"]["topic"] == "Release on Friday"
+    assert await topic_seen_by(bob, room) == "Release on Friday"
+    while "Release on Friday" not in subjects:
+        subjects.append((await alice.next_subject(room_jid, timeout=60))["subject"])
+    assert "Not allowed" not in subjects, subjects
