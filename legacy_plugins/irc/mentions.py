@@ -24,11 +24,12 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from slixmpp import JID, Message
-from slixmpp.plugins.xep_0372.stanza import Reference
+
+from gateway.mentions import REFERENCE_NS, MentionsOnMessages, mention_uri
 
 from .events import casefold
 
@@ -50,15 +51,12 @@ __all__ = [
     "with_irc_nicks",
 ]
 
-REFERENCE_NS = "urn:xmpp:reference:0"
 STASHED_PER_ROOM = 16  # groupchat messages with mentions waiting for slidge's handler
 _WORD = re.compile(r"[\w\[\]\\`^{|}\-]+")
 """A run of nick characters (RFC 2812's letters, digits and specials, and the Unicode
 letters some servers allow): `alice:` and `@alice` yield `alice`; `bob_` stays `bob_`."""
 _NOT_BEFORE = frozenset("/.=#&?%<$")  # a path, a host name, a query: not a mention
 _NOT_AFTER = re.compile(r"[.@][\w]")  # alice.example.org, alice@example.org
-# RFC 5122 characters an xmpp: URI keeps as they are; everything else is %-encoded.
-_URI_SAFE = "!$&'()*+,;=:@/-._~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +105,6 @@ def find_mentions_by(
     return tuple(found)
 
 
-def mention_uri(room_jid: str, nick: str) -> str:
-    """`xmpp:ROOM/NICK` (RFC 5122: `#` → %23, `%` → %25, `[` → %5B…)."""
-    return "xmpp:" + quote(f"{room_jid}/{nick}", safe=_URI_SAFE)
-
-
 def apply_references(text: str, mentions: Sequence[Mention]) -> str:
     """`text` with each mention's span replaced by its nick. Spans out of range or
     overlapping an earlier one are ignored."""
@@ -152,21 +145,6 @@ def references_of(msg: Message, room_jid: str) -> tuple[Mention, ...]:
 
 
 # --- slidge glue -----------------------------------------------------------------------
-
-
-class MentionsOnMessages:
-    """Mixin for the room's participant class: `send_text(..., mentions=...)` puts
-    XEP-0372 mention references on the groupchat message (archive included)."""
-
-    def _send(self, stanza: Any, *args: Any, **kwargs: Any) -> Any:
-        mentions: tuple[tuple[Mention, str], ...] = kwargs.pop("mentions", None) or ()
-        if mentions and isinstance(stanza, Message):
-            for mention, uri in mentions:
-                ref = Reference()
-                ref["type"], ref["uri"] = "mention", uri
-                ref["begin"], ref["end"] = str(mention.begin), str(mention.end)
-                stanza.append(ref)
-        return super()._send(stanza, *args, **kwargs)  # type: ignore[misc]
 
 
 def room_mentions(

@@ -37,6 +37,7 @@ from slixmpp import JID, Presence
 from slixmpp.exceptions import XMPPError
 
 from gateway.formatting import to_xep0393
+from gateway.mentions import MentionsOnMessages
 from gateway.rooms import KeptOccupants, KeptRooms
 
 from .contact import Contact
@@ -56,7 +57,7 @@ NICKNAMES_FOR = 2.0
 """Seconds the occupants' nicknames are reused when looking for mentions."""
 
 
-class Participant(LegacyParticipant[Contact]):
+class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
     muc: MUC
 
     def _user_id(self) -> UserId:

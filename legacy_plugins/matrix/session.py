@@ -40,6 +40,7 @@ from slixmpp import JID
 
 from gateway.backoff import Backoff
 from gateway.formatting import to_xep0393
+from gateway.mentions import mention_uri
 from gateway.runtime import network_config
 from gateway.slidge_fixes import push_to_roster
 
@@ -69,6 +70,7 @@ from .translate import (
     InvitedRoom,
     JoinedRoom,
     Membership,
+    MentionSpan,
     Message,
     Reaction,
     Receipt,
@@ -79,6 +81,7 @@ from .translate import (
     Typing,
     edit_content,
     media_content,
+    mention_spans,
     only_echoes,
     reaction_content,
     text_content,
@@ -420,8 +423,11 @@ class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, Base
         when = datetime.fromtimestamp(msg.ts / 1000, UTC) if age > _LIVE_WINDOW_S else None
         reply = await self._reference(chat, msg.reply_to) if msg.reply_to else None
         if msg.media is None:
+            extra: dict[str, Any] = {}
+            if mentions := await self._mentions(chat, text, msg.mentions):
+                extra["mentions"] = mentions  # gateway.mentions.MentionsOnMessages
             speaker.send_text(
-                text, legacy_msg_id=msg.event_id, when=when, reply_to=reply, carbon=carbon
+                text, legacy_msg_id=msg.event_id, when=when, reply_to=reply, carbon=carbon, **extra
             )
             return
         try:
@@ -449,6 +455,28 @@ class Session(SessionE2EE, SessionRecovery, SessionGossip, SessionProfiles, Base
             when=when,
             reply_to=reply,
             carbon=carbon,
+        )
+
+    async def _mentions(
+        self, chat: Chat, text: str, users: tuple[UserId, ...]
+    ) -> tuple[tuple[MentionSpan, str], ...]:
+        """XEP-0372 references for the room members (the user included) that a message
+        mentions, where their nicknames stand in its text, each with the occupant's
+        ``xmpp:ROOM/NICK``; none in a direct chat, nor for someone not in the room."""
+        if not users or isinstance(chat, Contact):
+            return ()
+        members = self.rooms.room(chat.room_id).members
+        names: dict[UserId, str] = {}
+        for user in users:
+            if user == self.me:
+                names[user] = chat.user_nick
+            elif (member := members.get(user)) is not None and member.membership == "join":
+                part = await self._speaker(chat, user)
+                if nick := getattr(part, "nickname", None):
+                    names[user] = nick
+        room = str(chat.jid.bare)
+        return tuple(
+            (span, mention_uri(room, names[span.user])) for span in mention_spans(text, names)
         )
 
     async def _deliver_redaction(

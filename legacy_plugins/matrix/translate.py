@@ -18,10 +18,12 @@ No I/O, no clock: times are the events' own ``origin_server_ts``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
+from urllib.parse import unquote
 
 from gateway.formatting import StyledText, from_xep0393, to_plain
 
@@ -34,6 +36,7 @@ __all__ = [
     "JoinedRoom",
     "Media",
     "Membership",
+    "MentionSpan",
     "Message",
     "Reaction",
     "Receipt",
@@ -46,6 +49,8 @@ __all__ = [
     "backfill_messages",
     "edit_content",
     "media_content",
+    "mention_spans",
+    "mentioned",
     "only_echoes",
     "parse_event",
     "parse_members",
@@ -100,6 +105,8 @@ class Message:
     reply_to: EventId | None = None
     replaces: EventId | None = None
     own_device: bool = False
+    mentions: tuple[UserId, ...] = ()
+    """Who it mentions (`mentioned`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +390,56 @@ def _parse_message(
         reply_to=EventId(reply) if reply and replaces is None else None,
         replaces=replaces,
         own_device=head.own,
+        mentions=mentioned(content),
     )
+
+
+MAX_MENTIONS = 20
+"""Users of one message looked up for XEP-0372 references, at most."""
+_PILL = re.compile(r"""href=["']https://matrix\.to/#/((?:@|%40)[^"'/?#]+)""")
+
+
+def mentioned(content: Mapping[str, Any]) -> tuple[UserId, ...]:
+    """The users a message mentions: the user IDs of its ``m.mentions``, and those its
+    HTML links to the way Matrix clients write a mention (a "pill",
+    ``<a href="https://matrix.to/#/@bob:example.org">Bob</a>``), for clients that do not
+    fill ``m.mentions``. In order, each once, `MAX_MENTIONS` at most."""
+    found: list[str] = []
+    ids = _obj(content.get("m.mentions")).get("user_ids")
+    if isinstance(ids, list):
+        found += [u for u in ids if isinstance(u, str)]
+    formatted = _str(content.get("formatted_body"))
+    if formatted is not None and content.get("format") == HTML_FORMAT:
+        found += [unquote(u) for u in _PILL.findall(formatted)]
+    users = [UserId(u) for u in dict.fromkeys(found) if is_user_id(u)]
+    return tuple(users[:MAX_MENTIONS])
+
+
+@dataclass(frozen=True, slots=True)
+class MentionSpan:
+    """`user`'s name is at ``text[begin:end]`` (code points, end exclusive: XEP-0372's
+    ``begin`` and ``end``)."""
+
+    begin: int
+    end: int
+    user: UserId
+
+
+def mention_spans(text: str, names: Mapping[UserId, str]) -> tuple[MentionSpan, ...]:
+    """Where each user's name stands in `text` as a word of its own (not inside a longer
+    word), every time; the earlier and then the longer of two that overlap kept."""
+    found: list[MentionSpan] = []
+    for user, name in names.items():
+        if not name:
+            continue
+        for m in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text):
+            found.append(MentionSpan(m.start(), m.end(), user))
+    found.sort(key=lambda span: (span.begin, -span.end))
+    kept: list[MentionSpan] = []
+    for span in found:
+        if not kept or span.begin >= kept[-1].end:
+            kept.append(span)
+    return tuple(kept)
 
 
 def _parse_reaction(

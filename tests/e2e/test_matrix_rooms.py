@@ -340,6 +340,61 @@ async def test_names_in_the_text_are_mentions_also_of_someone_who_just_joined(
     assert mentioned(await bob.wait_for_message(room, f"welcome {carol_nick}")) == [carol.user_id]
 
 
+REFERENCE_NS = "urn:xmpp:reference:0"
+
+
+def references(msg: Message) -> list[tuple[int, int, str]]:
+    """The XEP-0372 mention references of `msg`: (begin, end, uri)."""
+    return [
+        (int(ref.get("begin", "-1")), int(ref.get("end", "-1")), ref.get("uri", ""))
+        for ref in msg.xml.findall(f"{{{REFERENCE_NS}}}reference")
+        if ref.get("type") == "mention"
+    ]
+
+
+async def test_mentions_from_matrix_are_references_to_the_occupants(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+    peers: Peers,
+) -> None:
+    # Matrix -> XMPP: who an event mentions (m.mentions, or a pill in its HTML) becomes a
+    # XEP-0372 reference at their nickname in the text, to their occupant (alice's own
+    # nick for her); a name in the text of someone not mentioned is no reference.
+    alice_mx, alice, bob, carol, room = await alice_bob_and_carol(
+        synapse, start_passerelle, new_client, peers, "Pills"
+    )
+    await carol.join(room)
+    room_jid = f"{id_to_localpart(room)}@{MATRIX_JID}"
+    await join_room_when_shown(alice, room_jid, "alice")
+    carol_nick = carol.user_id[1:].split(":")[0]  # no display name: the local part
+    alice_nick = alice_mx.user_id[1:].split(":")[0]  # hers in the room: the same
+    await alice.next_occupant(room_jid, carol_nick, timeout=60)
+    uri = f"xmpp:{room_jid}/"
+
+    body = f"thanks {alice_nick} and {carol_nick}!"
+    await bob.send_text(
+        room, body, **{"m.mentions": {"user_ids": [alice_mx.user_id, carol.user_id]}}
+    )
+    msg = await alice.next_groupchat_text(room_jid, body)
+    begin = body.index(carol_nick)
+    assert references(msg) == [
+        (7, 7 + len(alice_nick), uri + alice_nick),
+        (begin, begin + len(carol_nick), uri + carol_nick),
+    ]
+
+    body = f"{carol_nick}: only a name, nobody mentioned"
+    await bob.send_text(room, body, **{"m.mentions": {}})
+    assert references(await alice.next_groupchat_text(room_jid, body)) == []
+
+    # A client that writes only a pill (no m.mentions): the link names who is mentioned.
+    body = f"ping {carol_nick}"
+    pill = f'ping <a href="https://matrix.to/#/{quote(carol.user_id)}">{carol_nick}</a>'
+    await bob.send_text(room, body, format="org.matrix.custom.html", formatted_body=pill)
+    msg = await alice.next_groupchat_text(room_jid, body)
+    assert references(msg) == [(5, 5 + len(carol_nick), uri + carol_nick)]
+
+
 RETRACT_NS = "urn:xmpp:message-retract:1"
 MODERATE_NS = "urn:xmpp:message-moderate:1"
 

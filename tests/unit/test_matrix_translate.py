@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gateway.formatting import StyledText, to_plain, to_xep0393
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
 from legacy_plugins.matrix.translate import (
+    MAX_MENTIONS,
     Encrypted,
     Media,
     Membership,
@@ -23,6 +24,8 @@ from legacy_plugins.matrix.translate import (
     UserPresence,
     edit_content,
     media_content,
+    mention_spans,
+    mentioned,
     parse_direct,
     parse_event,
     parse_members,
@@ -421,3 +424,85 @@ def test_reaction_and_media_content() -> None:
         and back.media.url == "mxc://x/2"
         and back.media.file == encrypted["file"]
     )
+
+
+# --- mentions, Matrix -> XMPP ---------------------------------------------------------
+
+BOB, CAROL = UserId("@bob:example.org"), UserId("@carol:example.org")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"body": "hi"}, ()),
+        ({"body": "hi", "m.mentions": {}}, ()),
+        ({"body": "hi bob", "m.mentions": {"user_ids": [BOB]}}, (BOB,)),
+        # each once, in order; not user IDs and other types dropped
+        (
+            {"m.mentions": {"user_ids": [CAROL, BOB, CAROL, "bob", 7, "!room:x"]}},
+            (CAROL, BOB),
+        ),
+        ({"m.mentions": {"user_ids": "@bob:example.org"}}, ()),  # not a list
+        ({"m.mentions": ["@bob:example.org"]}, ()),  # not an object
+        # pills, as Element writes them and percent-encoded; only in HTML content
+        (
+            {
+                "format": "org.matrix.custom.html",
+                "formatted_body": '<a href="https://matrix.to/#/@bob:example.org">Bob</a> and '
+                "<a href='https://matrix.to/#/%40carol%3Aexample.org'>Carol</a>",
+            },
+            (BOB, CAROL),
+        ),
+        (
+            {"formatted_body": '<a href="https://matrix.to/#/@bob:example.org">Bob</a>'},
+            (),  # no format: not HTML
+        ),
+        (
+            {
+                "format": "org.matrix.custom.html",
+                "formatted_body": '<a href="https://matrix.to/#/!room:example.org">a room</a>'
+                '<a href="https://matrix.to/#/#alias:example.org">an alias</a>'
+                '<a href="https://example.org/#/@bob:example.org">elsewhere</a>',
+            },
+            (),
+        ),
+        # m.mentions and a pill for the same user: once
+        (
+            {
+                "m.mentions": {"user_ids": [BOB]},
+                "format": "org.matrix.custom.html",
+                "formatted_body": '<a href="https://matrix.to/#/@bob:example.org">Bob</a>',
+            },
+            (BOB,),
+        ),
+        (
+            {"m.mentions": {"user_ids": [f"@u{n}:x.org" for n in range(50)]}},
+            tuple(UserId(f"@u{n}:x.org") for n in range(MAX_MENTIONS)),
+        ),
+    ],
+)
+def test_who_a_message_mentions(content: dict[str, Any], expected: tuple[UserId, ...]) -> None:
+    assert mentioned(content) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "expected"),
+    [
+        ("thanks bob!", {BOB: "bob"}, [(7, 10, BOB)]),
+        ("bob: hi, bob", {BOB: "bob"}, [(0, 3, BOB), (9, 12, BOB)]),  # every time
+        ("bobby and kabob", {BOB: "bob"}, []),  # inside a word: no
+        ("Bob", {BOB: "bob"}, []),  # as the room shows the name
+        ("hi Bob Smith", {BOB: "Bob Smith", CAROL: "Bob"}, [(3, 12, BOB)]),  # longer wins
+        ("hi Bob and Bob Smith", {BOB: "Bob Smith", CAROL: "Bob"}, [(3, 6, CAROL), (11, 20, BOB)]),
+        ("é carol ü", {CAROL: "carol"}, [(2, 7, CAROL)]),  # code points
+        ("[c.a+rol] x", {CAROL: "c.a+rol"}, [(1, 8, CAROL)]),  # regex characters are text
+        ("nobody", {BOB: ""}, []),
+    ],
+)
+def test_where_mentioned_names_stand(
+    text: str, names: dict[UserId, str], expected: list[tuple[int, int, UserId]]
+) -> None:
+    spans = mention_spans(text, names)
+    assert [(s.begin, s.end, s.user) for s in spans] == expected
+    for span in spans:
+        assert text[span.begin : span.end] == names[span.user]
