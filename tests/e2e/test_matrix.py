@@ -117,6 +117,36 @@ async def test_wrong_password_is_refused_and_nothing_is_stored(
     await log_in(alice, synapse, alice_mx)
 
 
+async def test_an_access_token_logs_in_and_a_wrong_or_foreign_one_is_refused(
+    synapse: Synapse,
+    gateway: PasserelleProcess,
+    new_client: NewClient,
+    peers: Callable[[str], asyncio.Future[MatrixPeer]],
+) -> None:
+    # The form's "Access token (instead of the password)": a token that is no one's and
+    # bob's token given with alice's Matrix ID are refused with the reason, nothing
+    # stored; her own token logs her in, and her chats work.
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    other = await asyncio.to_thread(new_account, synapse, "other")
+    alice = await new_client("alice")
+    fields = {"user_id": alice_mx.user_id, "homeserver": synapse.url}
+    with pytest.raises(IqError) as err:
+        await alice.register(MATRIX_JID, token="syt_no_such_token", **fields)
+    assert err.value.condition == "not-authorized", err.value.text
+    with pytest.raises(IqError) as err:
+        await alice.register(MATRIX_JID, token=other.access_token, **fields)
+    assert other.user_id in err.value.text and alice_mx.user_id in err.value.text
+    form = await alice.plugin["xep_0077"].get_registration(jid=MATRIX_JID, timeout=20)
+    assert "remove" not in form["register"]["form"]["fields"]
+
+    await alice.register(MATRIX_JID, token=alice_mx.access_token, **fields)
+    await alice.next_presence(MATRIX_JID, ptype="chat")
+    bob = await peers("bob")
+    room = await bob.create_dm(alice_mx.user_id)
+    await bob.send_text(room, "a token is enough")
+    assert (await alice.next_message(jid_of(bob.user_id)))["body"] == "a token is enough"
+
+
 async def test_unreachable_homeserver_is_refused_with_a_reason(
     gateway: PasserelleProcess, new_client: NewClient
 ) -> None:
