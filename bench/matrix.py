@@ -988,6 +988,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         (f"time for {u} users to log in (5 at a time), s", lambda g: _logins(g.get("logins"))),
         ("start-up, s", lambda g: f"{g['start_s']:.1f}" if "start_s" in g else "—"),
         (
+            "first login after start-up, s",
+            lambda g: f"{g['login_s']:.2f}" if "login_s" in g else "—",
+        ),
+        (
             "gateway CPU s during Matrix→XMPP / XMPP→Matrix",
             lambda g: " / ".join(
                 f"{g[p]['gateway_cpu_s']:.1f}" if g.get(p) else "—"

@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import random
 import sys
 import threading
@@ -166,7 +167,8 @@ def _error_from_answer(
 ) -> MatrixError:
     text = f"{what}: {message or errcode or f'HTTP {status}'}"
     if errcode == "M_LIMIT_EXCEEDED" or status == 429:
-        return RateLimited(f"{text} (rate limited; try again later)", (retry_ms or 5000) / 1000)
+        when = f"in {math.ceil(retry_ms / 1000)} s" if retry_ms else "later"
+        return RateLimited(f"{text} (rate limited; try again {when})", (retry_ms or 5000) / 1000)
     if errcode in _LOGIN_LOCK_ERRCODES and what.startswith("login"):
         return LoginRefused(text)
     if errcode == "M_UNKNOWN_TOKEN":

@@ -110,6 +110,9 @@ def test_error_answers() -> None:
     )
     limited = client._error_from_answer("sync", "M_LIMIT_EXCEEDED", "slow down", 429, 2500)
     assert isinstance(limited, RateLimited) and limited.retry_after == 2.5
+    assert str(limited) == "sync: slow down (rate limited; try again in 3 s)"
+    unsaid = client._error_from_answer("sync", None, "", 429, None)
+    assert str(unsaid) == "sync: HTTP 429 (rate limited; try again later)"
     assert isinstance(
         client._error_from_answer("sync", "M_UNKNOWN_TOKEN", "", 401, None), LoginRefused
     )
