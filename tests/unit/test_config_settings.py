@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -40,7 +40,7 @@ def test_settings_class_and_model_have_the_same_keys_and_defaults(name: str) -> 
 
 def test_nested_irc_server_keys_and_defaults_match() -> None:
     servers = IrcConfig.model().model_fields["servers"].annotation
-    model = servers.__args__[1]  # dict[str, IrcServerConfig]
+    model = get_args(servers)[1]  # dict[str, IrcServerConfig]
     assert issubclass(model, BaseModel)
     assert field_names(ServerConfig) == set(model.model_fields)
     cfg = validate(IrcConfig, {**MINIMAL, "servers": {"Libera": {"host": " irc.libera.chat "}}})

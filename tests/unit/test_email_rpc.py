@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,12 @@ for line in sys.stdin:
 
 
 @pytest.fixture
-async def rpc(tmp_path: Path) -> DeltaChatRpc:
+async def rpc(tmp_path: Path) -> AsyncIterator[DeltaChatRpc]:
     script = tmp_path / "fake_server.py"
     script.write_text(FAKE)
     client = DeltaChatRpc(tmp_path / "accounts", command=[sys.executable, str(script)])
     await client.start()
-    yield client  # type: ignore[misc]
+    yield client
     await client.close()
 
 

@@ -206,7 +206,7 @@ def test_quote_is_kept() -> None:
     assert (just_text.quoted_id, just_text.quoted_text) == (None, "> old")
 
 
-MALFORMED = [
+MALFORMED: list[object] = [
     None,
     [],
     "text",

@@ -33,7 +33,8 @@ def presence(xml: str) -> Presence:
 
 def message(xml: str) -> Message:
     ns = Message.namespace
-    return Message(xml=ET.fromstring(xml.replace("<message ", f"<message xmlns='{ns}' ", 1)))
+    xml = xml.replace("<message ", f"<message xmlns='{ns}' ", 1)
+    return Message(xml=ET.fromstring(xml))  # type: ignore[no-untyped-call]  # slixmpp: unannotated
 
 
 MUC_USER = "xmlns='http://jabber.org/protocol/muc#user'"
@@ -130,6 +131,7 @@ class FakeLink:
     presences: list[MucPresence] = field(default_factory=list)
     messages: list[RoomMessage] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    privates: list[tuple[str, str, str]] = field(default_factory=list)
 
     def owns(self, jid: str) -> bool:
         return jid == self.listener_jid or jid in self.puppets
@@ -145,6 +147,9 @@ class FakeLink:
 
     def on_error(self, jid: str, condition: str, text: str) -> None:
         self.errors.append((jid, condition))
+
+    def on_private(self, jid: str, nick: str, body: str) -> None:
+        self.privates.append((jid, nick, body))
 
 
 @pytest.fixture

@@ -556,12 +556,14 @@ async def test_a_position_the_archive_forgot_starts_from_its_newest_message() ->
     calls = 0
     original = rig.component.archive
 
-    async def archive(*args: Any) -> ArchivePage:
+    async def archive(
+        room: str, jid: str, after: str | None, limit: int, before: str | None = None
+    ) -> ArchivePage:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise ArchiveError("item-not-found")
-        return await original(*args)
+        return await original(room, jid, after, limit, before)
 
     rig.component.archive = archive  # type: ignore[method-assign]
     rig.component.pages = [ArchivePage((archived("bob", "newest", "s9"),), False, "s9")]

@@ -11,7 +11,7 @@ from gateway.link.store import LinkStore, Position, link_db
 
 
 def spec(muc: str = "lounge@conference.example.org", **options: object) -> LinkConfig:
-    return LinkConfig(muc=muc, irc="ircs://irc.example.net/#lounge", **options)  # type: ignore[arg-type]
+    return LinkConfig(muc=muc, irc="ircs://irc.example.net/#lounge", **options)
 
 
 def test_links_are_kept_in_order_and_removed(tmp_path: Path) -> None:

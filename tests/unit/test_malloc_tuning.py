@@ -23,7 +23,12 @@ async def test_install_trims_after_start_then_again_and_again(
 ) -> None:
     trims: list[float] = []
     loop = asyncio.get_running_loop()
-    monkeypatch.setattr(malloc_tuning, "trim", lambda: trims.append(loop.time()) or True)
+
+    def trim() -> bool:
+        trims.append(loop.time())
+        return True
+
+    monkeypatch.setattr(malloc_tuning, "trim", trim)
     started = loop.time()
     malloc_tuning.install(loop, first=0.05, every=0.02)
     for _ in range(200):  # bounded: at most 2 s

@@ -62,7 +62,7 @@ def _registration_form() -> object:
     from slixmpp.xmlstream import register_stanza_plugin
 
     register_stanza_plugin(Iq, forms.Form)
-    iq = Iq()
+    iq = Iq()  # type: ignore[no-untyped-call]  # slixmpp's Iq.__init__ is unannotated
     form = iq["form"]
     form.add_field(var="user_id", ftype="text-single", value="@alice:example.org")
     form.add_field(var="password", ftype="text-private", value="hunter2-secret")

@@ -104,7 +104,7 @@ def test_installed_once_on_registration_and_session_creation(
     slidge_fixes.store_default_preferences()
     slidge_fixes.store_default_preferences()  # idempotent
     assert RegistrationMixin._user_validate.__wrapped__ is original_validate  # type: ignore[attr-defined]
-    assert BaseSession.__init__.__wrapped__ is original_init  # type: ignore[misc]
+    assert BaseSession.__init__.__wrapped__ is original_init  # type: ignore[attr-defined]
 
 
 def test_a_database_error_is_logged_and_the_defaults_still_apply(

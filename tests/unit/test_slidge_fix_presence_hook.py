@@ -25,9 +25,9 @@ def test_bug50_slidge_keeps_its_presence_handlers_private_is_still_there() -> No
     for event, method in slidge_fixes.SLIDGE_HANDLERS.items():
         assert hasattr(SessionDispatcher, method), "slidge changed: look again at fix 50"
         registration = f'add_event_handler("{event}", self.{method})'
-        assert registration in inspect.getsource(
-            inspect.getmodule(getattr(SessionDispatcher, method))
-        )
+        module = inspect.getmodule(getattr(SessionDispatcher, method))
+        assert module is not None
+        assert registration in inspect.getsource(module)
 
 
 def test_bug50_slidge_refuses_muc_nick_changes_is_still_there() -> None:
@@ -68,7 +68,7 @@ class _Gateway(XMLStream):
 
 async def test_handlers_stand_in_front_and_choose_to_hand_on() -> None:
     gateway = _Gateway()
-    slidge: Any = gateway._BaseGateway__dispatcher  # type: ignore[attr-defined]
+    slidge: Any = gateway._BaseGateway__dispatcher
 
     async def nick_changes(presence: str, slidge_handler: slidge_fixes.SlidgeHandler) -> None:
         slidge.seen.append(("plugin presence", presence))

@@ -13,7 +13,7 @@ from slidge.contact.roster import LegacyRoster
 from slidge.core.dispatcher.registration import RegistrationMixin
 from slidge.core.gateway import BaseGateway
 
-from gateway import slidge_fixes
+from gateway import slidge_fixes, slidge_speed
 from tests.unit.slidge_db import slidge_store
 
 
@@ -88,7 +88,7 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(BaseSession, "__init__", BaseSession.__init__)
     # Fixes 11-19 (tested in test_slidge_speed.py): only whether apply() installs them.
     speed: list[bool] = []
-    monkeypatch.setattr(slidge_fixes.slidge_speed, "apply", lambda: speed.append(True))
+    monkeypatch.setattr(slidge_speed, "apply", lambda: speed.append(True))
 
     original_modify = RegistrationMixin._user_modify
     original_handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
@@ -107,7 +107,8 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
         assert speed == [True]
         assert BaseGateway.__dict__["_BaseGateway__exception_handler"].passerelle_fix
         slidge_fixes.apply()  # idempotent: nothing wrapped twice
-        assert not hasattr(MAMStore.get_messages.__wrapped__, "passerelle_fix")
+        wrapped = MAMStore.get_messages.__wrapped__  # type: ignore[attr-defined]  # functools.wraps
+        assert not hasattr(wrapped, "passerelle_fix")
         handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
         assert not hasattr(handler.__wrapped__, "passerelle_fix")
     finally:
@@ -193,9 +194,10 @@ def _message(stanza_id: str, body: str = "hello") -> Any:
     from slixmpp.plugins.xep_0359 import stanza as stanza_id_stanza
     from slixmpp.xmlstream import register_stanza_plugin
 
-    stanza_id_stanza.register_plugins()  # what slidge's XEP plugins do at start-up
+    # what slidge's XEP plugins do at start-up (slixmpp leaves it unannotated)
+    stanza_id_stanza.register_plugins()  # type: ignore[no-untyped-call]
     register_stanza_plugin(Message, delay.Delay)
-    msg = Message()
+    msg = Message()  # type: ignore[no-untyped-call]  # slixmpp: unannotated __init__
     msg["type"] = "groupchat"
     msg["body"] = body
     msg["stanza_id"]["id"] = stanza_id
@@ -333,7 +335,7 @@ def test_fix8_and_16_write_the_rows_slidge_writes(
         out = []
         for i, legacy in ((1, "L1"), (2, None), (3, "L1")):
             out.append(
-                (Message(xml=ET.fromstring(line.replace("ID", f"s{i}")), stream=stream), legacy)
+                (Message(xml=ET.fromstring(line.replace("ID", f"s{i}")), stream=stream), legacy)  # type: ignore[no-untyped-call]
             )
         return out
 
