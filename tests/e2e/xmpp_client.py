@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import slixmpp
 from slixmpp import JID
+from slixmpp.plugins.xep_0004 import Form
 from slixmpp.stanza import Message
-from slixmpp.xmlstream import ET
+from slixmpp.types import MessageTypes
+from slixmpp.xmlstream import ET, ElementBase, StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -32,6 +35,54 @@ def muc_status(pres: slixmpp.Presence) -> tuple[set[int], dict[str, str]]:
     codes = {int(s.get("code", "0")) for s in x.findall(f"{{{MUC_USER_NS}}}status")}
     item = x.find(f"{{{MUC_USER_NS}}}item")
     return codes, dict(item.attrib) if item is not None else {}
+
+
+async def send_iq(iq: slixmpp.Iq, timeout: float = WAIT) -> slixmpp.Iq:
+    """Send `iq` and return the answer (IqError / IqTimeout are raised as usual).
+    slixmpp's ``Iq.send`` has no annotations: the tests call it through here."""
+    return cast(slixmpp.Iq, await iq.send(timeout=timeout))  # type: ignore[no-untyped-call]
+
+
+def submit_form(
+    xmpp: slixmpp.BaseXMPP, values: Mapping[str, Any], form_type: str | None = None
+) -> Form:
+    """A XEP-0004 submit form with these field values, and a hidden FORM_TYPE if given
+    (slixmpp's ``make_form`` and ``add_field`` have no annotations)."""
+    form = cast(Form, xmpp.plugin["xep_0004"].make_form(ftype="submit"))  # type: ignore[no-untyped-call]
+    if form_type is not None:
+        form.add_field("FORM_TYPE", value=form_type, ftype="hidden")  # type: ignore[no-untyped-call]
+    for var, value in values.items():
+        form.add_field(var, value=value)  # type: ignore[no-untyped-call]
+    return form
+
+
+async def start_command(
+    xmpp: slixmpp.BaseXMPP, jid: str, node: str, timeout: float = WAIT
+) -> slixmpp.Iq:
+    """Execute ad-hoc command `node` of `jid` (XEP-0050): its first answer."""
+    iq = await xmpp.plugin["xep_0050"].send_command(jid, node, timeout=timeout)  # type: ignore[no-untyped-call]
+    return cast(slixmpp.Iq, iq)
+
+
+async def registration_form(xmpp: slixmpp.BaseXMPP, jid: str, timeout: float = WAIT) -> slixmpp.Iq:
+    """The XEP-0077 registration answer of `jid`, with its form."""
+    iq = await xmpp.plugin["xep_0077"].get_registration(jid=jid, timeout=timeout)  # type: ignore[no-untyped-call]
+    return cast(slixmpp.Iq, iq)
+
+
+def child(stanza: ElementBase, path: str) -> ET.Element:
+    """The element at `path` (``{ns}name/{ns}name``) in `stanza`; the test fails if
+    there is none."""
+    found = stanza.xml.find(path)
+    assert found is not None, f"no {path} in {stanza}"
+    return found
+
+
+def child_text(stanza: ElementBase, path: str) -> str:
+    """The text of the element at `path` in `stanza`; the test fails if there is none."""
+    text = child(stanza, path).text
+    assert text is not None, f"{path} is empty in {stanza}"
+    return text
 
 
 class Client(slixmpp.ClientXMPP):
@@ -58,10 +109,14 @@ class Client(slixmpp.ClientXMPP):
             Callback(
                 "test subjects",
                 MatchXPath("{jabber:client}message/{jabber:client}subject"),
-                self.subjects.put_nowait,
+                self._on_subject,
             )
         )
         self._started: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+
+    def _on_subject(self, stanza: StanzaBase) -> None:
+        assert isinstance(stanza, Message)
+        self.subjects.put_nowait(stanza)
 
     def _on_roster_update(self, iq: slixmpp.Iq) -> None:
         for jid in iq["roster"]["items"]:
@@ -94,40 +149,38 @@ class Client(slixmpp.ClientXMPP):
 
     async def register(self, gateway: str, **fields: str) -> slixmpp.Iq:
         """XEP-0077 with a data form, as Gajim does."""
-        form_iq = await self.plugin["xep_0077"].get_registration(jid=gateway, timeout=WAIT)
+        form_iq = await registration_form(self, gateway)
         assert form_iq["register"]["form"]["fields"], "the gateway offered no form"
-        submit = self.plugin["xep_0004"].make_form(ftype="submit")
-        submit.add_field("FORM_TYPE", value="jabber:iq:register", ftype="hidden")
-        for var, value in fields.items():
-            submit.add_field(var, value=value)
+        submit = submit_form(self, fields, "jabber:iq:register")
         iq = self.make_iq_set(ito=gateway)
         iq["register"].append(submit)
-        return await iq.send(timeout=WAIT)  # type: ignore[no-any-return]
+        return await send_iq(iq)
 
     async def unregister(self, gateway: str) -> slixmpp.Iq:
         iq = self.make_iq_set(ito=gateway)
         iq["register"]["remove"] = True
-        return await iq.send(timeout=WAIT)  # type: ignore[no-any-return]
+        return await send_iq(iq)
 
     async def run_command(self, jid: str, node: str, **fields: str) -> slixmpp.Iq:
         """Execute an ad-hoc command (XEP-0050) as a person would: fill in ``fields`` where
         a form asks for them, keep every other default, and go on until it completes."""
-        result = await self.plugin["xep_0050"].send_command(jid, node, timeout=WAIT)
+        result = await start_command(self, jid, node)
         for _ in range(5):
             command = result["command"]
             if command["status"] != "executing":
-                return result  # type: ignore[no-any-return]
-            submit = self.plugin["xep_0004"].make_form(ftype="submit")
-            for var, field in command["form"].get_fields().items():
-                if field["type"] == "fixed" or not var:
-                    continue
-                submit.add_field(var, value=fields.get(var, field["value"]))
+                return result
+            values = {
+                var: fields.get(var, field["value"])
+                for var, field in command["form"].get_fields().items()
+                if field["type"] != "fixed" and var
+            }
+            submit = submit_form(self, values)
             iq = self.make_iq_set(ito=jid)
             iq["command"]["node"] = node
             iq["command"]["sessionid"] = command["sessionid"]
             iq["command"]["action"] = "complete" if "complete" in command["actions"] else "next"
             iq["command"].append(submit)
-            result = await iq.send(timeout=WAIT)
+            result = await send_iq(iq)
         raise AssertionError(f"command {node} did not complete in 5 steps")
 
     def send_chat(self, to: str, body: str, **extra: Any) -> Message:
@@ -243,7 +296,7 @@ class Client(slixmpp.ClientXMPP):
         item = ET.SubElement(query, f"{{{MUC_NS}#admin}}item", {"nick": nick, "role": "none"})
         if reason:
             ET.SubElement(item, f"{{{MUC_NS}#admin}}reason").text = reason
-        return await iq.send(timeout=WAIT)  # type: ignore[no-any-return]
+        return await send_iq(iq)
 
     # --- replies, reactions, retractions, chat states, markers (Matrix stories) ------
     # Added for tests/e2e/test_matrix*.py; the methods above are shared and unchanged.
@@ -262,7 +315,7 @@ class Client(slixmpp.ClientXMPP):
                     return msg
 
     def send_reply(
-        self, to: str, body: str, reply_to_id: str, reply_to_jid: str, mtype: str = "chat"
+        self, to: str, body: str, reply_to_id: str, reply_to_jid: str, mtype: MessageTypes = "chat"
     ) -> Message:
         """A XEP-0461 reply, without fallback text."""
         msg = self.make_message(mto=to, mbody=body, mtype=mtype)
@@ -271,7 +324,9 @@ class Client(slixmpp.ClientXMPP):
         msg.send()
         return msg
 
-    def send_reactions(self, to: str, msg_id: str, emojis: list[str], mtype: str = "chat") -> None:
+    def send_reactions(
+        self, to: str, msg_id: str, emojis: list[str], mtype: MessageTypes = "chat"
+    ) -> None:
         """XEP-0444: the full set of our reactions to `msg_id`."""
         msg = self.make_message(mto=to, mtype=mtype)
         reactions = ET.SubElement(msg.xml, "{urn:xmpp:reactions:0}reactions", {"id": msg_id})
@@ -279,7 +334,7 @@ class Client(slixmpp.ClientXMPP):
             ET.SubElement(reactions, "{urn:xmpp:reactions:0}reaction").text = emoji
         msg.send()
 
-    def send_retraction(self, to: str, msg_id: str, mtype: str = "chat") -> None:
+    def send_retraction(self, to: str, msg_id: str, mtype: MessageTypes = "chat") -> None:
         """XEP-0424: retract our message `msg_id`."""
         msg = self.make_message(mto=to, mtype=mtype, mbody="/me retracted a message")
         ET.SubElement(msg.xml, "{urn:xmpp:message-retract:1}retract", {"id": msg_id})
@@ -304,7 +359,8 @@ class Client(slixmpp.ClientXMPP):
         """Also put messages without a body (reactions, chat states, markers,
         retractions) into ``self.messages``: slixmpp's "message" event skips them."""
 
-        def queue(msg: Message) -> None:
+        def queue(msg: StanzaBase) -> None:
+            assert isinstance(msg, Message)
             if not msg["body"] and msg["type"] != "error":
                 self.messages.put_nowait(msg)
 
@@ -329,7 +385,7 @@ class Client(slixmpp.ClientXMPP):
         url: str = await self.plugin["xep_0363"].upload_file(path, domain=JID(domain), timeout=WAIT)
         return url
 
-    def email_send_file(self, to: str, url: str, mtype: str = "chat") -> Message:
+    def email_send_file(self, to: str, url: str, mtype: MessageTypes = "chat") -> Message:
         msg = self.make_message(mto=to, mbody=url, mtype=mtype)
         msg["id"] = self.new_id()
         oob = ET.SubElement(msg.xml, "{jabber:x:oob}x")
@@ -354,7 +410,11 @@ class Client(slixmpp.ClientXMPP):
         as the forwarded stanzas."""
         if "xep_0313" not in self.plugin:
             self.register_plugin("xep_0313")
-        iq = await self.plugin["xep_0313"].retrieve(jid=JID(jid), timeout=timeout)
+        # slixmpp annotates the timeout as int; it only passes it on to Iq.send.
+        iq = await self.plugin["xep_0313"].retrieve(
+            jid=JID(jid),
+            timeout=timeout,  # type: ignore[arg-type]
+        )
         return [result["mam_result"]["forwarded"]["stanza"] for result in iq["mam"]["results"]]
 
     async def set_affiliation(
@@ -369,14 +429,14 @@ class Client(slixmpp.ClientXMPP):
         item = ET.SubElement(query, f"{{{MUC_NS}#admin}}item", attrs)
         if reason:
             ET.SubElement(item, f"{{{MUC_NS}#admin}}reason").text = reason
-        return await iq.send(timeout=WAIT)  # type: ignore[no-any-return]
+        return await send_iq(iq)
 
     async def affiliation_list(self, room: str, affiliation: str) -> list[dict[str, str]]:
         """XEP-0045 §9.5: the items (jid, nick, affiliation...) with `affiliation`."""
         iq = self.make_iq_get(ito=room)
         query = ET.SubElement(iq.xml, f"{{{MUC_NS}#admin}}query")
         ET.SubElement(query, f"{{{MUC_NS}#admin}}item", {"affiliation": affiliation})
-        result = await iq.send(timeout=WAIT)
+        result = await send_iq(iq)
         items = result.xml.findall(f"{{{MUC_NS}#admin}}query/{{{MUC_NS}#admin}}item")
         return [dict(item.attrib) for item in items]
 
@@ -398,12 +458,10 @@ class Client(slixmpp.ClientXMPP):
         assert 201 in muc_status(pres)[0], f"{room} existed already"
         iq = self.make_iq_set(ito=room)
         query = ET.SubElement(iq.xml, f"{{{MUC_NS}#owner}}query")
-        form = self.plugin["xep_0004"].make_form(ftype="submit")
-        form.add_field("FORM_TYPE", value=f"{MUC_NS}#roomconfig", ftype="hidden")
-        for var, value in config.items():
-            form.add_field(f"muc#roomconfig_{var}", value=value)
+        values = {f"muc#roomconfig_{var}": value for var, value in config.items()}
+        form = submit_form(self, values, f"{MUC_NS}#roomconfig")
         query.append(form.xml)
-        await iq.send(timeout=WAIT)
+        await send_iq(iq)
         return pres
 
     async def link_room_texts(
