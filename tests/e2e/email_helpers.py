@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from slixmpp import Iq
 from slixmpp.xmlstream import ET
 
 from gateway.localservers.mail import MailServer
 from legacy_plugins.email.rpc import DeltaChatRpc
 from tests.e2e.conftest import EMAIL_JID, EMAIL_SECRET, PasserelleProcess
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, send_iq, start_command
 
 NewClient = Callable[..., "asyncio.Future[Client]"]
 StartPasserelle = Callable[..., PasserelleProcess]
@@ -150,12 +151,12 @@ async def next_message_containing(
                 return msg
 
 
-async def create_group(client: Client, name: str, members: list[str]) -> Any:
+async def create_group(client: Client, name: str, members: list[str]) -> Iq:
     """slidge's "create group" ad-hoc command: the category node, then its form. The
     members are sent as the form offers them (slidge lists full JIDs) in a field typed
     list-multi: slidge reads a single untyped value as text and refuses it."""
     groups = "https://slidge.im/command/core/groups"
-    result = await client.plugin["xep_0050"].send_command(EMAIL_JID, groups, timeout=WAIT)
+    result = await start_command(client, EMAIL_JID, groups, WAIT)
     steps: list[dict[str, tuple[str, list[str]]]] = [
         {"command": ("list-single", [f"{groups}/create-group"])},
         {"group_name": ("text-single", [name]), "contacts": ("list-multi", members)},
@@ -175,7 +176,7 @@ async def create_group(client: Client, name: str, members: list[str]) -> Any:
         iq["command"]["sessionid"] = command["sessionid"]
         iq["command"]["action"] = "complete" if "complete" in command["actions"] else "next"
         iq["command"].xml.append(form)
-        result = await iq.send(timeout=WAIT)
+        result = await send_iq(iq, WAIT)
     return result
 
 
@@ -248,7 +249,7 @@ class PlainPeer:
                 if key in self._seen:
                     continue
                 self._seen.add(key)
-                found.append(msg)  # type: ignore[arg-type]
+                found.append(msg)
             return found
         finally:
             with contextlib.suppress(Exception):

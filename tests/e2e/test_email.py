@@ -28,7 +28,7 @@ from tests.e2e.email_helpers import (
     signed_up_user,
     text_of,
 )
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, child_text
 
 pytestmark = pytest.mark.e2e
 NewClient = Callable[..., "asyncio.Future[Client]"]
@@ -165,7 +165,7 @@ async def test_html_mail_arrives_as_text_and_as_the_whole_mail(
     await shop.send(address, "Spring sale", "Everything half price.", html=html)
     shop_jid = contact_jid(shop.address)
     got = await xmpp.email_next(shop_jid, "{jabber:x:oob}x", timeout=40)
-    url = got.xml.find("{jabber:x:oob}x/{jabber:x:oob}url").text
+    url = child_text(got, "{jabber:x:oob}x/{jabber:x:oob}url")
     assert url.endswith(".html"), url
     text = await xmpp.next_message(shop_jid, timeout=10)
     assert "Spring sale" in text["body"] and "half price" in text["body"]

@@ -27,7 +27,7 @@ from tests.e2e.email_helpers import (
     signed_up_user,
     verified_pair_fixture,  # noqa: F401  (the verified_pair fixture)
 )
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, child, child_text
 
 pytestmark = pytest.mark.e2e
 NewClient = Callable[..., "asyncio.Future[Client]"]
@@ -75,7 +75,7 @@ async def test_reply_edit_reaction_receipt_and_delete(verified_pair: Pair) -> No
     assert quoted["body"].endswith("Thanks!")
     await dora.call("send_reaction", reply["id"], ["👍"])
     reaction = await xmpp.email_next(jid, REACTIONS)
-    emojis = [r.text for r in reaction.xml.find(REACTIONS)]
+    emojis = [r.text for r in child(reaction, REACTIONS)]
     assert emojis == ["👍"]
 
     # Read receipt: the Delta Chat user reads the reply; the XMPP user sees "displayed".
@@ -98,7 +98,7 @@ async def test_reply_edit_reaction_receipt_and_delete(verified_pair: Pair) -> No
     # Delta Chat deletes its first message for everyone: XMPP sees a retraction.
     await dora.call("delete_messages_for_all", [first])
     retraction = await xmpp.email_next(jid, RETRACT)
-    assert retraction.xml.find(RETRACT).get("id") == got["id"]
+    assert child(retraction, RETRACT).get("id") == got["id"]
 
 
 async def test_files_both_ways(verified_pair: Pair, tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ async def test_files_both_ways(verified_pair: Pair, tmp_path: Path) -> None:
     note.write_text("minutes of the meeting\n")
     await dora.send(verified_pair.peer_chat, "the minutes", file=str(note), filename="notes.txt")
     got = await xmpp.email_next(jid, OOB_URL, timeout=40)
-    assert got.xml.find(OOB_URL).text.endswith("notes.txt")
+    assert child_text(got, OOB_URL).endswith("notes.txt")
 
     upload = tmp_path / "photo.txt"
     upload.write_text("pretend this is a photo\n")

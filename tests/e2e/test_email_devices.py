@@ -34,7 +34,7 @@ from tests.e2e.email_helpers import (
     text_of,
     verified_pair_fixture,  # noqa: F401  (the verified_pair fixture)
 )
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, child, send_iq, submit_form
 
 pytestmark = pytest.mark.e2e
 RETRACT = "{urn:xmpp:message-retract:1}retract"
@@ -146,23 +146,20 @@ async def _gateway_iq(xmpp: Client, prompt: str | None) -> ET.Element:
     query = ET.SubElement(iq.xml, "{jabber:iq:gateway}query")
     if prompt is not None:
         ET.SubElement(query, "{jabber:iq:gateway}prompt").text = prompt
-    result = await iq.send(timeout=WAIT)
-    return result.xml.find("{jabber:iq:gateway}query")
+    return child(await send_iq(iq, WAIT), "{jabber:iq:gateway}query")
 
 
 async def _search(xmpp: Client, address: str) -> list[dict[str, str]]:
     """XEP-0055 with a data form: the rows the gateway reports for ``address``."""
     iq = xmpp.make_iq_set(ito=EMAIL_JID)
     query = ET.SubElement(iq.xml, "{jabber:iq:search}query")
-    form = xmpp.plugin["xep_0004"].make_form(ftype="submit")
-    form.add_field("address", value=address)
-    query.append(form.xml)
-    result = await iq.send(timeout=WAIT)
+    query.append(submit_form(xmpp, {"address": address}).xml)
+    result = await send_iq(iq, WAIT)
     items = result.xml.findall("{jabber:iq:search}query/{jabber:x:data}x/{jabber:x:data}item")
     rows = []
     for item in items:
         fields = item.findall("{jabber:x:data}field")
-        rows.append({f.get("var"): f.findtext("{jabber:x:data}value") or "" for f in fields})
+        rows.append({f.get("var", ""): f.findtext("{jabber:x:data}value") or "" for f in fields})
     return rows
 
 

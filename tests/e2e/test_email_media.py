@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from slixmpp import JID
 from slixmpp.xmlstream import ET
 
 from tests.e2e.email_helpers import (
@@ -24,7 +25,7 @@ from tests.e2e.email_helpers import (
     mail_server_fixture,  # noqa: F401  (the mail_server fixture)
     verified_pair_fixture,  # noqa: F401  (the verified_pair fixture)
 )
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, child, child_text, send_iq, submit_form
 
 pytestmark = pytest.mark.e2e
 OOB_URL = "{jabber:x:oob}x/{jabber:x:oob}url"
@@ -58,9 +59,9 @@ async def test_voice_messages_both_ways(verified_pair: Pair, tmp_path: Path) -> 
     recording.write_bytes(OGG)
     await dora.send(verified_pair.peer_chat, "", file=str(recording), viewtype="Voice")
     got = await xmpp.email_next(jid, OOB_URL, timeout=40)
-    url = got.xml.find(OOB_URL).text
+    url = child_text(got, OOB_URL)
     assert url.endswith(".ogg"), url
-    assert got.xml.find(MEDIA_TYPE).text == "audio/ogg"
+    assert child(got, MEDIA_TYPE).text == "audio/ogg"
     assert (await asyncio.to_thread(content_type_at, url)).startswith("audio/ogg")
 
     # XMPP → Delta Chat: Conversations records AAC in .m4a and sends it by HTTP upload.
@@ -69,7 +70,7 @@ async def test_voice_messages_both_ways(verified_pair: Pair, tmp_path: Path) -> 
     if "xep_0363" not in xmpp.plugin:
         xmpp.register_plugin("xep_0363")
     m4a_url = await xmpp.plugin["xep_0363"].upload_file(
-        m4a, domain="upload.localhost", content_type="audio/mp4", timeout=WAIT
+        m4a, domain=JID("upload.localhost"), content_type="audio/mp4", timeout=WAIT
     )
     xmpp.email_send_file(jid, m4a_url)
     voice = await dora.next_message(lambda m: m["file"] is not None, timeout=40)
@@ -85,9 +86,9 @@ async def test_stickers_both_ways(verified_pair: Pair, tmp_path: Path) -> None:
     sticker.write_bytes(png("orange"))
     await dora.send(verified_pair.peer_chat, "", file=str(sticker), viewtype="Sticker")
     got = await xmpp.email_next(jid, OOB_URL, timeout=40)
-    assert got.xml.find(MEDIA_TYPE).text == "image/png"
+    assert child(got, MEDIA_TYPE).text == "image/png"
     assert got.xml.find(STICKER) is not None
-    url = got.xml.find(OOB_URL).text
+    url = child_text(got, OOB_URL)
     assert (await asyncio.to_thread(content_type_at, url)) == "image/png"
 
     # XMPP → Delta Chat: a XEP-0449 sticker is a Delta Chat sticker.
@@ -117,7 +118,7 @@ async def _joined_group(pair: Pair, name: str) -> tuple[int, str]:
 
 
 async def _room_name(xmpp: Client, room: str) -> str:
-    info = await xmpp.plugin["xep_0030"].get_info(jid=room, timeout=WAIT)
+    info = await xmpp.plugin["xep_0030"].get_info(jid=JID(room), timeout=WAIT)
     names = [identity[3] for identity in info["disco_info"]["identities"]]
     return str(names[0]) if names else ""
 
@@ -148,11 +149,10 @@ async def test_group_renamed_on_either_side(verified_pair: Pair) -> None:
     # The XMPP user renames the room the way clients do: its configuration form.
     iq = xmpp.make_iq_set(ito=room)
     query = ET.SubElement(iq.xml, f"{{{MUC_OWNER}}}query")
-    form = xmpp.plugin["xep_0004"].make_form(ftype="submit")
-    form.add_field("FORM_TYPE", value="http://jabber.org/protocol/muc#roomconfig", ftype="hidden")
-    form.add_field("muc#roomconfig_roomname", value="Readers' corner")
+    values = {"muc#roomconfig_roomname": "Readers' corner"}
+    form = submit_form(xmpp, values, "http://jabber.org/protocol/muc#roomconfig")
     query.append(form.xml)
-    await iq.send(timeout=WAIT)
+    await send_iq(iq, WAIT)
     # Dora's own rename above left a GroupNameChanged notice too: wait for this one.
     info = await dora.next_message(
         lambda m: (
@@ -170,7 +170,9 @@ async def test_group_renamed_on_either_side(verified_pair: Pair) -> None:
 async def _vcard_photo(xmpp: Client, jid: str) -> bytes | None:
     if "xep_0054" not in xmpp.plugin:
         xmpp.register_plugin("xep_0054")
-    iq = await xmpp.plugin["xep_0054"].get_vcard(jid=jid, local=False, cached=False, timeout=WAIT)
+    iq = await xmpp.plugin["xep_0054"].get_vcard(
+        jid=JID(jid), local=False, cached=False, timeout=WAIT
+    )
     photo = iq["vcard_temp"]["PHOTO"]["BINVAL"]
     return bytes(photo) if photo else None
 
@@ -206,9 +208,11 @@ async def test_avatars(verified_pair: Pair, tmp_path: Path) -> None:
             {
                 "id": avatar_id,
                 "type": "image/png",
-                "bytes": str(len(mine)),
-                "width": "64",
-                "height": "64",
+                # slixmpp's TypedDict says int, but its Info stanza stores these as XML
+                # attributes unconverted, and only strings serialize.
+                "bytes": str(len(mine)),  # type: ignore[typeddict-item]
+                "width": "64",  # type: ignore[typeddict-item]
+                "height": "64",  # type: ignore[typeddict-item]
             }
         ],
         timeout=WAIT,
@@ -233,7 +237,7 @@ async def test_avatars(verified_pair: Pair, tmp_path: Path) -> None:
     iq = xmpp.make_iq_set(ito=room)
     iq["vcard_temp"]["PHOTO"]["TYPE"] = "image/png"
     iq["vcard_temp"]["PHOTO"]["BINVAL"] = png("blue", 64)
-    await iq.send(timeout=WAIT)
+    await send_iq(iq, WAIT)
     changed = await dora.next_message(
         lambda m: m["isInfo"] and m["systemMessageType"] == "GroupImageChanged", timeout=40
     )
