@@ -112,7 +112,7 @@ class ElementRecovery:
         public self-signing key."""
         me = self.peer.user_id
         master, *others = (Ed25519PrivateKey.generate() for _ in range(3))
-        objects = {}
+        objects: dict[str, dict[str, Any]] = {}
         for usage, private in zip(
             ("master", "self_signing", "user_signing"), (master, *others), strict=True
         ):

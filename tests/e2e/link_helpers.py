@@ -259,7 +259,7 @@ async def alice_linked(
     dave = await IrcPerson.connect(server.port, f"d{name}")
     await dave.join(channel)
     try:
-        gateway = await start_linked(start_link, room, server.port, channel, **options)
+        gateway = await start_linked(start_link, room, server.port, channel, "irc", "", **options)
         alice.send_groupchat(room, "before")
         (first,) = await channel_texts(dave, channel, 1)
     finally:

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from slixmpp import JID
 
 from gateway.localservers import NgIrcd, Prosody
 from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures)
@@ -37,7 +38,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     three_and_three,
 )
 from tests.e2e.link_helpers import People as XmppPeople
-from tests.e2e.xmpp_client import muc_status
+from tests.e2e.xmpp_client import child, muc_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -197,7 +198,7 @@ async def test_relay_bot_speaks_for_xmpp_people(
     await bob.join_muc(room, f"bob{n}")
     dave = await irc_people(f"dave{n}")
     await dave.join(channel)
-    await start_linked(start_link, room, ngircd.port, channel, link_extra=extra, **options)
+    await start_linked(start_link, room, ngircd.port, channel, "irc", extra, **options)
 
     alice.send_groupchat(room, "hello from the room")
     assert await channel_texts(dave, channel, 1) == [
@@ -226,7 +227,7 @@ async def test_a_missing_room_is_not_created(
     # Nobody created it behind the admin's back.
     info = admin.plugin["xep_0030"]
     with pytest.raises(Exception, match="item-not-found"):
-        await info.get_info(jid=room, timeout=10)
+        await info.get_info(jid=JID(room), timeout=10)
 
 
 async def test_topic_corrections_and_replies(
@@ -262,7 +263,8 @@ async def test_topic_corrections_and_replies(
     # A reply names the person and quotes a little of what they said.
     dave.say(channel, "which version of ngIRCd is it?")
     question = await alice.next_groupchat_text(room, "which version of ngIRCd is it?")
-    stanza_id = question.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+    stanza_id = child(question, "{urn:xmpp:sid:0}stanza-id").get("id")
+    assert stanza_id
     alice.send_reply(room, "26.1", stanza_id, f"{room}/dave7", mtype="groupchat")
     assert await channel_texts(dave, channel, 1) == [
         ("alice7[x]", "dave7: «which version of ngIRCd is it?» 26.1")

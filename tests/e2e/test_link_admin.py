@@ -27,7 +27,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     start_linked,
 )
 from tests.e2e.link_helpers import People as XmppPeople
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, send_iq
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -159,6 +159,6 @@ async def test_in_a_moderated_room_an_ircer_without_voice_is_told_until_given_vo
         "{http://jabber.org/protocol/muc#admin}item",
         {"nick": "vdave1", "role": "participant"},
     )
-    await iq.send(timeout=20)
+    await send_iq(iq, timeout=20)
     dave.say(channel, "thank you")
     assert (await alice.link_room_texts(room, 1))[0] == ("vdave1", "thank you")

@@ -22,6 +22,7 @@ from tests.e2e.link_helpers import (  # noqa: F401  (fixtures)
     start_link_fixture,
     three_and_three,
 )
+from tests.e2e.xmpp_client import child
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -62,7 +63,8 @@ async def test_attachments_reach_irc_as_their_url(
         ]
     for client in talk.xmpp.values():
         question = await client.next_groupchat_text(talk.room, "any photo of the venue?")
-    stanza_id = question.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+    stanza_id = child(question, "{urn:xmpp:sid:0}stanza-id").get("id")
+    assert stanza_id
     send_attachment(
         carol, talk.room, f"{UPLOAD}/venue.jpg", f"{UPLOAD}/venue.jpg",
         reply=(stanza_id, f"{talk.room}/dave1"),

@@ -31,7 +31,7 @@ from tests.e2e.matrix_helpers import (
     shared_synapse,
     start_matrix_gateway,
 )
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, registration_form
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 NewClient = Callable[..., "asyncio.Future[Client]"]
@@ -112,7 +112,7 @@ async def test_wrong_password_is_refused_and_nothing_is_stored(
     assert err.value.condition == "not-authorized"
     assert "password" in err.value.text.lower()
     # Nothing was stored: the form she gets again is a new user's (no "remove" field).
-    form = await alice.plugin["xep_0077"].get_registration(jid=MATRIX_JID, timeout=20)
+    form = await registration_form(alice, MATRIX_JID)
     assert "remove" not in form["register"]["form"]["fields"]
     await log_in(alice, synapse, alice_mx)
 
@@ -136,7 +136,7 @@ async def test_an_access_token_logs_in_and_a_wrong_or_foreign_one_is_refused(
     with pytest.raises(IqError) as err:
         await alice.register(MATRIX_JID, token=other.access_token, **fields)
     assert other.user_id in err.value.text and alice_mx.user_id in err.value.text
-    form = await alice.plugin["xep_0077"].get_registration(jid=MATRIX_JID, timeout=20)
+    form = await registration_form(alice, MATRIX_JID)
     assert "remove" not in form["register"]["form"]["fields"]
 
     await alice.register(MATRIX_JID, token=alice_mx.access_token, **fields)
@@ -186,7 +186,7 @@ async def test_restart_neither_loses_nor_repeats_messages(
     await gateway.wait_for(STARTED, after=mark, timeout=90)
     await bob.send_text(room, "after the restart")
 
-    bodies = []
+    bodies: list[str] = []
     while not bodies or bodies[-1] != "after the restart":
         bodies.append((await alice.next_message(bob_jid))["body"])
     assert bodies == ["while down 1", "while down 2", "while down 3", "after the restart"]
