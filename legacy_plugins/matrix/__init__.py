@@ -1,10 +1,11 @@
 """The Matrix network: a slidge legacy module on matrix-nio.
 
 Direct chats are 1:1 contacts, other rooms are MUCs. The folder has the rooms every
-network has: ``config.py``, ``translate.py`` (with ``ids.py`` for addresses, ``html.py``
-for formatting and ``rooms.py`` for room state, all pure), ``client.py`` (the only module
-that imports nio; ``net.py`` holds its HTTP policy, ``crypto.py`` the encryption
-device), ``gateway.py``, ``session.py`` (with two parts of its own: ``e2ee.py`` and
-``profiles.py``), ``contact.py``, ``group.py`` and ``errors.py``. See ``README.md`` for
-what users get.
+network has: ``config.py``, ``translate.py`` (Matrix JSON to the values of ``events.py``;
+with ``contents.py`` for what goes to Matrix, ``mentions.py``, ``ids.py`` for addresses,
+``html.py`` for formatting and ``rooms.py`` for room state, all pure), ``client.py`` (the
+only module that imports nio; ``net.py`` holds its HTTP policy, ``crypto.py`` the
+encryption device), ``gateway.py``, ``session.py`` (with two parts of its own: ``e2ee.py``
+and ``profiles.py``), ``contact.py``, ``group.py`` and ``errors.py``. See ``README.md``
+for what users get.
 """

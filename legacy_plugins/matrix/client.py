@@ -51,18 +51,10 @@ from .errors import (
     RateLimited,
     RequestFailed,
 )
+from .events import Membership, PresenceState, SyncBatch, TimelineEvent
 from .ids import EventId, RoomId, UserId, is_user_id, server_name
 from .net import check_url, http_session, network_error, read_body
-from .translate import (
-    Membership,
-    PresenceState,
-    SyncBatch,
-    TimelineEvent,
-    parse_direct,
-    parse_members,
-    parse_messages,
-    parse_sync,
-)
+from .translate import parse_direct, parse_members, parse_messages, parse_sync
 
 
 def _import_nio() -> Any:

@@ -44,11 +44,11 @@ from typing import Any
 
 from .client import MatrixClient, nio  # imported on first use, see client.py
 from .errors import NotSupported, RequestFailed, Undecryptable
+from .events import Encrypted, SyncBatch
 from .forwarding import KeyForwarding
 from .ids import RoomId, UserId
 from .inbox import trim_soon
 from .keyshare import KEY_REQUEST, SessionRef, parse_key_request
-from .translate import Encrypted, SyncBatch
 
 __all__ = ["E2EE", "DeviceInfo", "decrypt_file", "encrypt_file", "fingerprint"]
 

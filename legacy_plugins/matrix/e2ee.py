@@ -32,20 +32,10 @@ from slixmpp import JID
 from .contact import Contact
 from .crypto import E2EE
 from .errors import MatrixError, NotSupported, RequestFailed, Undecryptable
+from .events import Encrypted, Membership, Message, Reaction, StateChange, SyncBatch, TimelineEvent
 from .ids import EventId, RoomId, UserId
 from .pending import Undecrypted
-from .translate import (
-    UNREADABLE,
-    Encrypted,
-    Membership,
-    Message,
-    Reaction,
-    StateChange,
-    SyncBatch,
-    TimelineEvent,
-    parse_event,
-    what_it_is,
-)
+from .translate import UNREADABLE, parse_event, what_it_is
 from .verification import Verifications, is_verification
 
 if TYPE_CHECKING:

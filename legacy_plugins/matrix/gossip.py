@@ -36,7 +36,7 @@ from .secrets import SecretStorageError
 if TYPE_CHECKING:
     from .client import MatrixClient
     from .crypto import E2EE
-    from .translate import SyncBatch
+    from .events import SyncBatch
 
 __all__ = [
     "GOSSIP_REQUEST",

@@ -42,9 +42,10 @@ from gateway.rooms import KeptOccupants, KeptRooms
 
 from .contact import Contact
 from .errors import MatrixError, as_xmpp_error
+from .events import Encrypted
 from .ids import EventId, RoomId, UserId, id_to_localpart, localpart_to_id
 from .profiles import show_avatar
-from .translate import Encrypted, backfill_messages
+from .translate import backfill_messages
 
 if TYPE_CHECKING:
     from .session import Session

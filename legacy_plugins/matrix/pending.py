@@ -30,9 +30,9 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .events import Encrypted
 from .ids import EventId, RoomId, UserId
 from .keyshare import IncomingRequest, OutgoingRequest, SessionRef
-from .translate import Encrypted
 
 __all__ = ["PendingStore", "Undecrypted"]
 

@@ -22,9 +22,10 @@ from slidge.util.types import Avatar, PseudoPresenceShow
 from slixmpp import JID
 from slixmpp.types import ResourceDict
 
+from .contents import presence_for_xmpp_show
 from .errors import MatrixError, as_xmpp_error
+from .events import Membership, UserPresence
 from .ids import UserId
-from .translate import Membership, UserPresence, presence_for_xmpp_show
 
 if TYPE_CHECKING:
     from .client import MatrixClient

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import Membership, StateChange
 from .ids import EventId, RoomId, UserId
-from .translate import Membership, StateChange
 
 __all__ = ["Member", "ReactionBook", "RoomState", "RoomTracker", "typing_changes"]
 

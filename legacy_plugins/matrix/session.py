@@ -47,6 +47,7 @@ from gateway.slidge_fixes import push_to_roster
 from .client import Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
+from .contents import edit_content, media_content, reaction_content, text_content
 from .crypto import decrypt_file, encrypt_file
 from .e2ee import SessionE2EE
 from .errors import (
@@ -58,19 +59,11 @@ from .errors import (
     RequestFailed,
     as_xmpp_error,
 )
-from .gossip import SessionGossip
-from .ids import EventId, RoomId, UserId
-from .net import fetch_url
-from .outbox import Outbox
-from .profiles import SessionProfiles, show_avatar
-from .recovery import SessionRecovery
-from .rooms import Member, ReactionBook, RoomState, RoomTracker, typing_changes
-from .translate import (
+from .events import (
     Encrypted,
     InvitedRoom,
     JoinedRoom,
     Membership,
-    MentionSpan,
     Message,
     Reaction,
     Receipt,
@@ -79,13 +72,16 @@ from .translate import (
     SyncBatch,
     TimelineEvent,
     Typing,
-    edit_content,
-    media_content,
-    mention_spans,
     only_echoes,
-    reaction_content,
-    text_content,
 )
+from .gossip import SessionGossip
+from .ids import EventId, RoomId, UserId
+from .mentions import MentionSpan, mention_spans
+from .net import fetch_url
+from .outbox import Outbox
+from .profiles import SessionProfiles, show_avatar
+from .recovery import SessionRecovery
+from .rooms import Member, ReactionBook, RoomState, RoomTracker, typing_changes
 
 if TYPE_CHECKING:
     from .group import MUC, Participant

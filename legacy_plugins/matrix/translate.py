@@ -1,68 +1,65 @@
-"""Pure mapping between Matrix events (JSON) and what the XMPP side shows, both ways.
+"""Pure mapping of what Matrix sends to the values the XMPP side shows (:mod:`.events`).
 
-Incoming: `parse_sync` validates a ``/sync`` response once, at the edge, and turns it into
+`parse_sync` validates a ``/sync`` response once, at the edge, and turns it into a
 `SyncBatch` of small frozen events (`Message`, `Reaction`, `Redaction`, `Membership`, …);
 anything malformed or uninteresting is dropped there, never raised. Message text arrives
 as `StyledText` with Matrix reply fallbacks stripped (`strip_reply_fallback`), edits
-point at the event they replace, and media carry their ``mxc://`` URI. An event that
-carries ``unsigned.transaction_id`` was sent by this very device (the gateway), so it is
-marked ``own_device`` and not delivered twice.
+point at the event they replace, media carry their ``mxc://`` URI, and each message
+names whom it mentions (:mod:`.mentions`). An event that carries
+``unsigned.transaction_id`` was sent by this very device (the gateway), so it is marked
+``own_device`` and not delivered twice. ``/messages`` pages and ``/members`` answers are
+read the same way; `backfill_messages` picks from a room's history what its archive
+lacks, and `what_it_is` names an event that cannot be decrypted.
 
-Outgoing: the ``*_content`` functions build event contents from what the XMPP user sent:
-text (XEP-0393 styling becomes ``org.matrix.custom.html``, ``/me`` becomes ``m.emote``),
-edits (``m.replace`` with ``m.new_content``), replies (``m.in_reply_to``, without a
-fallback, as the spec allows since v1.13), reactions and media.
-
-No I/O, no clock: times are the events' own ``origin_server_ts``.
+The other direction, event contents built from what the XMPP user sends, is
+:mod:`.contents`. No I/O, no clock: times are the events' own ``origin_server_ts``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
-from urllib.parse import unquote
+from typing import Any, Protocol
 
-from gateway.formatting import StyledText, from_xep0393, to_plain
+from gateway.formatting import StyledText, to_plain
 
-from .html import html_to_styled, styled_to_html
+from .events import (
+    HTML_FORMAT,
+    MEDIA_KINDS,
+    PRESENCE_STATES,
+    Encrypted,
+    InvitedRoom,
+    JoinedRoom,
+    Media,
+    Membership,
+    Message,
+    MsgKind,
+    Reaction,
+    Receipt,
+    Redaction,
+    StateChange,
+    SyncBatch,
+    TimelineEvent,
+    Typing,
+    UserPresence,
+)
+from .html import html_to_styled
 from .ids import EventId, RoomId, UserId, is_room_id, is_user_id
+from .mentions import mentioned
 
 __all__ = [
-    "Encrypted",
-    "InvitedRoom",
-    "JoinedRoom",
-    "Media",
-    "Membership",
-    "MentionSpan",
-    "Message",
-    "Reaction",
-    "Receipt",
-    "Redaction",
-    "StateChange",
-    "SyncBatch",
-    "TimelineEvent",
-    "Typing",
-    "UserPresence",
+    "UNREADABLE",
     "backfill_messages",
-    "edit_content",
-    "media_content",
-    "mention_spans",
-    "mentioned",
-    "only_echoes",
+    "parse_direct",
     "parse_event",
     "parse_members",
+    "parse_messages",
     "parse_sync",
-    "presence_for_xmpp_show",
-    "reaction_content",
     "strip_reply_fallback",
-    "text_content",
+    "what_it_is",
 ]
 
-MsgKind = Literal["text", "emote", "notice", "image", "file", "audio", "video", "sticker"]
-MEDIA_KINDS: frozenset[str] = frozenset({"image", "file", "audio", "video", "sticker"})
 _MSGTYPES: dict[str, MsgKind] = {
     "m.text": "text",
     "m.emote": "emote",
@@ -72,207 +69,6 @@ _MSGTYPES: dict[str, MsgKind] = {
     "m.audio": "audio",
     "m.video": "video",
 }
-HTML_FORMAT = "org.matrix.custom.html"
-EMOTE_PREFIX = "/me "
-
-
-@dataclass(frozen=True, slots=True)
-class Media:
-    """A file an event points at."""
-
-    url: str
-    """``mxc://server/id`` (of the encrypted bytes when the file is encrypted)."""
-    name: str
-    mimetype: str | None = None
-    size: int | None = None
-    encrypted: bool = False
-    file: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
-    """An encrypted file's ``file`` object: its key, IV and hash."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """``m.room.message`` (or ``m.sticker``): new, or an edit of ``replaces``."""
-
-    room_id: RoomId
-    event_id: EventId
-    sender: UserId
-    ts: int
-    kind: MsgKind
-    text: StyledText
-    """The text, without reply fallback; for media, the caption (may be empty)."""
-    media: Media | None = None
-    reply_to: EventId | None = None
-    replaces: EventId | None = None
-    own_device: bool = False
-    mentions: tuple[UserId, ...] = ()
-    """Who it mentions (`mentioned`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reaction:
-    """``m.reaction``: ``sender`` annotated ``target`` with ``key`` (an emoji)."""
-
-    room_id: RoomId
-    event_id: EventId
-    sender: UserId
-    ts: int
-    target: EventId
-    key: str
-    own_device: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Redaction:
-    """``m.room.redaction`` of ``target`` (a message, a reaction, …)."""
-
-    room_id: RoomId
-    event_id: EventId
-    sender: UserId
-    ts: int
-    target: EventId
-    reason: str | None = None
-    own_device: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Encrypted:
-    """``m.room.encrypted``: an end-to-end encrypted event, to decrypt (:mod:`.crypto`)."""
-
-    room_id: RoomId
-    event_id: EventId
-    sender: UserId
-    ts: int
-    session_id: str = ""
-    """The Megolm session it was encrypted with (the key that may arrive later)."""
-    own_device: bool = False
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """The whole event, as the decryption needs it."""
-    reason: str = ""
-    """Why it could not be decrypted (set by the session)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """``m.room.member``: ``user`` is now ``membership`` in the room."""
-
-    room_id: RoomId
-    sender: UserId
-    user: UserId
-    membership: str
-    displayname: str | None = None
-    avatar_url: str | None = None
-    is_direct: bool = False
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """Another state event that matters to the XMPP side (name, topic, encryption, …)."""
-
-    room_id: RoomId
-    sender: UserId
-    type: str
-    state_key: str
-    content: Mapping[str, Any]
-
-
-TimelineEvent = Message | Reaction | Redaction | Encrypted | Membership | StateChange
-
-
-@dataclass(frozen=True, slots=True)
-class Typing:
-    """``m.typing``: who is typing in the room right now."""
-
-    room_id: RoomId
-    users: frozenset[UserId]
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """``m.receipt``: ``user`` has read up to ``event_id``."""
-
-    room_id: RoomId
-    user: UserId
-    event_id: EventId
-    private: bool = False
-
-
-PresenceState = Literal["online", "unavailable", "offline"]
-PRESENCE_STATES: frozenset[str] = frozenset({"online", "unavailable", "offline"})
-
-
-@dataclass(frozen=True, slots=True)
-class UserPresence:
-    """``m.presence``: ``user`` is online, unavailable (away) or offline."""
-
-    user: UserId
-    state: PresenceState
-    status: str | None = None
-    last_active_ago: int | None = None
-    """Milliseconds since the user was last active, when the homeserver says."""
-
-
-@dataclass(frozen=True, slots=True)
-class JoinedRoom:
-    """What one sync says about a room the user is in."""
-
-    room_id: RoomId
-    state: tuple[Membership | StateChange, ...] = ()
-    timeline: tuple[TimelineEvent, ...] = ()
-    limited: bool = False
-    prev_batch: str | None = None
-    ephemeral: tuple[Typing | Receipt, ...] = ()
-    joined_count: int | None = None
-    invited_count: int | None = None
-    heroes: tuple[UserId, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class InvitedRoom:
-    """A pending invitation, with the stripped state the server shows invitees."""
-
-    room_id: RoomId
-    inviter: UserId | None
-    is_direct: bool
-    name: str | None = None
-    encrypted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SyncBatch:
-    """One ``/sync`` response, validated."""
-
-    next_batch: str
-    joined: tuple[JoinedRoom, ...] = ()
-    invited: tuple[InvitedRoom, ...] = ()
-    left: tuple[RoomId, ...] = ()
-    direct: Mapping[UserId, tuple[RoomId, ...]] | None = field(default=None)
-    """The user's ``m.direct`` account data, if this sync changed it."""
-    to_device: tuple[Mapping[str, Any], ...] = ()
-    """To-device events (encryption keys sent to this device), raw."""
-    device_lists_changed: frozenset[UserId] = frozenset()
-    """People whose devices changed (their keys must be fetched again)."""
-    one_time_keys: int | None = None
-    """How many of this device's one-time keys the homeserver still holds."""
-    presence: tuple[UserPresence, ...] = ()
-
-
-def only_echoes(batch: SyncBatch) -> bool:
-    """Whether the batch holds nothing but events this gateway sent (and already shows)."""
-    return (
-        bool(batch.joined)
-        and all(
-            not room.state
-            and not room.ephemeral
-            and not room.limited
-            and all(getattr(event, "own_device", False) for event in room.timeline)
-            for room in batch.joined
-        )
-        and not (batch.invited or batch.left or batch.presence or batch.to_device)
-        and batch.direct is None
-        and not batch.device_lists_changed
-    )  # (the one-time key count, in every sync, is looked at with the next other batch)
 
 
 # --- small validators ----------------------------------------------------------------
@@ -294,7 +90,7 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-# --- incoming ------------------------------------------------------------------------
+# --- events --------------------------------------------------------------------------
 
 
 def strip_reply_fallback(body: str) -> str:
@@ -392,54 +188,6 @@ def _parse_message(
         own_device=head.own,
         mentions=mentioned(content),
     )
-
-
-MAX_MENTIONS = 20
-"""Users of one message looked up for XEP-0372 references, at most."""
-_PILL = re.compile(r"""href=["']https://matrix\.to/#/((?:@|%40)[^"'/?#]+)""")
-
-
-def mentioned(content: Mapping[str, Any]) -> tuple[UserId, ...]:
-    """The users a message mentions: the user IDs of its ``m.mentions``, and those its
-    HTML links to the way Matrix clients write a mention (a "pill",
-    ``<a href="https://matrix.to/#/@bob:example.org">Bob</a>``), for clients that do not
-    fill ``m.mentions``. In order, each once, `MAX_MENTIONS` at most."""
-    found: list[str] = []
-    ids = _obj(content.get("m.mentions")).get("user_ids")
-    if isinstance(ids, list):
-        found += [u for u in ids if isinstance(u, str)]
-    formatted = _str(content.get("formatted_body"))
-    if formatted is not None and content.get("format") == HTML_FORMAT:
-        found += [unquote(u) for u in _PILL.findall(formatted)]
-    users = [UserId(u) for u in dict.fromkeys(found) if is_user_id(u)]
-    return tuple(users[:MAX_MENTIONS])
-
-
-@dataclass(frozen=True, slots=True)
-class MentionSpan:
-    """`user`'s name is at ``text[begin:end]`` (code points, end exclusive: XEP-0372's
-    ``begin`` and ``end``)."""
-
-    begin: int
-    end: int
-    user: UserId
-
-
-def mention_spans(text: str, names: Mapping[UserId, str]) -> tuple[MentionSpan, ...]:
-    """Where each user's name stands in `text` as a word of its own (not inside a longer
-    word), every time; the earlier and then the longer of two that overlap kept."""
-    found: list[MentionSpan] = []
-    for user, name in names.items():
-        if not name:
-            continue
-        for m in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text):
-            found.append(MentionSpan(m.start(), m.end(), user))
-    found.sort(key=lambda span: (span.begin, -span.end))
-    kept: list[MentionSpan] = []
-    for span in found:
-        if not kept or span.begin >= kept[-1].end:
-            kept.append(span)
-    return tuple(kept)
 
 
 def _parse_reaction(
@@ -646,16 +394,6 @@ def _parse_presence(raw: object) -> UserPresence | None:
     return UserPresence(UserId(sender), state, status, ago)  # type: ignore[arg-type]
 
 
-def presence_for_xmpp_show(show: str | None) -> PresenceState:
-    """The Matrix presence for an XMPP ``<show/>`` ("" or None: available; no
-    presence at all: pass "unavailable")."""
-    if show in ("away", "xa"):
-        return "unavailable"
-    if show == "unavailable":
-        return "offline"
-    return "online"  # available, chat, dnd (Matrix has no "busy")
-
-
 def parse_messages(room_id: RoomId, body: object) -> tuple[list[TimelineEvent], str | None]:
     """A ``/messages`` page: its events in the order given, and the ``end`` token (None
     when there is nothing more)."""
@@ -668,6 +406,9 @@ def parse_members(room_id: RoomId, body: object) -> list[Membership]:
     """A ``/members`` answer: each member's current membership."""
     events = [parse_event(room_id, raw) for raw in _list(_obj(body).get("chunk"))]
     return [e for e in events if isinstance(e, Membership)]
+
+
+# --- history and what cannot be read -------------------------------------------------
 
 
 class Bound(Protocol):
@@ -719,82 +460,6 @@ def backfill_messages(
 def _ts(event: TimelineEvent) -> float:
     ts = getattr(event, "ts", None)
     return float(ts) if isinstance(ts, int) else 0.0
-
-
-# --- outgoing ------------------------------------------------------------------------
-
-
-def _text_fields(body: str) -> dict[str, Any]:
-    emote = body.startswith(EMOTE_PREFIX)
-    if emote:
-        body = body.removeprefix(EMOTE_PREFIX)
-    content: dict[str, Any] = {"msgtype": "m.emote" if emote else "m.text", "body": body}
-    formatted = styled_to_html(from_xep0393(body))
-    if formatted is not None:
-        content["format"] = HTML_FORMAT
-        content["formatted_body"] = formatted
-    return content
-
-
-def text_content(
-    body: str, *, reply_to: EventId | None = None, mentions: Sequence[UserId] = ()
-) -> dict[str, Any]:
-    """An ``m.room.message`` for text the XMPP user wrote (XEP-0393 styling → HTML)."""
-    content = _text_fields(body)
-    if reply_to is not None:
-        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
-    content["m.mentions"] = {"user_ids": sorted(set(mentions))} if mentions else {}
-    return content
-
-
-def edit_content(original: EventId, body: str) -> dict[str, Any]:
-    """An edit (``m.replace``) of ``original`` to ``body``; the outer body is the
-    ``* new text`` fallback clients without edit support show."""
-    new = _text_fields(body)
-    content = {**new, "body": "* " + new["body"]}
-    if "formatted_body" in new:
-        content["formatted_body"] = "* " + new["formatted_body"]
-    content["m.new_content"] = new
-    content["m.relates_to"] = {"rel_type": "m.replace", "event_id": original}
-    return content
-
-
-def reaction_content(target: EventId, key: str) -> dict[str, Any]:
-    """An ``m.reaction`` to ``target``."""
-    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
-
-
-def msgtype_for(mimetype: str | None) -> str:
-    """The ``msgtype`` of a file by its MIME type."""
-    major = (mimetype or "").split("/", 1)[0]
-    return {"image": "m.image", "audio": "m.audio", "video": "m.video"}.get(major, "m.file")
-
-
-def media_content(
-    mxc: str,
-    name: str,
-    mimetype: str | None,
-    size: int,
-    *,
-    caption: str | None = None,
-    file: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """An ``m.image``/``m.file``/… event for an uploaded file (caption per spec v1.10);
-    with ``file`` (keys of an encrypted upload), the file is given as encrypted."""
-    info: dict[str, Any] = {"size": size}
-    if mimetype:
-        info["mimetype"] = mimetype
-    content: dict[str, Any] = {
-        "msgtype": msgtype_for(mimetype),
-        "body": caption or name,
-        "filename": name,
-        "info": info,
-    }
-    if file is not None:
-        content["file"] = {**file, "url": mxc}
-    else:
-        content["url"] = mxc
-    return content
 
 
 UNREADABLE = "🔒 [an end-to-end encrypted {what} Passerelle cannot decrypt: {reason}]"

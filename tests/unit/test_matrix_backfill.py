@@ -10,15 +10,9 @@ from typing import NamedTuple
 import pytest
 
 from gateway.formatting import StyledText
+from legacy_plugins.matrix.events import Encrypted, Membership, Message, Reaction, TimelineEvent
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
-from legacy_plugins.matrix.translate import (
-    Encrypted,
-    Membership,
-    Message,
-    Reaction,
-    TimelineEvent,
-    backfill_messages,
-)
+from legacy_plugins.matrix.translate import backfill_messages
 
 ROOM = RoomId("!r:example.org")
 BOB = UserId("@bob:example.org")

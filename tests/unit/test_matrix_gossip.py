@@ -126,8 +126,8 @@ def test_secret_events_in_the_clear_are_taken_out_of_a_sync(
 ) -> None:
     """A request is only logged (DEBUG), a secret sent in the clear is kept to be
     refused, everything else goes on to the device."""
+    from legacy_plugins.matrix.events import SyncBatch
     from legacy_plugins.matrix.gossip import SessionGossip
-    from legacy_plugins.matrix.translate import SyncBatch
 
     request = {"type": GOSSIP_REQUEST, "sender": ME, "content": {"action": "request"}}
     clear = {"type": GOSSIP_SEND, "sender": ME, "content": {"request_id": "r0", "secret": "s"}}

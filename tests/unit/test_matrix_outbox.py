@@ -14,15 +14,9 @@ from typing import Any
 import pytest
 
 from gateway.formatting import StyledText
+from legacy_plugins.matrix.events import JoinedRoom, Message, Receipt, SyncBatch, only_echoes
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
 from legacy_plugins.matrix.outbox import Outbox
-from legacy_plugins.matrix.translate import (
-    JoinedRoom,
-    Message,
-    Receipt,
-    SyncBatch,
-    only_echoes,
-)
 
 ROOM = RoomId("!r:example.org")
 ME = UserId("@me:example.org")

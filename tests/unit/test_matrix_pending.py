@@ -11,10 +11,10 @@ import pytest
 
 from legacy_plugins.matrix import crypto
 from legacy_plugins.matrix.client import load_nio
+from legacy_plugins.matrix.events import Encrypted
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
 from legacy_plugins.matrix.keyshare import IncomingRequest, KeyRequests, SessionRef
 from legacy_plugins.matrix.pending import PendingStore, Undecrypted
-from legacy_plugins.matrix.translate import Encrypted
 
 ROOM = RoomId("!room:example.org")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from legacy_plugins.matrix.events import Membership, StateChange
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
 from legacy_plugins.matrix.rooms import ReactionBook, RoomTracker, typing_changes
-from legacy_plugins.matrix.translate import Membership, StateChange
 
 ME = UserId("@alice:x.org")
 BOB = UserId("@bob:x.org")

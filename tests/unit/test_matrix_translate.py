@@ -1,4 +1,5 @@
-"""Matrix events → neutral events, and XMPP input → Matrix contents (translate.py)."""
+"""Matrix events → neutral events, and XMPP input → Matrix contents (the Matrix plugin's
+translate.py, contents.py and mentions.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.formatting import StyledText, to_plain, to_xep0393
-from legacy_plugins.matrix.ids import EventId, RoomId, UserId
-from legacy_plugins.matrix.translate import (
-    MAX_MENTIONS,
+from legacy_plugins.matrix.contents import (
+    edit_content,
+    media_content,
+    presence_for_xmpp_show,
+    reaction_content,
+    text_content,
+)
+from legacy_plugins.matrix.events import (
     Encrypted,
     Media,
     Membership,
@@ -22,19 +28,16 @@ from legacy_plugins.matrix.translate import (
     StateChange,
     Typing,
     UserPresence,
-    edit_content,
-    media_content,
-    mention_spans,
-    mentioned,
+)
+from legacy_plugins.matrix.ids import EventId, RoomId, UserId
+from legacy_plugins.matrix.mentions import MAX_MENTIONS, mention_spans, mentioned
+from legacy_plugins.matrix.translate import (
     parse_direct,
     parse_event,
     parse_members,
     parse_messages,
     parse_sync,
-    presence_for_xmpp_show,
-    reaction_content,
     strip_reply_fallback,
-    text_content,
 )
 
 ROOM = RoomId("!room:example.org")

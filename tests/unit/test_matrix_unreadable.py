@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from legacy_plugins.matrix.events import Encrypted
 from legacy_plugins.matrix.ids import EventId, RoomId, UserId
-from legacy_plugins.matrix.translate import UNREADABLE, Encrypted, what_it_is
+from legacy_plugins.matrix.translate import UNREADABLE, what_it_is
 
 
 def encrypted(content: Any) -> Encrypted:
