@@ -62,7 +62,8 @@ JOIN_TIMEOUT = 30.0
 def _room_legacy_id(mapping: AddressMapping, local_part: str) -> str:
     """The legacy id of the room at JID local part `local_part` (slidge asks for every
     message the user sends: 6.7 µs to parse and render it each time). Refusals raise,
-    and are not kept."""
+    and are not kept. `mapping` is the session's one object (`Session.mapping`): a new
+    one per call would be hashed and compared field by field to find the entry."""
     return mapping.render(mapping.parse_room(local_part))
 
 
@@ -77,9 +78,11 @@ class Bookmarks(KeptRooms["MUC"], LegacyBookmarks["MUC"]):
     """The user's rooms, one `MUC` object per room for the session's lifetime
     (`gateway.rooms.KeptRooms`), so its occupants can be kept too (`MUC.occupant`)."""
 
+    session: Session
+
     async def jid_local_part_to_legacy_id(self, local_part: str) -> str:
         try:
-            return _room_legacy_id(network_config(Config).address_mapping(), local_part)
+            return _room_legacy_id(self.session.mapping, local_part)
         except AddressError as e:
             raise XMPPError("item-not-found", str(e)) from e
 
@@ -133,7 +136,7 @@ class MUC(Occupants, KeptOccupants[Participant], LegacyMUC[Participant]):
     @functools.cached_property
     def address(self) -> ChannelAddress:
         """Parsed once: a room's legacy id never changes (every JOIN asked it again)."""
-        return network_config(Config).address_mapping().parse_room(self.legacy_id)
+        return self.session.mapping.parse_room(self.legacy_id)
 
     @property
     def channel(self) -> Channel:
