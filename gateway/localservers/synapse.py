@@ -4,8 +4,11 @@
 there (SQLite database, media store, signing key, log), listens on 127.0.0.1 only, over
 plain HTTP, and never reaches outside: no federation, no trusted key servers, no URL
 previews, no stats reporting. Rate limits are raised so that tests and benchmarks are not
-throttled. Presence is off unless asked for (``presence=True``): it costs a little on
-every request. Accounts are created through the shared-secret admin API
+throttled, except those given as ``rate_limits`` (the tests of a homeserver's 429
+answers): each ``rc_*`` setting given there is merged over the raised one, so
+``{"rc_login": {"address": {"per_second": 0.003, "burst_count": 1}}}`` leaves the
+other login limits raised. Presence is off unless asked for (``presence=True``): it costs
+a little on every request. Accounts are created through the shared-secret admin API
 (`register_user`), the way ``register_new_matrix_user`` does it.
 
 The config is written as JSON, which YAML reads as it is, and the signing key is
@@ -26,6 +29,7 @@ import secrets
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,17 @@ def _unpadded_b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii").rstrip("=")
 
 
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `over`'s values in its place, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 class Synapse(ManagedServer):
     """One Synapse process on 127.0.0.1, configured and owned by this object.
 
@@ -73,9 +88,14 @@ class Synapse(ManagedServer):
         log_level: str = "WARNING",
         max_upload_size: str = "50M",
         presence: bool = False,
+        rate_limits: Mapping[str, Any] | None = None,
         start_timeout: float = 90.0,
     ) -> None:
         super().__init__(workdir, start_timeout)
+        unknown = [key for key in rate_limits or {} if not key.startswith("rc_")]
+        if unknown:
+            raise ValueError(f"rate_limits takes Synapse's rc_* settings, not {unknown}")
+        self.rate_limits = dict(rate_limits or {})
         self.server_name = server_name
         self._port = port
         self.python = python or sys.executable
@@ -141,6 +161,9 @@ class Synapse(ManagedServer):
 
     def render_config(self) -> dict[str, Any]:
         """The whole homeserver configuration; the port must have been given or chosen."""
+        return _merged(self._base_config(), self.rate_limits)
+
+    def _base_config(self) -> dict[str, Any]:
         return {
             "server_name": self.server_name,
             "public_baseurl": f"{self.url}/",

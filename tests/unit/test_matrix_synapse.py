@@ -33,6 +33,29 @@ def test_config_keeps_everything_local_and_unthrottled(tmp_path: Path) -> None:
     assert json.loads(server.config_path.read_text())["registration_shared_secret"] == secret
 
 
+def test_rate_limits_given_replace_only_those_settings(tmp_path: Path) -> None:
+    tight = {"per_second": 0.003, "burst_count": 1}
+    server = Synapse(
+        tmp_path,
+        port=18008,
+        rate_limits={"rc_login": {"address": tight}, "rc_message": {"per_second": 1}},
+    )
+    server.prepare()
+    config = json.loads(server.config_path.read_text())
+    assert config["rc_login"]["address"] == tight
+    # The other login limits, and the message burst, stay raised.
+    assert config["rc_login"]["account"]["per_second"] >= 1000
+    assert config["rc_login"]["failed_attempts"]["burst_count"] >= 1000
+    assert config["rc_message"] == {"per_second": 1, "burst_count": 100_000}
+    assert config["rc_joins"]["local"]["per_second"] >= 1000
+    # A server without them is not affected by another's.
+    plain = Synapse(tmp_path / "plain", port=18009)
+    plain.prepare()
+    assert json.loads(plain.config_path.read_text())["rc_login"]["address"]["burst_count"] >= 1000
+    with pytest.raises(ValueError, match="presence"):
+        Synapse(tmp_path, rate_limits={"presence": {}})
+
+
 def test_port_is_chosen_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="start"):
         _ = Synapse(tmp_path).port
