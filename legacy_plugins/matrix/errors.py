@@ -13,7 +13,10 @@
      +-- Undecryptable          an encrypted event this device has no key for (never an XMPP error)
 
 `client.py` raises them; `contact.py`, `group.py` and `gateway.py` let them through
-`as_xmpp_error`, so each message names the homeserver and says what to do next.
+`as_xmpp_error`, so each message names the homeserver and says what to do next. Its
+XMPP error reads as its text: slidge's *register* command (ad-hoc and chat) answers any
+error of the registration with ``internal-server-error`` and ``str()`` of the error,
+which for a plain ``XMPPError`` is the tuple of its arguments.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ class Undecryptable(MatrixError):
     """An end-to-end encrypted event this device cannot decrypt; the text says why."""
 
 
+class _Said(XMPPError):
+    """An XMPP error whose ``str()`` is its text (see the module's docstring)."""
+
+    def __str__(self) -> str:
+        return str(self.text or self.condition)
+
+
 _CONDITIONS: tuple[tuple[type[MatrixError], ErrorConditions], ...] = (
     (HomeserverNotAllowed, "not-allowed"),
     (HomeserverUnreachable, "remote-server-not-found"),
@@ -101,7 +111,7 @@ def as_xmpp_error(exc: MatrixError) -> XMPPError:
     """The XMPP error a user sees for ``exc``, with its text."""
     for kind, condition in _CONDITIONS:
         if isinstance(exc, kind):
-            return XMPPError(condition, str(exc))
+            return _Said(condition, str(exc))
     if isinstance(exc, RequestFailed) and exc.status in _BY_STATUS:
-        return XMPPError(_BY_STATUS[exc.status], str(exc))
-    return XMPPError("service-unavailable", str(exc))
+        return _Said(_BY_STATUS[exc.status], str(exc))
+    return _Said("service-unavailable", str(exc))
