@@ -14,6 +14,9 @@
   device is signed with their self-signing key (:mod:`.crosssign`). The key is not
   kept; typed after ``recovery`` in a chat message it is refused (a chat line stays in
   the user's history and archive).
+* ``logout``: the session stops until ``re-login`` (slidge's command, ad-hoc *Re-login*):
+  the device stays logged in and the sync position stored, so what arrives meanwhile is
+  delivered at the re-login. Unregistering is what logs the device out.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .secrets import SecretStorageError
 from .session import Session
 from .verification import VerificationError
 
-__all__ = ["Device", "Recovery", "Verify"]
+__all__ = ["Device", "Logout", "Recovery", "Verify"]
 
 
 class Device(Command[Session]):
@@ -81,6 +84,28 @@ class Device(Command[Session]):
             name = f" ({d.name})" if d.name else ""
             lines.append(f"{d.device_id}{name}, {d.trust}: {fingerprint(d.ed25519)}")
         return "\n".join(lines)
+
+
+class Logout(Command[Session]):
+    NAME = "🔌 Log out of Matrix until re-login"
+    HELP = (
+        "Stop your Matrix session here until you send 're-login': your device stays, and "
+        "what arrives meanwhile is delivered then. ('unregister' logs the device out.)"
+    )
+    CHAT_COMMAND = "logout"
+    NODE = "matrix/logout"
+    ACCESS = CommandAccess.USER_LOGGED
+
+    async def run(self, session: Session | None, ifrom: JID, *args: str) -> str:
+        if not isinstance(session, Session):
+            raise XMPPError("service-unavailable", "Your Matrix account is not connected")
+        await session.logout()  # stops syncing; the position so far is stored
+        session.logged = False  # slidge takes her contacts and rooms offline
+        session.send_gateway_status("Logged out: send 're-login' to connect again", show="xa")
+        return (
+            "Logged out of Matrix. Your device stays logged in; send 're-login' (or use the "
+            "ad-hoc command Re-login) to connect again: what arrives meanwhile comes then."
+        )
 
 
 class Verify(Command[Session]):
