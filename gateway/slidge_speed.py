@@ -93,11 +93,16 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import copy
 import functools
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from inspect import iscoroutinefunction
 from typing import Any, Generic, TypeVar
+from xml.etree import ElementTree as ET  # slixmpp's ET (``slixmpp.xmlstream.ET``)
 
 T = TypeVar("T")
 
@@ -473,8 +478,6 @@ def _presence_only(handler: Any) -> bool:
 def _sync_out_filters(stream: Any, out: list[Any]) -> list[Any] | None:
     """Fix 15: the sync filters among `out` (in order) when every async one only touches
     presences, else None; worked out once per list of filters, not per stanza."""
-    from inspect import iscoroutinefunction
-
     key = tuple(out)
     cached = stream.__dict__.get("_passerelle_out_filters")
     if cached is not None and cached[0] == key:
@@ -560,10 +563,8 @@ class ArchiveCopy:
 
     def serialize(self) -> str:
         """The stanza as slixmpp's ``str(stanza)`` writes it (what slidge stores)."""
-        from slixmpp.xmlstream.tostring import tostring
-
         stream = self.stream
-        return tostring(
+        return _tostring()(
             self.xml,
             xmlns=stream.default_ns if stream is not None else "",
             stream=stream,
@@ -572,6 +573,16 @@ class ArchiveCopy:
 
 
 _MUC_X, _MUC_ITEM = f"{{{_MUC_USER}}}x", f"{{{_MUC_USER}}}item"
+
+
+@functools.cache
+def _tostring() -> Callable[..., str]:
+    """slixmpp's ``tostring``, imported on first use (per message, an import statement
+    costs more than this call; importing slixmpp with this module would load it before
+    :mod:`gateway.lazy_imports` is installed)."""
+    from slixmpp.xmlstream.tostring import tostring
+
+    return tostring
 
 
 def _archive_shape(msg: Any) -> dict[str, int] | None:
@@ -609,12 +620,6 @@ def archive_copy(msg: Any, item: tuple[str, str, str] | None) -> ArchiveCopy | N
     message has anything this does not handle the same way (no body or an empty one, a
     body in another language, several bodies or chat states, a delay, several MUC items):
     the caller takes slidge's way then."""
-    import copy
-    import uuid
-    from datetime import UTC, datetime
-
-    from slixmpp.xmlstream import ET
-
     shape = _archive_shape(msg)
     if shape is None:
         return None
@@ -651,29 +656,27 @@ _SENDABLE: list[Any] = []
 """Fix 17: the messages a participant's ``_send`` is sending, each of which its loop may
 send as itself once instead of copying it first."""
 _SLIDGE_PARTICIPANT_SEND: Callable[..., Any] | None = None
+_MESSAGE: type[Any] = type(None)
+"""slixmpp's ``Message``, set when fix 17 is installed."""
 
 
 def _copy_unless_sendable(stanza: Any) -> Any:
     """Fix 17: ``copy`` as ``slidge.group.participant`` calls it (once per resource of
     the user, on the stanza sent to the previous one): the message being sent itself the
     first time, a copy after."""
-    from copy import copy
-
     if _SENDABLE and _SENDABLE[-1] is stanza:
         _SENDABLE.pop()
         return stanza
-    return copy(stanza)
+    return copy.copy(stanza)
 
 
 def _participant_send(self: Any, stanza: Any, *args: Any, **kwargs: Any) -> Any:
     """Fix 17: slidge's ``LegacyParticipant._send``, with a room message sent as itself to
     the user's first resource (and copied for each further one, as slidge does)."""
-    from slixmpp import Message
-
     assert _SLIDGE_PARTICIPANT_SEND is not None  # installed by send_messages_uncopied
     full_jid = args[0] if args else kwargs.get("full_jid")
     archive_only = args[1] if len(args) > 1 else kwargs.get("archive_only", False)
-    if full_jid is not None or archive_only or not isinstance(stanza, Message):
+    if full_jid is not None or archive_only or not isinstance(stanza, _MESSAGE):
         return _SLIDGE_PARTICIPANT_SEND(self, stanza, *args, **kwargs)
     _SENDABLE.append(stanza)
     try:
@@ -685,9 +688,11 @@ def _participant_send(self: Any, stanza: Any, *args: Any, **kwargs: Any) -> Any:
 
 def send_messages_uncopied() -> None:
     """Fix 17: install :func:`_participant_send` (idempotent)."""
-    global _SLIDGE_PARTICIPANT_SEND  # noqa: PLW0603 - slidge's original, kept once
+    global _SLIDGE_PARTICIPANT_SEND, _MESSAGE  # noqa: PLW0603 - slidge's original, kept once
     from slidge.group import participant
+    from slixmpp import Message
 
+    _MESSAGE = Message
     participant.copy = _copy_unless_sendable  # type: ignore[assignment,attr-defined]
     cls = participant.LegacyParticipant
     _SLIDGE_PARTICIPANT_SEND = _install(cls, "_send", _participant_send) or (
@@ -749,11 +754,6 @@ def _plugin_free(msg: Any, names: tuple[str, ...], tags: tuple[str, ...]) -> boo
 async def _muc_echo(self: Any, msg: Any, legacy_msg_id: str | None = None) -> str:
     """Fix 30: slidge's ``LegacyMUC.echo``: the same stanza id and occupant id elements,
     the same archive row, the same stanzas to the user's resources."""
-    import uuid
-    from copy import copy
-
-    from slixmpp.xmlstream import ET
-
     assert _SLIDGE_ECHO is not None  # installed by echo_directly
     if not (legacy_msg_id is None or isinstance(legacy_msg_id, str)) or not _plugin_free(
         msg, ("stanza_id", "occupant-id"), (_STANZA_ID, _OCCUPANT_ID)
@@ -771,7 +771,7 @@ async def _muc_echo(self: Any, msg: Any, legacy_msg_id: str | None = None) -> st
     for user_full_jid in self.user_full_jids():
         self.log.debug("Echoing to %s", user_full_jid)
         if not first:
-            msg = copy(msg)
+            msg = copy.copy(msg)
         first = False
         msg.set_to(user_full_jid)
         msg.send()
@@ -805,19 +805,18 @@ _PLAIN_MESSAGE_ARGUMENTS = frozenset(
 )
 """What slidge's ``send_text`` passes; anything else (``mtype``, ``mto``...) goes its way."""
 _SLIDGE_MAKE_MESSAGE: Callable[..., Any] | None = None
+_STRIP_ILLEGAL_CHARS: Callable[[str, str], str] | None = None
+"""slidge's ``strip_illegal_chars``, set when fix 31 is installed."""
 
 
 def _participant_message(self: Any, *args: Any, **kwargs: Any) -> Any:
     """Fix 31: slidge's ``MessageMaker._make_message`` for an occupant: a message with a
     body, no chat state asked, slidge's default hints of a room message (``markable``)
     or none, and nothing else, built as XML; the same XML, and the same plugins loaded,
-    as slidge's way."""
-    import uuid
-
-    from slidge.util import strip_illegal_chars
-    from slixmpp.xmlstream import ET
-
+    as slidge's way. (Everything it uses is bound once: three imports here cost ~1 µs
+    a message.)"""
     assert _SLIDGE_MAKE_MESSAGE is not None  # installed by participant_messages_from_xml
+    assert _STRIP_ILLEGAL_CHARS is not None
     body = kwargs.get("mbody")
     hints = kwargs.get("hints", ())
     legacy_msg_id = kwargs.get("legacy_msg_id")
@@ -835,7 +834,7 @@ def _participant_message(self: Any, *args: Any, **kwargs: Any) -> Any:
         return _SLIDGE_MAKE_MESSAGE(self, *args, **kwargs)
     msg = self.xmpp.Message(sfrom=self.jid, stype=self.mtype, sto=None)
     xml = msg.xml
-    ET.SubElement(xml, f"{{{msg.namespace}}}body").text = strip_illegal_chars(body, "\ufffd")
+    ET.SubElement(xml, f"{{{msg.namespace}}}body").text = _STRIP_ILLEGAL_CHARS(body, "\ufffd")
     children = [ET.SubElement(xml, _ACTIVE)]  # slidge's state of a message with a body
     if hints:
         children.append(ET.SubElement(xml, _MARKABLE))
@@ -852,10 +851,12 @@ def _participant_message(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 def participant_messages_from_xml() -> None:
     """Fix 31: install :func:`_participant_message` for occupants (idempotent)."""
-    global _SLIDGE_MAKE_MESSAGE  # noqa: PLW0603 - slidge's original, kept once
+    global _SLIDGE_MAKE_MESSAGE, _STRIP_ILLEGAL_CHARS  # noqa: PLW0603 - slidge's, kept once
     from slidge.core.mixins.message_maker import MessageMaker
     from slidge.group.participant import LegacyParticipant
+    from slidge.util import strip_illegal_chars
 
+    _STRIP_ILLEGAL_CHARS = strip_illegal_chars
     _SLIDGE_MAKE_MESSAGE = MessageMaker.__dict__["_make_message"]
     if LegacyParticipant.__dict__.get("_make_message") is not _participant_message:
         LegacyParticipant._make_message = _participant_message  # type: ignore[method-assign]
