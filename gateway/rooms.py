@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import sqlalchemy as sa
 from slixmpp.exceptions import XMPPError
+from sqlalchemy.orm.attributes import instance_state
 
 if TYPE_CHECKING:
     from slidge.contact import LegacyContact
@@ -48,6 +49,8 @@ PartT = TypeVar("PartT", bound="LegacyParticipant[Any]")
 
 KEPT_OCCUPANTS = 100
 """Occupants per room found without SQL (the recent speakers, the user's included)."""
+_OCCUPANT_LIST = "participants"
+"""slidge's ``Room.participants``, the room row's occupant list."""
 _ECHOING: ContextVar[bool] = ContextVar("echoing", default=False)
 """Set while `KeptOccupants.echo` runs, in its task only."""
 
@@ -59,11 +62,18 @@ def forget_occupant_list(room: Room | None) -> None:
     its delete-orphan cascade deletes the occupants who joined since."""
     if room is None:
         return
-    state: Any = sa.inspect(room)
+    state: Any = instance_state(room)
+    pending = state.__dict__.get("_pending_mutations")
+    if (
+        _OCCUPANT_LIST not in state.dict
+        and _OCCUPANT_LIST not in state.committed_state
+        and not (pending and _OCCUPANT_LIST in pending)
+    ):
+        return  # nothing loaded nor appended: nothing to forget (the common case)
     # What Session.expire(room, ["participants"]) does, for a row in no session: the
     # loaded list goes, and so do appends slidge made to it (each new occupant's row
     # carries its room_id: the list is not what stores them).
-    state._expire_attributes(state.dict, ["participants"])
+    state._expire_attributes(state.dict, [_OCCUPANT_LIST])
 
 
 class KeptRooms(_BookmarksBase[MucT]):
@@ -84,10 +94,13 @@ class KeptRooms(_BookmarksBase[MucT]):
         muc = self._rooms.get(legacy_id) if legacy_id is not None else None
         if muc is None:
             return None
-        state: Any = sa.inspect(muc.stored)
-        if not state.has_identity or "updated" in state.unloaded or not muc.stored.updated:
-            return None  # slidge refreshes it, or fills in its details again
-        forget_occupant_list(muc.stored)
+        stored = muc.stored
+        # Not loaded or not set (what `InstanceState.unloaded` would say, without
+        # building the set of every column), or not stored: slidge refreshes it, or
+        # fills in its details again.
+        if not stored.__dict__.get("updated") or instance_state(stored).key is None:
+            return None
+        forget_occupant_list(stored)
         return muc
 
     def _keep_room(self, muc: MucT | None) -> None:

@@ -266,3 +266,44 @@ def test_forget_occupant_list_unloads_only_a_loaded_list(store: Any) -> None:
     assert "participants" not in sa.inspect(room).unloaded
     forget_occupant_list(room)
     assert "participants" in sa.inspect(room).unloaded
+
+
+def test_forget_occupant_list_drops_appends_to_an_unloaded_list(store: Any) -> None:
+    """A new occupant row given the room (slidge does that while filling) appends itself
+    to the room's occupant list even when the list is not loaded: SQLAlchemy keeps the
+    append and adds it to the list when it is loaded. Forgetting drops it too; an
+    unloaded list with nothing appended is left as it is."""
+
+    def room_with_an_append() -> tuple[Room, StoredParticipant]:
+        with store.session(expire_on_commit=False) as orm:
+            room = orm.scalars(sa.select(Room).where(Room.legacy_id == "#a")).one()
+        assert "participants" in sa.inspect(room).unloaded
+        forget_occupant_list(room)  # nothing to forget
+        assert "participants" in sa.inspect(room).unloaded
+        row = StoredParticipant(nickname="new", occupant_id="new@x")
+        row.room = room  # its backref appends to the unloaded list
+        return room, row
+
+    def loaded_list(room: Room) -> list[StoredParticipant]:
+        with store.session(expire_on_commit=False) as orm, orm.no_autoflush:
+            orm.add(room)
+            return list(room.participants)
+
+    kept, appended = room_with_an_append()
+    assert appended in loaded_list(kept)  # what forgetting protects from
+    forgotten, row = room_with_an_append()
+    forget_occupant_list(forgotten)
+    assert row not in loaded_list(forgotten)
+
+
+async def test_a_room_row_not_loaded_or_not_stored_is_looked_up_again(store: Any) -> None:
+    bookmarks = Bookmarks(store)
+    muc = await bookmarks.by_legacy_id("#a")
+    sa.inspect(muc.stored)._expire_attributes(sa.inspect(muc.stored).dict, ["updated"])
+    assert await bookmarks.by_legacy_id("#a") is muc  # through slidge's from_store
+    assert muc.stored.__dict__.get("updated") is True
+    assert await bookmarks.by_legacy_id("#a") is muc
+    assert bookmarks.lookups == ["#a", "#a"]
+    muc.stored = Room(legacy_id="#a", jid_localpart="#a", updated=True)  # never stored
+    assert await bookmarks.by_legacy_id("#a") is muc
+    assert bookmarks.lookups == ["#a", "#a", "#a"]
