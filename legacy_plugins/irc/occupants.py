@@ -270,7 +270,7 @@ class Occupants(_Room):
         if clash:  # someone else has the nickname (slidge's rule)
             nickname = f"{nickname} ({unescape_node(c.jid.node)})"
         filling = self._filling()
-        announce = self.participants_filled and not filling
+        filled = self.participants_filled and not filling
         if filling:  # slidge stores the whole list at the end of the fill
             return self._new_occupant(c, nickname, stored=False)
         # Whether the presence below is a plain "available", which the JOIN handler's
@@ -283,8 +283,8 @@ class Occupants(_Room):
             c,
             nickname,
             stored=True,
-            presence_sent=announce,
-            online=online and not announce,
+            presence_sent=filled,
+            online=online and not filled,
             orm=orm,
         )
         if part is None:
@@ -293,9 +293,14 @@ class Occupants(_Room):
             # a clash slidge knows how to report: its own way
             fallback: Any = super()
             return await fallback.get_participant_by_contact(c, create=True)  # type: ignore[no-any-return]
-        if announce:
-            self.send_affiliation_change(part)
-            part.send_last_presence(force=True, no_cache_online=True)
+        if filled:
+            # Announced to the room: the row's flag and the contact's cached presence
+            # that this stores went in with the row. In a room no client is in (a
+            # persistent one while the user is away) nobody would get the presence or
+            # the affiliation change, and neither stores anything: not built.
+            if self.get_user_resources():
+                self.send_affiliation_change(part)
+                part.send_last_presence(force=True, no_cache_online=True)
             part.announced = plain
         return part
 

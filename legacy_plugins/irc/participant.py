@@ -33,7 +33,8 @@ class Participant(MentionsOnMessages, LegacyParticipant[Contact]):
 
     muc: MUC
     announced = False
-    """Its first presence, a plain "available", was the last one sent (see `online`)."""
+    """Its first presence, a plain "available", was the last one sent (see `online`), or
+    would have been, in a room no client is in (`Occupants._create_occupant`)."""
 
     def _send(self, stanza: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(stanza, Presence):
