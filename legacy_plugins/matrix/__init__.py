@@ -5,7 +5,8 @@ network has: ``config.py``, ``translate.py`` (Matrix JSON to the values of ``eve
 with ``contents.py`` for what goes to Matrix, ``mentions.py``, ``ids.py`` for addresses,
 ``html.py`` for formatting and ``rooms.py`` for room state, all pure), ``client.py`` (the
 only module that imports nio; ``net.py`` holds its HTTP policy, ``crypto.py`` the
-encryption device), ``gateway.py``, ``session.py`` (with two parts of its own: ``e2ee.py``
-and ``profiles.py``), ``contact.py``, ``group.py`` and ``errors.py``. See ``README.md``
-for what users get.
+encryption device), ``gateway.py``, ``session.py`` (with parts of its own: ``incoming.py``
+for what sync brings, ``outgoing.py`` for what the user sends, ``joins.py`` for rooms
+coming and going, ``e2ee.py`` and ``profiles.py``), ``contact.py``, ``group.py`` and
+``errors.py``. See ``README.md`` for what users get.
 """
