@@ -109,7 +109,7 @@ def said_wait(error: IqError) -> int:
 @pytest.mark.xfail(
     raises=IqTimeout,
     strict=True,
-    reason="client.login lets matrix-nio wait out one 429 (max_limit_exceeded=1): the form "
+    reason="login() lets matrix-nio wait out one 429 (max_limit_exceeded=1): the form "
     "hangs for the 333 s Synapse names, then the login goes through anyway; with 0 this "
     "passes (checked): take this mark away with that fix",
 )
