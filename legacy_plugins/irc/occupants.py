@@ -293,15 +293,20 @@ class Occupants(_Room):
             # a clash slidge knows how to report: its own way
             fallback: Any = super()
             return await fallback.get_participant_by_contact(c, create=True)  # type: ignore[no-any-return]
+        heard = bool(self.get_user_resources())
         if filled:
             # Announced to the room: the row's flag and the contact's cached presence
             # that this stores went in with the row. In a room no client is in (a
             # persistent one while the user is away) nobody would get the presence or
             # the affiliation change, and neither stores anything: not built.
-            if self.get_user_resources():
+            if heard:
                 self.send_affiliation_change(part)
                 part.send_last_presence(force=True, no_cache_online=True)
             part.announced = plain
+        elif online and plain and not heard:
+            # Its "available" went in with the row and nobody would get one: what
+            # `Participant._unheard` would find out by reading the contact's back.
+            part.announced = True
         return part
 
     @overload
