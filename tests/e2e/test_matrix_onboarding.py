@@ -14,7 +14,8 @@
 - Registering through the chat command (``register``): slidge asks each field in the
   chat, ``-`` leaves one empty; she is logged in, a DM works, and the password she
   typed is neither said back to her nor in the gateway's output.
-- ``logout`` stops her session (the device stays), what bob writes meanwhile comes at
+- ``logout`` stops her session (the device stays), what she writes meanwhile is
+  refused with an error (and never sent later), what bob writes meanwhile comes at
   ``re-login``; registering again with a new password moves her to a new device and
   logs the gateway's previous one out (Synapse's device list), and nothing bob sent
   around the move is lost or repeated.
@@ -287,7 +288,10 @@ async def test_logout_re_login_and_registering_again_on_a_new_device(
     async def bodies_until(last: str) -> list[str]:
         got: list[str] = []
         for _ in range(10):
-            got.append((await alice.next_message(bob_jid))["body"])
+            msg = await alice.next_message(bob_jid)
+            if msg["type"] == "error":  # the refusal below, seen in its own queue
+                continue
+            got.append(msg["body"])
             if got[-1] == last:
                 return got
         raise AssertionError(f"{last!r} not among {got}")
@@ -306,6 +310,12 @@ async def test_logout_re_login_and_registering_again_on_a_new_device(
         await bob.send_text(room, "while out 2")
         with pytest.raises(TimeoutError):  # nothing comes while she is logged out
             await alice.next_message(bob_jid, timeout=4)
+        # What she writes meanwhile is refused with an error, not kept nor lost silently.
+        errors: asyncio.Queue[Any] = asyncio.Queue()
+        alice.add_event_handler("message_error", errors.put_nowait)
+        alice.send_chat(bob_jid, "while I am out")
+        refusal = await asyncio.wait_for(errors.get(), 30)
+        assert refusal["from"].bare == bob_jid and refusal["error"]["text"], refusal
         assert await gateway_devices() == first
 
         # Re-login: what bob wrote meanwhile comes, once, in order.
@@ -340,7 +350,8 @@ async def test_logout_re_login_and_registering_again_on_a_new_device(
         assert len(now) == 1 and not now & first, (first, now)
         await gateway.wait_for(r"Logged the previous Matrix device of \S+ out", after=mark)
         alice.send_chat(bob_jid, "from the new device")
-        event = await bob.wait_for_message(room, "from the new device")
+        event = await bob.wait_for_message(room)  # her first since "one": not the refused one
+        assert event["content"]["body"] == "from the new device"
         assert event["sender"] == alice_mx.user_id
         assert new_password not in gateway.output()
     finally:
