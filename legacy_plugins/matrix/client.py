@@ -1,38 +1,31 @@
 """One XMPP user's connection to their Matrix homeserver: the only module that imports nio.
 
-`login` turns what the user typed in the registration form into `Credentials` (logging
-in with a password creates a new device; an access token is checked with ``whoami``) and
-a first sync position, so that nothing sent after registration is missed. `MatrixClient`
-then syncs forever and sends on the user's behalf.
+`MatrixClient` is a logged-in device (`Credentials`, made by :mod:`.login` when the user
+registers): it syncs (:mod:`.sync`, a part of it) and sends on the user's behalf —
+messages, edits, reactions, redactions, typing, receipts, rooms, profiles, media and
+presence here, the encryption requests in :mod:`.keysapi`, another part of it.
+matrix-nio's `AsyncClient` makes some of the request-response calls; the others, and
+``/sync``, are plain JSON requests (`MatrixClient._json`, which waits out rate limits).
+matrix-nio itself is imported when the first account needs it (`load_nio`), not when
+the network's process starts.
 
-matrix-nio's `AsyncClient` makes the request-response calls (login, send, redact,
-typing, receipts, rooms, profiles). ``/sync`` and ``/messages`` are read as plain JSON and
-validated by :mod:`.translate`: nio would check every event against a JSON schema and
-mirror room state we keep ourselves anyway (:mod:`.rooms`), which is most of the cost of
-a busy sync. Each sync uses a filter with a timeline limit, and when the homeserver still
-says ``limited`` (a burst larger than the limit), the gap is read back with
-``/messages`` down to the previous sync position: bursts are not lost.
-
-Every HTTP connection passes the admin's homeserver policy (:mod:`.config`): host names
-are checked against the globs and resolved by a resolver that drops non-public addresses
-(unless allowed); IP literals and redirects are checked by a request hook. No request
-goes anywhere else: media come from the user's homeserver, avatars are never fetched from
-the internet. Access tokens travel in the ``Authorization`` header and are never logged.
-Errors are those of :mod:`.errors`.
+Every HTTP connection passes the admin's homeserver policy (:mod:`.config`, through
+:mod:`.net`): host names are checked against the globs and resolved by a resolver that
+drops non-public addresses (unless allowed); IP literals and redirects are checked by a
+request hook. No request goes anywhere else: media come from the user's homeserver,
+avatars are never fetched from the internet. Access tokens travel in the
+``Authorization`` header and are never logged. Errors are those of :mod:`.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import math
-import random
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -43,7 +36,6 @@ from gateway.backoff import Backoff
 
 from .config import Config
 from .errors import (
-    HomeserverNotAllowed,
     HomeserverTimeout,
     HomeserverUnreachable,
     LoginRefused,
@@ -51,10 +43,12 @@ from .errors import (
     RateLimited,
     RequestFailed,
 )
-from .events import Membership, PresenceState, SyncBatch, TimelineEvent
-from .ids import EventId, RoomId, UserId, is_user_id, server_name
-from .net import check_url, http_session, network_error, read_body
-from .translate import parse_direct, parse_members, parse_messages, parse_sync
+from .events import PresenceState, TimelineEvent
+from .ids import EventId, RoomId, UserId
+from .keysapi import KeysApi
+from .net import CLIENT_V3, http_session, network_error, read_body
+from .sync import Syncing
+from .translate import parse_direct, parse_messages
 
 
 def _import_nio() -> Any:
@@ -104,13 +98,10 @@ async def load_nio() -> None:
         await asyncio.to_thread(nio.load)
 
 
-__all__ = ["Credentials", "MatrixClient", "discover_homeserver", "load_nio", "login"]
+__all__ = ["Credentials", "MatrixClient", "load_nio"]
 
 log = logging.getLogger(__name__)
 
-CLIENT_V3 = "/_matrix/client/v3"
-MAX_GAP_EVENTS = 10_000
-"""Events read back with ``/messages`` to fill one gap; older ones are lost (and logged)."""
 _RATE_LIMIT_RETRIES = 5
 _SEND_RETRY_DELAYS = (0.5, 2.0)
 """Seconds before each new attempt of an event's request that timed out or lost its
@@ -168,86 +159,6 @@ def _error_from_answer(
     return RequestFailed(text, errcode, status)
 
 
-# --- logging in ------------------------------------------------------------------------
-
-
-async def discover_homeserver(cfg: Config, value: str) -> str:
-    """The base URL of a homeserver given as a URL or as a server name (``.well-known``)."""
-    value = value.strip().rstrip("/")
-    if "://" in value:
-        check_url(cfg, value)
-        return value
-    if not value or any(c.isspace() or c in "/@" for c in value):
-        raise HomeserverNotAllowed(f"{value!r} is neither a homeserver URL nor a server name")
-    base = f"https://{value}"
-    check_url(cfg, base)
-    async with http_session(cfg) as http:
-        try:
-            async with http.get(f"{base}/.well-known/matrix/client") as resp:
-                if resp.status != 200:
-                    return base
-                data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            if isinstance(e, aiohttp.ClientConnectorError):
-                raise network_error(base, e) from e
-            return base
-    url = data.get("m.homeserver", {}).get("base_url") if isinstance(data, dict) else None
-    if not isinstance(url, str) or "://" not in url:
-        return base
-    url = url.rstrip("/")
-    check_url(cfg, url)
-    return url
-
-
-async def login(
-    cfg: Config,
-    homeserver: str | None,
-    user: str | None,
-    *,
-    password: str | None = None,
-    access_token: str | None = None,
-) -> tuple[Credentials, str]:
-    """Log in (password) or check a token; returns the credentials and the position to
-    sync from. Raises the errors of :mod:`.errors`; nothing is kept on failure."""
-    if user and not is_user_id(user):
-        raise LoginRefused(f"{user!r} is not a Matrix ID such as @alice:example.org")
-    await load_nio()
-    if not homeserver:
-        if not user:
-            raise LoginRefused("give a homeserver URL or a full Matrix ID (@alice:example.org)")
-        homeserver = server_name(user)
-    base = await discover_homeserver(cfg, homeserver)
-    config = nio.AsyncClientConfig(
-        max_limit_exceeded=1,
-        max_timeouts=0,
-        request_timeout=cfg.request_timeout,
-        encryption_enabled=False,
-        store_sync_tokens=False,
-    )
-    http = http_session(cfg)
-    client = nio.AsyncClient(base, user or "", config=config)
-    client.client_session = http
-    try:
-        if password is not None:
-            resp = await _call(
-                base, f"login to {base} as {user}", client.login(password, cfg.device_name)
-            )
-            creds = Credentials(base, UserId(resp.user_id), resp.device_id, resp.access_token)
-        elif access_token is not None:
-            client.access_token = access_token
-            resp = await _call(base, f"login to {base} with an access token", client.whoami())
-            if user and resp.user_id != user:
-                raise LoginRefused(f"that access token belongs to {resp.user_id}, not to {user}")
-            creds = Credentials(base, UserId(resp.user_id), resp.device_id or "", access_token)
-        else:
-            raise LoginRefused("give a password or an access token")
-    finally:
-        await client.close()
-    async with MatrixClient(creds, cfg) as matrix:
-        token = await matrix.first_position()
-    return creds, token
-
-
 async def _call(homeserver: str, what: str, call: Awaitable[Any]) -> Any:
     """Await a nio request; its error answer or network failure becomes a MatrixError."""
     try:
@@ -260,13 +171,7 @@ async def _call(homeserver: str, what: str, call: Awaitable[Any]) -> Any:
     return resp
 
 
-# --- the session's client --------------------------------------------------------------
-
-StatusCallback = Callable[[str | None], None]
-"""Told "why we are not connected" (a sentence), or None once connected again."""
-
-
-class MatrixClient:
+class MatrixClient(Syncing, KeysApi):
     """A logged-in device: sync and send. Use as an async context manager (or `close`)."""
 
     def __init__(self, creds: Credentials, cfg: Config) -> None:
@@ -350,116 +255,6 @@ class MatrixClient:
 
     async def _nio_call(self, what: str, call: Awaitable[Any]) -> Any:
         return await _call(self.creds.homeserver, what, call)
-
-    # -- sync -----------------------------------------------------------------------
-
-    def sync_filter(self) -> dict[str, Any]:
-        return {
-            "room": {
-                "timeline": {"limit": self.cfg.timeline_limit},
-                "state": {"lazy_load_members": True},
-                "ephemeral": {"types": ["m.typing", "m.receipt"]},
-                "account_data": {"types": []},
-            },
-            "presence": {"types": ["m.presence"]},
-            "account_data": {"types": ["m.direct"]},
-        }
-
-    async def first_position(self) -> str:
-        """A sync position "now", without reading history (for a new registration)."""
-        params = {"filter": _dumps({"room": {"timeline": {"limit": 1}}, "presence": {"types": []}})}
-        data = await self._json("GET", f"{CLIENT_V3}/sync", "first sync", params=params)
-        return parse_sync(data, self.me).next_batch
-
-    async def sync(
-        self, since: str | None, *, full_state: bool = False, timeout_ms: int = 0
-    ) -> SyncBatch:
-        """One sync, with every gap (``limited`` timeline) filled from ``/messages``."""
-        params = {"filter": _dumps(self.sync_filter()), "set_presence": self.presence}
-        if since:
-            params["since"] = since
-        if full_state:
-            params["full_state"] = "true"
-        if timeout_ms:
-            params["timeout"] = str(timeout_ms)
-        data = await self._json(
-            "GET",
-            f"{CLIENT_V3}/sync",
-            "sync",
-            params=params,
-            timeout=timeout_ms / 1000 + self.cfg.request_timeout,
-        )
-        try:
-            batch = parse_sync(data, self.me)
-        except ValueError as e:
-            raise RequestFailed(str(e)) from e
-        if since is None:
-            return batch
-        joined = []
-        for room in batch.joined:
-            if room.limited and room.prev_batch:
-                missing = await self._gap(room.room_id, room.prev_batch, since)
-                joined.append(
-                    dataclasses.replace(room, timeline=(*missing, *room.timeline), limited=False)
-                )
-            else:
-                joined.append(room)
-        return dataclasses.replace(batch, joined=tuple(joined))
-
-    async def _gap(self, room_id: RoomId, prev_batch: str, since: str) -> list[TimelineEvent]:
-        """The events between ``since`` and a limited timeline, oldest first."""
-        events: list[TimelineEvent] = []
-        token: str | None = prev_batch
-        path = f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/messages"
-        while token is not None and len(events) < MAX_GAP_EVENTS:
-            params = {"from": token, "to": since, "dir": "b", "limit": "500"}
-            data = await self._json("GET", path, f"history of {room_id}", params=params)
-            page, end = parse_messages(room_id, data)
-            events.extend(page)
-            token = end if page and end != token else None
-        if len(events) >= MAX_GAP_EVENTS:
-            log.warning(
-                "More than %d events missed in %s; older ones are dropped", MAX_GAP_EVENTS, room_id
-            )
-        log.debug("Filled a gap of %d events in %s", len(events), room_id)
-        events.reverse()
-        return events
-
-    async def sync_forever(
-        self,
-        since: str,
-        on_batch: Callable[[SyncBatch], Awaitable[None]],
-        on_status: StatusCallback,
-    ) -> None:
-        """Long-poll until cancelled; ``on_batch`` is awaited for each batch, in order.
-
-        Network trouble and server errors are retried with capped exponential backoff
-        (and ``on_status`` is told); a revoked login (`LoginRefused`) ends the loop."""
-        failures = 0
-        timeout_ms = int(self.cfg.sync_timeout * 1000)
-        while True:
-            try:
-                batch = await self.sync(since, timeout_ms=timeout_ms)
-            except LoginRefused:
-                raise
-            except MatrixError as e:
-                failures += 1
-                delay = (
-                    e.retry_after
-                    if isinstance(e, RateLimited)
-                    else self._backoff.delay(failures, random.random())  # noqa: S311
-                )
-                log.warning(
-                    "Sync with %s failed (%s); retrying in %.1f s", self.creds.homeserver, e, delay
-                )
-                on_status(f"{e}; retrying in {delay:.0f} s")
-                await asyncio.sleep(delay)
-                continue
-            if failures:
-                failures = 0
-                on_status(None)
-            await on_batch(batch)
-            since = batch.next_batch
 
     # -- account data and profiles ----------------------------------------------------
 
@@ -689,73 +484,6 @@ class MatrixClient:
         body = {"presence": state, "status_msg": status or ""}
         await self._json("PUT", path, "setting the presence", body=body)
 
-    # -- end-to-end encryption: the requests (the cryptography is :mod:`.crypto`) -------
-
-    async def keys_upload(self, body: Mapping[str, Any]) -> Any:
-        path = f"{CLIENT_V3}/keys/upload"
-        return await self._json("POST", path, "uploading encryption keys", body=dict(body))
-
-    async def keys_query(self, users: Iterable[str]) -> Any:
-        body: dict[str, Any] = {"device_keys": {user: [] for user in users}}
-        return await self._json("POST", f"{CLIENT_V3}/keys/query", "reading device keys", body=body)
-
-    async def keys_claim(self, devices: Mapping[str, Iterable[str]]) -> Any:
-        body = {
-            "one_time_keys": {
-                user: {device: "signed_curve25519" for device in ids}
-                for user, ids in devices.items()
-            }
-        }
-        path = f"{CLIENT_V3}/keys/claim"
-        return await self._json("POST", path, "claiming one-time keys", body=body)
-
-    async def account_data(self, event_type: str) -> Any:
-        """The user's account data ``event_type`` (`RequestFailed` M_NOT_FOUND if none)."""
-        user, kind = quote(self.me, safe=""), quote(event_type, safe="")
-        path = f"{CLIENT_V3}/user/{user}/account_data/{kind}"
-        return await self._json("GET", path, f"reading {event_type}")
-
-    async def key_backup_version(self) -> Any:
-        """The current key backup version (`RequestFailed` M_NOT_FOUND if none)."""
-        return await self._json("GET", f"{CLIENT_V3}/room_keys/version", "reading the key backup")
-
-    async def key_backup_keys(self, version: str) -> Any:
-        """Every key of the key backup ``version`` (a long answer: a longer timeout)."""
-        return await self._json(
-            "GET",
-            f"{CLIENT_V3}/room_keys/keys",
-            "reading the key backup",
-            params={"version": version},
-            timeout=max(self.cfg.request_timeout, 120.0),
-        )
-
-    async def put_key_backup_keys(self, version: str, rooms: Mapping[str, Any]) -> Any:
-        """Add keys (``rooms``: room → ``{"sessions": …}``) to the backup ``version``."""
-        path = f"{CLIENT_V3}/room_keys/keys"
-        body = {"rooms": dict(rooms)}
-        params = {"version": version}
-        return await self._json("PUT", path, "backing up room keys", params=params, body=body)
-
-    async def upload_signatures(self, signed: Mapping[str, Any]) -> Any:
-        """Upload cross-signing signatures (``signed``: user → key ID → signed object)."""
-        path = f"{CLIENT_V3}/keys/signatures/upload"
-        return await self._json("POST", path, "uploading cross-signing signatures", body=signed)
-
-    async def send_to_device(self, event_type: str, messages: Mapping[str, Any]) -> None:
-        """Send to-device events (``messages``: user → device → content)."""
-        path = f"{CLIENT_V3}/sendToDevice/{quote(event_type, safe='')}/{uuid.uuid4().hex}"
-        await self._json("PUT", path, "sending keys to devices", body={"messages": dict(messages)})
-
-    async def room_members(self, room_id: RoomId) -> list[Membership]:
-        """Every member of the room, whatever sync's lazy loading has shown so far."""
-        path = f"{CLIENT_V3}/rooms/{quote(room_id, safe='')}/members"
-        data = await self._json("GET", path, f"members of {room_id}")
-        return parse_members(room_id, data)
-
     async def logout(self) -> None:
         """End this device's session on the homeserver (unregistration)."""
         await self._nio_call("logging out", self._nio.logout())
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))

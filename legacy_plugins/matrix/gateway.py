@@ -26,13 +26,14 @@ from slixmpp import JID
 from gateway.runtime import network_config
 
 from . import commands, contact, group  # noqa: F401  (slidge finds the classes by subclassing)
-from .client import Credentials, MatrixClient, login
+from .client import Credentials, MatrixClient
 
 # Not imported as `Config`: slidge takes a `config` or `Config` attribute of this module for
 # its own plugin configuration object and would rewrite it from the command line.
 from .config import Config as _MatrixConfig
 from .errors import LoginRefused, MatrixError, as_xmpp_error
 from .inbox import Inbox
+from .login import login
 from .net import protect_logs
 from .session import Session
 

@@ -33,6 +33,7 @@ from .errors import (
 )
 
 __all__ = [
+    "CLIENT_V3",
     "RedactTokens",
     "check_url",
     "fetch_url",
@@ -41,6 +42,10 @@ __all__ = [
     "protect_logs",
     "read_body",
 ]
+
+
+CLIENT_V3 = "/_matrix/client/v3"
+"""The client-server API's path prefix on a homeserver."""
 
 
 class RedactTokens(logging.Filter):
