@@ -61,6 +61,11 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     handler answers an unregistered JID with ``registration-required``; IRC has nick
     changes and Biboumi-style auto-registration. :func:`handle_before_slidge` lets a
     plugin's handler stand in front of either, and hand the presence on (or not).
+51. slidge's *register* command (ad-hoc and chat) answers every exception of the
+    plugin's ``validate`` with ``internal-server-error``, also the ``XMPPError`` the
+    plugin raised to say what went wrong (``not-authorized`` for a wrong password,
+    ``resource-constraint`` when rate-limited...); XEP-0077's form keeps it.
+    :func:`registration_errors_keep_their_condition` re-raises the plugin's own error.
 11-19. Per-message work made cheaper with the same results, in :mod:`gateway.slidge_speed`
     (its docstring lists them): 11, ``"name" in stanza`` without building the stanza's
     whole ``values``; 12, the message id map written once per tick; 13, no empty commit
@@ -132,6 +137,34 @@ async def _user_modify(
     # form may hold a password the plugin traded for a token.
     user.legacy_module_data.update(data if isinstance(data, dict) else form_dict)
     self.xmpp.store.users.update(user)
+
+
+def _errors_keep_their_condition(register: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix 51: slidge's ``Register.register``, the plugin's ``XMPPError`` kept as it is."""
+    from slixmpp.exceptions import XMPPError
+
+    @functools.wraps(register)
+    async def register_keeping_errors(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await register(self, *args, **kwargs)
+        except XMPPError as e:
+            # slidge raises its internal-server-error inside ``except Exception as e``:
+            # what the plugin raised is the context of it.
+            said = e.__context__
+            if e.condition == "internal-server-error" and isinstance(said, XMPPError):
+                raise said from None
+            raise
+
+    register_keeping_errors.passerelle_fix = True  # type: ignore[attr-defined]
+    return register_keeping_errors
+
+
+def registration_errors_keep_their_condition() -> None:
+    """Fix 51: install :func:`_errors_keep_their_condition` (idempotent)."""
+    from slidge.command.register import Register
+
+    if not getattr(Register.register, "passerelle_fix", False):
+        Register.register = _errors_keep_their_condition(Register.register)  # type: ignore[method-assign]
 
 
 def _stop_loop_on_sigterm(_signum: int, _frame: object) -> None:
@@ -319,6 +352,7 @@ def apply() -> None:
     slidge_speed.apply()  # fixes 11-19 and 30-39
     slidge_joins.apply()  # fixes 20-29
     store_default_preferences()
+    registration_errors_keep_their_condition()
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: object) -> None:

@@ -203,9 +203,11 @@ async def test_registration_through_the_ad_hoc_command(
     alice = await new_client("alice")
     fields = {"user_id": alice_mx.user_id, "homeserver": synapse.url}
 
-    # A wrong password: the command ends with an error that says why, in a sentence.
+    # A wrong password: the command ends with an error that says why, in a sentence,
+    # under its own condition (slidge's command said internal-server-error: fix 51).
     with pytest.raises(IqError) as err:
         await alice.run_command(MATRIX_JID, REGISTER, password="not " + PASSWORD, **fields)
+    assert err.value.condition == "not-authorized", (err.value.condition, err.value.text)
     text = err.value.text
     assert text.startswith(f"login to {synapse.url} as {alice_mx.user_id}: "), text
     assert "password" in text.lower(), text

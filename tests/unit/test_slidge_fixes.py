@@ -5,13 +5,17 @@ import asyncio
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import slidge.main
+from slidge.command.register import Register
 from slidge.contact.roster import LegacyRoster
 from slidge.core.dispatcher.registration import RegistrationMixin
 from slidge.core.gateway import BaseGateway
+from slixmpp import JID
+from slixmpp.exceptions import XMPPError
 
 from gateway import slidge_fixes, slidge_speed
 from tests.unit.slidge_db import slidge_store
@@ -91,6 +95,7 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slidge_speed, "apply", lambda: speed.append(True))
 
     original_modify = RegistrationMixin._user_modify
+    original_register = Register.__dict__["register"]
     original_handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
     original_sigterm = slidge.main.handle_sigterm
     main_module: Any = slidge.main
@@ -106,7 +111,9 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
         assert all(getattr(MAMStore, name).passerelle_fix for name in slidge_fixes.MAM_READS)
         assert speed == [True]
         assert BaseGateway.__dict__["_BaseGateway__exception_handler"].passerelle_fix
+        assert Register.__dict__["register"].passerelle_fix
         slidge_fixes.apply()  # idempotent: nothing wrapped twice
+        assert Register.__dict__["register"].__wrapped__ is original_register
         wrapped = MAMStore.get_messages.__wrapped__  # type: ignore[attr-defined]  # functools.wraps
         assert not hasattr(wrapped, "passerelle_fix")
         handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
@@ -114,11 +121,54 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         setattr(BaseGateway, "_BaseGateway__exception_handler", original_handler)  # noqa: B010
         RegistrationMixin._user_modify = original_modify  # type: ignore[method-assign]
+        Register.register = original_register  # type: ignore[method-assign]
         slidge.main.handle_sigterm = original_sigterm
         main_module.get_engine = original_engine
         MessageArchive.add = original_add  # type: ignore[method-assign]
         for name, attribute in original_reads.items():
             setattr(MAMStore, name, attribute)
+
+
+def _registration(failure: Exception) -> Any:
+    """A stand-in for slidge's register command whose plugin's validate fails so."""
+
+    async def user_prevalidate(_ifrom: JID, _form: dict[str, Any]) -> None:
+        raise failure
+
+    return SimpleNamespace(xmpp=SimpleNamespace(user_prevalidate=user_prevalidate))
+
+
+async def _error_of(register: Any, failure: Exception) -> XMPPError:
+    with pytest.raises(XMPPError) as caught:
+        await register(_registration(failure), {"password": "x"}, None, JID("a@b.c"))
+    return caught.value
+
+
+async def test_bug51_register_command_hides_the_plugins_error_is_still_there() -> None:
+    said = XMPPError("not-authorized", "login to https://hs: Invalid password")
+    error = await _error_of(Register.__dict__["register"], said)
+    assert error.condition == "internal-server-error", "fixed upstream? remove fix 51"
+
+
+@pytest.mark.parametrize(
+    ("failure", "condition", "text"),
+    [
+        (XMPPError("not-authorized", "Invalid password"), "not-authorized", "Invalid password"),
+        (XMPPError("resource-constraint", "try again in 3 s"), "resource-constraint", None),
+        (ValueError("no such nick"), "bad-request", "no such nick"),  # slidge's own way
+        (RuntimeError("boom"), "internal-server-error", "boom"),  # slidge's own way
+    ],
+)
+async def test_fix51_the_plugins_error_reaches_the_user_as_it_is(
+    failure: Exception, condition: str, text: str | None
+) -> None:
+    fixed = slidge_fixes._errors_keep_their_condition(Register.__dict__["register"])
+    error = await _error_of(fixed, failure)
+    assert error.condition == condition
+    if isinstance(failure, XMPPError):
+        assert error is failure
+    else:
+        assert error.text == text
 
 
 def test_fix7_slidge_opens_sqlite_without_wal_is_still_true() -> None:
