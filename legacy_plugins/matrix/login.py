@@ -12,15 +12,23 @@ registration.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import aiohttp
 
 from .client import Credentials, MatrixClient, _call, load_nio, nio
 from .config import Config
-from .errors import HomeserverNotAllowed, LoginRefused
+from .errors import HomeserverNotAllowed, LoginRefused, RateLimited
 from .ids import UserId, is_user_id, server_name
 from .net import check_url, http_session, network_error
 
 __all__ = ["discover_homeserver", "login"]
+
+LOGIN_WAIT_MAX = 10.0
+"""Seconds a login waits when the homeserver answers 429, once; a longer wait (Synapse
+names minutes after failed attempts) is the form's error, with the wait, at once."""
 
 
 async def discover_homeserver(cfg: Config, value: str) -> str:
@@ -70,7 +78,7 @@ async def login(
         homeserver = server_name(user)
     base = await discover_homeserver(cfg, homeserver)
     config = nio.AsyncClientConfig(
-        max_limit_exceeded=1,
+        max_limit_exceeded=0,  # a 429 comes back to `_patient`, not waited out by nio
         max_timeouts=0,
         request_timeout=cfg.request_timeout,
         encryption_enabled=False,
@@ -81,13 +89,13 @@ async def login(
     client.client_session = http
     try:
         if password is not None:
-            resp = await _call(
-                base, f"login to {base} as {user}", client.login(password, cfg.device_name)
+            resp = await _patient(
+                base, f"login to {base} as {user}", lambda: client.login(password, cfg.device_name)
             )
             creds = Credentials(base, UserId(resp.user_id), resp.device_id, resp.access_token)
         elif access_token is not None:
             client.access_token = access_token
-            resp = await _call(base, f"login to {base} with an access token", client.whoami())
+            resp = await _patient(base, f"login to {base} with an access token", client.whoami)
             if user and resp.user_id != user:
                 raise LoginRefused(f"that access token belongs to {resp.user_id}, not to {user}")
             creds = Credentials(base, UserId(resp.user_id), resp.device_id or "", access_token)
@@ -98,3 +106,14 @@ async def login(
     async with MatrixClient(creds, cfg) as matrix:
         token = await matrix.first_position()
     return creds, token
+
+
+async def _patient(homeserver: str, what: str, request: Callable[[], Awaitable[Any]]) -> Any:
+    """`_call` of ``request()``; after a 429 that names a short wait, once more after it."""
+    try:
+        return await _call(homeserver, what, request())
+    except RateLimited as e:
+        if e.retry_after > LOGIN_WAIT_MAX:
+            raise
+        await asyncio.sleep(e.retry_after)
+    return await _call(homeserver, what, request())

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.exceptions import IqError
 
 from gateway.localservers.synapse import MatrixAccount, Synapse
 from tests.e2e.conftest import MATRIX_JID, PasserelleProcess
@@ -107,13 +107,6 @@ def said_wait(error: IqError) -> int:
     return int(wait.group(1))
 
 
-@pytest.mark.xfail(
-    raises=IqTimeout,
-    strict=True,
-    reason="login() lets matrix-nio wait out one 429 (max_limit_exceeded=1): the form "
-    "hangs for the 333 s Synapse names, then the login goes through anyway; with 0 this "
-    "passes (checked): take this mark away with that fix",
-)
 async def test_a_rate_limited_login_is_refused_at_once_with_the_wait(
     limited: Synapse,
     start_passerelle: Callable[..., PasserelleProcess],

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import validate
-from legacy_plugins.matrix import client, net
+from legacy_plugins.matrix import client, login, net
 from legacy_plugins.matrix.client import Credentials
 from legacy_plugins.matrix.config import Config, address_is_public
 from legacy_plugins.matrix.errors import (
@@ -146,3 +146,42 @@ def test_credentials_never_show_the_token() -> None:
         Credentials.from_stored({"homeserver": "https://hs"})
     with pytest.raises(LoginRefused, match="damaged"):
         Credentials.from_stored({**creds.to_stored(), "access_token": 5})
+
+
+@pytest.mark.parametrize(
+    ("waits", "outcome", "slept"),
+    [
+        ([], "answer 1", []),  # no 429
+        ([2.5], "answer 2", [2.5]),  # a short wait: waited, asked again
+        ([10.0], "answer 2", [10.0]),  # the longest waited
+        ([333.0], "rate limited", []),  # minutes: the form says so at once
+        ([1.0, 1.0], "rate limited", [1.0]),  # waited once only
+    ],
+)
+async def test_a_login_waits_out_a_short_429_once(
+    monkeypatch: pytest.MonkeyPatch, waits: list[float], outcome: str, slept: list[float]
+) -> None:
+    asked: list[int] = []
+    sleeps: list[float] = []
+
+    async def request() -> str:
+        asked.append(len(asked) + 1)
+        return f"answer {len(asked)}"
+
+    async def call(_homeserver: str, what: str, answer: Any) -> Any:
+        text = await answer
+        if len(asked) <= len(waits):
+            raise RateLimited(f"{what}: rate limited", waits[len(asked) - 1])
+        return text
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(login, "_call", call)
+    monkeypatch.setattr("legacy_plugins.matrix.login.asyncio.sleep", sleep)
+    if outcome == "rate limited":
+        with pytest.raises(RateLimited):
+            await login._patient("https://hs", "login", request)
+    else:
+        assert await login._patient("https://hs", "login", request) == outcome
+    assert sleeps == slept
