@@ -109,6 +109,12 @@ connection (a transaction ID makes it safe: the homeserver does not make it twic
 _LOGIN_LOCK_ERRCODES = frozenset({"M_FORBIDDEN", "M_USER_DEACTIVATED", "M_UNKNOWN_TOKEN"})
 
 
+OWN_DEVICE = "own_device"
+"""Stored with the login: whether the gateway made the device (a password login), and
+so may log it out (when she registers again, or unregisters). A device whose access
+token she gave is another app's: logging it out would log that app out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """A logged-in Matrix device, as stored in the user's ``legacy_module_data``."""

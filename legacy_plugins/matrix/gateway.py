@@ -26,7 +26,7 @@ from slixmpp import JID
 from gateway.runtime import network_config
 
 from . import commands, contact, group  # noqa: F401  (slidge finds the classes by subclassing)
-from .client import Credentials, MatrixClient
+from .client import OWN_DEVICE, Credentials, MatrixClient
 
 # Not imported as `Config`: slidge takes a `config` or `Config` attribute of this module for
 # its own plugin configuration object and would rewrite it from the command line.
@@ -45,9 +45,6 @@ if not logging.getLogger().isEnabledFor(logging.DEBUG):
 
 log = logging.getLogger(__name__)
 
-OWN_DEVICE = "own_device"
-"""Stored with the login: whether the gateway made the device (a password login), and
-so may log it out when she moves to another one."""
 EMPTY_ANSWER = "-"
 """What leaves a field empty when the chat command asks for it (a chat message cannot
 be empty, and clients do not send one that is only a space)."""
@@ -130,7 +127,7 @@ class Gateway(BaseGateway[Session]):
         await session.logout()  # stops syncing; the position so far is stored
         session.logged = False  # slidge takes her contacts and rooms offline
         if any(old.get(k) != data[k] for k in ("homeserver", "user_id", "device_id")):
-            if old.get(OWN_DEVICE):
+            if old.get(OWN_DEVICE) is not False:  # unknown (older registrations): as before
                 await _log_out(old, session.user_jid)
             # The encryption keys were the previous device's: the new one makes its own.
             shutil.rmtree(session._e2ee_dir(), ignore_errors=True)

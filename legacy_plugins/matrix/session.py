@@ -37,7 +37,7 @@ from gateway.backoff import Backoff
 from gateway.runtime import network_config
 from gateway.slidge_fixes import push_to_roster
 
-from .client import Credentials, MatrixClient, load_nio
+from .client import OWN_DEVICE, Credentials, MatrixClient, load_nio
 from .config import Config
 from .contact import Contact
 from .e2ee import SessionE2EE
@@ -160,12 +160,20 @@ class Session(
             await self.matrix.close()
 
     async def unregister(self) -> None:
-        """The user unregistered: end the Matrix device's session too."""
+        """The user unregistered: end the Matrix device's session too, if the gateway
+        made the device (not another app's, whose access token she gave; registrations
+        from before the flag was stored are taken as the gateway's, as they were)."""
         self.cancel_all_tasks()
         if not hasattr(self, "matrix"):
             return
         try:
-            await self.matrix.logout()
+            if self.user.legacy_module_data.get(OWN_DEVICE) is False:
+                log.info(
+                    "%s unregistered: the Matrix device was given, left logged in", self.user_jid
+                )
+            else:
+                await self.matrix.logout()
+                log.info("%s unregistered: the Matrix device is logged out", self.user_jid)
         except MatrixError as e:
             log.warning("Could not log %s out of Matrix: %s", self.user_jid, e)
         finally:

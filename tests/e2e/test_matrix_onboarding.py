@@ -351,3 +351,33 @@ async def test_logout_re_login_and_registering_again_on_a_new_device(
         assert new_password not in gateway.output()
     finally:
         await her_app.close()
+
+
+async def test_unregistering_leaves_logged_in_a_device_whose_token_she_gave(
+    synapse: Synapse,
+    start_passerelle: Callable[..., PasserelleProcess],
+    new_client: NewClient,
+) -> None:
+    # Her access token is another app's session (here: this test's): unregistering
+    # must not log that app out. (A device the gateway made with her password is
+    # logged out: test_matrix.py::test_unregistering_logs_the_matrix_device_out.)
+    gateway = await start_matrix_gateway(start_passerelle)
+    alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
+    alice = await new_client("alice")
+    await alice.register(
+        MATRIX_JID, user_id=alice_mx.user_id, token=alice_mx.access_token, homeserver=synapse.url
+    )
+    await alice.next_presence(MATRIX_JID, ptype="chat")
+    her_app = MatrixPeer(synapse, alice_mx)
+    try:
+        before = {d["device_id"] for d in (await her_app.call("GET", "/devices"))["devices"]}
+        mark = len(gateway.lines)
+        await alice.unregister(MATRIX_JID)
+        await gateway.wait_for("unregistered: the Matrix device", after=mark)
+        whoami = await her_app.call("GET", "/account/whoami")  # her app still works
+        assert whoami["user_id"] == alice_mx.user_id
+        assert "was given, left logged in" in gateway.output()
+        after = {d["device_id"] for d in (await her_app.call("GET", "/devices"))["devices"]}
+        assert after == before
+    finally:
+        await her_app.close()
