@@ -12,11 +12,11 @@
      +-- NotSupported           something the gateway cannot do yet (feature-not-implemented)
      +-- Undecryptable          an encrypted event this device has no key for (never an XMPP error)
 
-`client.py` raises them; `contact.py`, `group.py` and `gateway.py` let them through
-`as_xmpp_error`, so each message names the homeserver and says what to do next. Its
-XMPP error reads as its text: slidge's *register* command (ad-hoc and chat) answers any
-error of the registration with ``internal-server-error`` and ``str()`` of the error,
-which for a plain ``XMPPError`` is the tuple of its arguments.
+`client.py`, `sync.py` and `login.py` raise them; `contact.py`, `group.py` and
+`gateway.py` let them through `as_xmpp_error`, so each message names the homeserver and
+says what to do next. Its XMPP error's ``str()`` is its text: slidge's *register* command
+(ad-hoc and chat) would otherwise show the tuple of its arguments (and without slidge
+fix 51 it answers every registration error with ``internal-server-error`` and that text).
 """
 
 from __future__ import annotations
