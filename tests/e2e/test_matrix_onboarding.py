@@ -43,7 +43,7 @@ from tests.e2e.matrix_helpers import (
     shared_synapse,
     start_matrix_gateway,
 )
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, registration_form
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 NewClient = Callable[..., "asyncio.Future[Client]"]
@@ -86,7 +86,7 @@ async def limited_peers(limited: Synapse) -> AsyncIterator[Peers]:
 
 async def nothing_stored(client: Client) -> None:
     """The registration form she gets is a new user's (no "remove" field)."""
-    form = await client.plugin["xep_0077"].get_registration(jid=MATRIX_JID, timeout=20)
+    form = await registration_form(client, MATRIX_JID, timeout=20)
     assert "remove" not in form["register"]["form"]["fields"]
 
 
@@ -96,6 +96,14 @@ async def refused(client: Client, account: MatrixAccount, password: str, url: st
             MATRIX_JID, user_id=account.user_id, password=password, homeserver=url
         )
     return err.value
+
+
+async def log_in_with_token(client: Client, server: Synapse, account: MatrixAccount) -> None:
+    """Register with the account's access token (no login request); wait until online."""
+    await client.register(
+        MATRIX_JID, user_id=account.user_id, token=account.access_token, homeserver=server.url
+    )
+    await client.next_presence(MATRIX_JID, ptype="chat")
 
 
 def said_wait(error: IqError) -> int:
@@ -155,10 +163,7 @@ async def test_a_burst_to_a_rate_limited_homeserver_arrives_whole_and_in_order(
     alice_mx = await asyncio.to_thread(new_account, limited, "alice")
     alice = await new_client("alice")
     # Her access token: no login request (the address's logins are the other story's).
-    await alice.register(
-        MATRIX_JID, user_id=alice_mx.user_id, token=alice_mx.access_token, homeserver=limited.url
-    )
-    await alice.next_presence(MATRIX_JID, ptype="chat")
+    await log_in_with_token(alice, limited, alice_mx)
     bob = await limited_peers("bob")
     bob_jid = jid_of(bob.user_id)
     room = await bob.create_dm(alice_mx.user_id)
@@ -364,10 +369,7 @@ async def test_unregistering_leaves_logged_in_a_device_whose_token_she_gave(
     gateway = await start_matrix_gateway(start_passerelle)
     alice_mx = await asyncio.to_thread(new_account, synapse, "alice")
     alice = await new_client("alice")
-    await alice.register(
-        MATRIX_JID, user_id=alice_mx.user_id, token=alice_mx.access_token, homeserver=synapse.url
-    )
-    await alice.next_presence(MATRIX_JID, ptype="chat")
+    await log_in_with_token(alice, synapse, alice_mx)
     her_app = MatrixPeer(synapse, alice_mx)
     try:
         before = {d["device_id"] for d in (await her_app.call("GET", "/devices"))["devices"]}
