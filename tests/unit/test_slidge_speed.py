@@ -18,7 +18,21 @@ from slixmpp.xmlstream import ET, register_stanza_plugin
 from slixmpp.xmlstream.stanzabase import ElementBase
 
 from gateway import slidge_speed
+from gateway import slidge_speed_messages as speed_messages
+from gateway import slidge_speed_stanzas as speed_stanzas
+from gateway import slidge_speed_store as speed_store
 from tests.unit.slidge_db import slidge_store
+
+
+def test_what_other_code_imports_from_slidge_speed_is_the_fixes_own() -> None:
+    """The fixes live by role in three modules; `gateway.slidge_speed` installs them and
+    offers the names other code uses (`gateway.slidge_fixes`), each the module's own."""
+    modules = (speed_messages, speed_stanzas, speed_store)
+    for name in slidge_speed.__all__:
+        if name != "apply":
+            owners = [m for m in modules if getattr(m, name, None) is getattr(slidge_speed, name)]
+            assert len(owners) == 1, name
+
 
 # --- fix 11: `name in stanza` -----------------------------------------------------------
 
@@ -143,7 +157,7 @@ def _names(stanza: ElementBase) -> list[str]:
 def slixmpp_contains() -> Iterator[Callable[[Any, str], bool]]:
     """slixmpp's own ``__contains__``, with fix 11 installed for the test."""
     original = ElementBase.__dict__["__contains__"]
-    slidge_speed.fast_contains()
+    speed_stanzas.fast_contains()
     try:
         yield original
     finally:
@@ -153,14 +167,14 @@ def slixmpp_contains() -> Iterator[Callable[[Any, str], bool]]:
 def test_bug11_contains_builds_the_whole_values_dict_is_still_there(
     slixmpp_contains: Callable[[Any, str], bool],
 ) -> None:
-    assert slixmpp_contains is not slidge_speed._contains
+    assert slixmpp_contains is not speed_stanzas._contains
     assert "self.values" in inspect.getsource(slixmpp_contains)
 
 
 def test_fix11_is_installed_once(slixmpp_contains: Callable[[Any, str], bool]) -> None:
-    assert ElementBase.__contains__ is slidge_speed._contains
-    slidge_speed.fast_contains()
-    assert slidge_speed._SLIXMPP_CONTAINS is slixmpp_contains  # not itself, wrapped
+    assert ElementBase.__contains__ is speed_stanzas._contains
+    speed_stanzas.fast_contains()
+    assert speed_stanzas._SLIXMPP_CONTAINS is slixmpp_contains  # not itself, wrapped
 
 
 def test_fix11_answers_as_slixmpp_does(slixmpp_contains: Callable[[Any, str], bool]) -> None:
@@ -170,7 +184,7 @@ def test_fix11_answers_as_slixmpp_does(slixmpp_contains: Callable[[Any, str], bo
         for part in parts:
             for name in _names(part):
                 before = str(stanza)
-                fast = slidge_speed._contains(part, name)
+                fast = speed_stanzas._contains(part, name)
                 assert str(stanza) == before, f"{name!r} in {before} changed the stanza"
                 slow = slixmpp_contains(copy.deepcopy(part), name)
                 assert fast == slow, f"{name!r} in {before}: {fast}, slixmpp says {slow}"
@@ -187,7 +201,7 @@ def test_bug12_id_map_writes_every_message_is_still_there() -> None:
     from slidge.core.dispatcher.message.message import MessageContentMixin
     from slidge.db.store import IdMapStore
 
-    assert IdMapStore.__dict__["_set"].__func__ is not slidge_speed._set
+    assert IdMapStore.__dict__["_set"].__func__ is not speed_store._set
     assert "session.add(msg)" in inspect.getsource(IdMapStore._set)
     handler = inspect.getsource(MessageContentMixin.on_legacy_message)
     assert "set_origin" in handler and "orm.commit()" in handler
@@ -210,12 +224,12 @@ def store(tmp_path: Path) -> Iterator[Any]:
 def batched() -> Iterator[None]:
     from slidge.db.store import IdMapStore
 
-    saved = {name: IdMapStore.__dict__[name] for name in ("_set", *slidge_speed.IDMAP_READS)}
-    slidge_speed.batch_id_map_writes()
+    saved = {name: IdMapStore.__dict__[name] for name in ("_set", *speed_store.IDMAP_READS)}
+    speed_store.batch_id_map_writes()
     try:
         yield
     finally:
-        slidge_speed.IDMAP.flush()
+        speed_store.IDMAP.flush()
         for name, attribute in saved.items():
             setattr(IdMapStore, name, attribute)
 
@@ -280,15 +294,15 @@ def _apply(store: Any, operations: list[tuple[str, str, str, list[str]]]) -> Non
 
 async def test_fix12_rows_wait_for_the_tick_and_reads_see_them(store: Any, batched: None) -> None:
     _apply(store, OPERATIONS[:2])
-    assert len(slidge_speed.IDMAP) == 2
+    assert len(speed_store.IDMAP) == 2
     assert _table(store) == []  # not written yet
     room = _pk(store, "Room", "#a")
     with store.session() as orm:  # a read flushes first
         assert store.id_map.get_legacy(orm, room, "o1", True, origin=True) == "L1"
     assert len(_table(store)) == 2
     _apply(store, OPERATIONS[2:3])
-    await asyncio.sleep(slidge_speed.IDMAP_TICK * 4)  # the tick writes it
-    assert len(slidge_speed.IDMAP) == 0
+    await asyncio.sleep(speed_store.IDMAP_TICK * 4)  # the tick writes it
+    assert len(speed_store.IDMAP) == 0
     assert len(_table(store)) == 3
     with store.session() as orm:
         _apply(store, [("set_msg", "#a", "L9", ["x9"])])
@@ -306,13 +320,13 @@ async def test_fix12_same_rows_as_slidge(tmp_path: Path, split: int) -> None:
         expected_store = stack.enter_context(slidge_store(tmp_path / "slidge.sqlite", ["juliet"]))
         store = stack.enter_context(slidge_store(tmp_path / "batched.sqlite", ["juliet"]))
         _apply(expected_store, OPERATIONS)
-        saved = {name: IdMapStore.__dict__[name] for name in ("_set", *slidge_speed.IDMAP_READS)}
-        slidge_speed.batch_id_map_writes()
+        saved = {name: IdMapStore.__dict__[name] for name in ("_set", *speed_store.IDMAP_READS)}
+        speed_store.batch_id_map_writes()
         try:
             _apply(store, OPERATIONS[:split])
-            slidge_speed.IDMAP.flush()
+            speed_store.IDMAP.flush()
             _apply(store, OPERATIONS[split:])
-            slidge_speed.IDMAP.flush()
+            speed_store.IDMAP.flush()
         finally:
             for name, attribute in saved.items():
                 setattr(IdMapStore, name, attribute)
@@ -320,10 +334,10 @@ async def test_fix12_same_rows_as_slidge(tmp_path: Path, split: int) -> None:
 
 
 async def test_fix12_a_full_batch_is_written_at_once(store: Any, batched: None) -> None:
-    ops = [("set_msg", "#a", f"L{i}", [f"x{i}"]) for i in range(slidge_speed.IDMAP_BATCH)]
+    ops = [("set_msg", "#a", f"L{i}", [f"x{i}"]) for i in range(speed_store.IDMAP_BATCH)]
     _apply(store, ops)
-    assert len(slidge_speed.IDMAP) == 0
-    assert len(_table(store)) == slidge_speed.IDMAP_BATCH
+    assert len(speed_store.IDMAP) == 0
+    assert len(_table(store)) == speed_store.IDMAP_BATCH
 
 
 async def test_fix12_rows_of_a_deleted_room_are_dropped_not_fatal(
@@ -335,7 +349,7 @@ async def test_fix12_rows_of_a_deleted_room_are_dropped_not_fatal(
     with store.session() as orm:
         orm.delete(orm.query(Room).filter_by(legacy_id="#b").one())
         orm.commit()
-    slidge_speed.IDMAP.flush()
+    speed_store.IDMAP.flush()
     assert [row[2:] for row in _table(store)] == [("L1", "x1")]
 
 
@@ -347,9 +361,9 @@ def test_fix12_without_an_event_loop_rows_are_written_at_once(store: Any, batche
 def test_fix12_is_installed_once(batched: None) -> None:
     from slidge.db.store import IdMapStore
 
-    slidge_speed.batch_id_map_writes()
-    assert IdMapStore.__dict__["_set"].__func__ is slidge_speed._set
-    for name in slidge_speed.IDMAP_READS:
+    speed_store.batch_id_map_writes()
+    assert IdMapStore.__dict__["_set"].__func__ is speed_store._set
+    for name in speed_store.IDMAP_READS:
         read = IdMapStore.__dict__[name].__func__
         assert read.passerelle_fix
         assert not hasattr(read.__wrapped__, "passerelle_fix")
@@ -373,7 +387,7 @@ def sped_up() -> Iterator[None]:
     from slidge.db.store import SlidgeStore
 
     init = SlidgeStore.__dict__["__init__"]
-    slidge_speed.speed_up_store()
+    speed_store.speed_up_store()
     try:
         yield
     finally:
@@ -420,10 +434,10 @@ def test_fix13_the_archive_looks_legacy_ids_up_by_index(tmp_path: Path, sped_up:
         )
         sql = str(query.compile(orm.get_bind(), compile_kwargs={"literal_binds": True}))
         plan = " ".join(row[-1] for row in orm.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
-        assert slidge_speed.MAM_LEGACY_INDEX in plan
-        assert issubclass(store.session.class_, slidge_speed.LAZY_COMMIT_SESSION)
-        slidge_speed.store_speedups(store)  # again: nothing added twice
-        assert store.session.class_.__mro__.count(slidge_speed.LAZY_COMMIT_SESSION) == 1
+        assert speed_store.MAM_LEGACY_INDEX in plan
+        assert issubclass(store.session.class_, speed_store.LAZY_COMMIT_SESSION)
+        speed_store.store_speedups(store)  # again: nothing added twice
+        assert store.session.class_.__mro__.count(speed_store.LAZY_COMMIT_SESSION) == 1
 
 
 # --- fix 14: a stanza path matched once -------------------------------------------------
@@ -476,7 +490,7 @@ def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> Non
     from slixmpp.xmlstream.stanzabase import fix_ns
 
     register_stanza_plugin(Iq, disco.DiscoInfo)
-    monkeypatch.setattr(slidge_speed, "_ELEMENT_MATCH", ElementBase.match)  # as match_once
+    monkeypatch.setattr(speed_stanzas, "_ELEMENT_MATCH", ElementBase.match)  # as match_once
     slixmpp_match = StanzaPath.__dict__["match"]
     iq = Iq()
     iq["type"] = "get"
@@ -494,7 +508,7 @@ def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> Non
             )
         for stanza in stanzas:
             before = str(stanza)
-            once = slidge_speed._match(matcher, stanza)
+            once = speed_stanzas._match(matcher, stanza)
             assert str(stanza) == before
             assert once == slixmpp_match(matcher, copy.deepcopy(stanza)), (path, before)
             matched += once
@@ -502,8 +516,8 @@ def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> Non
     # and the second-step refusal is used: a path it refuses that slixmpp refuses too
     plain = Message()
     plain["body"] = "hi"
-    assert not slidge_speed._match(StanzaPath("message/replace"), plain)
-    assert slidge_speed._match(StanzaPath("message/body"), plain)
+    assert not speed_stanzas._match(StanzaPath("message/replace"), plain)
+    assert speed_stanzas._match(StanzaPath("message/body"), plain)
 
 
 # --- fix 15: stanzas other than presences filtered without tasks ------------------------
@@ -521,13 +535,13 @@ def test_bug15_async_filters_run_as_tasks_and_only_touch_presences_is_still_ther
         body = inspect.getsource(handler)
         first = body.split('"""')[-1] if '"""' in body.split(":", 1)[1][:40] else body
         assert "if not isinstance(stanza, Presence):\n            return stanza" in first
-        assert (handler.__module__, handler.__qualname__) in slidge_speed.PRESENCE_ONLY_FILTERS
+        assert (handler.__module__, handler.__qualname__) in speed_stanzas.PRESENCE_ONLY_FILTERS
     # XEP-0319's (slidge loads it): the presence branch, then the stanza handed back as is.
     idle = inspect.getsource(XEP_0319._stamp_idle_presence)
     assert idle.count("return") == 1 and idle.rstrip().endswith("return stanza")
     assert "        if isinstance(stanza, Presence):\n" in idle
     assert (XEP_0319.__module__, "XEP_0319._stamp_idle_presence") in (
-        slidge_speed.PRESENCE_ONLY_FILTERS
+        speed_stanzas.PRESENCE_ONLY_FILTERS
     )
 
 
@@ -565,7 +579,7 @@ def test_fix15_knows_every_async_out_filter_of_the_plugins_slidge_loads() -> Non
     )
     found.discard(("slixmpp.plugins.xep_0115.caps", "XEP_0115._filter_add_caps"))
     assert ("slixmpp.plugins.xep_0319.idle", "XEP_0319._stamp_idle_presence") in found
-    assert found <= set(slidge_speed.PRESENCE_ONLY_FILTERS), found
+    assert found <= set(speed_stanzas.PRESENCE_ONLY_FILTERS), found
 
 
 async def _presence_only(stanza: Any) -> Any:  # an async filter like slidge's caps filter
@@ -599,7 +613,7 @@ async def _sent_by(fixed: bool, unknown_async: bool = False) -> list[str]:
 
     original = XMLStream.__dict__["send"]
     if fixed:
-        slidge_speed.send_without_tasks()
+        speed_stanzas.send_without_tasks()
     try:
         stream = XMLStream()
         stream._always_send_everything = True
@@ -609,7 +623,7 @@ async def _sent_by(fixed: bool, unknown_async: bool = False) -> list[str]:
         stream.add_filter("out", _mark)
         stream.add_filter("out", _drop_some)
         if unknown_async:
-            stream.add_filter("out", slidge_speed._fake_async_filter)  # type: ignore[attr-defined]
+            stream.add_filter("out", speed_stanzas._fake_async_filter)  # type: ignore[attr-defined]
         sender = asyncio.create_task(stream.run_filters())
         try:
             for i, kind in enumerate(["m", "p", "i", "m", "m", "m", "p"]):
@@ -632,8 +646,8 @@ async def _sent_by(fixed: bool, unknown_async: bool = False) -> list[str]:
 async def test_fix15_sends_the_same_stanzas_in_the_same_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    known = (*slidge_speed.PRESENCE_ONLY_FILTERS, (__name__, "_presence_only"))
-    monkeypatch.setattr(slidge_speed, "PRESENCE_ONLY_FILTERS", known)
+    known = (*speed_stanzas.PRESENCE_ONLY_FILTERS, (__name__, "_presence_only"))
+    monkeypatch.setattr(speed_stanzas, "PRESENCE_ONLY_FILTERS", known)
     expected = await _sent_by(fixed=False)
     assert len(expected) == 5  # one dropped, one broke its filter
     assert "from the async filter" in expected[1] and "+sync" in expected[0]
@@ -649,9 +663,9 @@ async def test_fix15_an_unknown_async_filter_keeps_the_queue_path(
         calls.append(stanza["id"])
         return stanza
 
-    monkeypatch.setattr(slidge_speed, "_fake_async_filter", unknown, raising=False)
-    known = (*slidge_speed.PRESENCE_ONLY_FILTERS, (__name__, "_presence_only"))
-    monkeypatch.setattr(slidge_speed, "PRESENCE_ONLY_FILTERS", known)
+    monkeypatch.setattr(speed_stanzas, "_fake_async_filter", unknown, raising=False)
+    known = (*speed_stanzas.PRESENCE_ONLY_FILTERS, (__name__, "_presence_only"))
+    monkeypatch.setattr(speed_stanzas, "PRESENCE_ONLY_FILTERS", known)
     expected = await _sent_by(fixed=False, unknown_async=True)
     calls.clear()
     assert await _sent_by(fixed=True, unknown_async=True) == expected
@@ -768,8 +782,8 @@ def test_fix16_archive_copy_is_slidges(kind: str) -> None:
                 else str(participant.muc.jid)
             )
             item = (participant.role or "participant", participant.affiliation or "member", jid)
-        fast = slidge_speed.archive_copy(msg, item)
-        slow = slidge_speed.ArchiveCopy.of(
+        fast = speed_messages.archive_copy(msg, item)
+        slow = speed_messages.ArchiveCopy.of(
             slidge_fixes._history_message(None, copy.copy(msg), participant)
         )
         assert str(msg) == before  # the message sent live is not touched
@@ -806,16 +820,16 @@ def test_bug17_each_resource_gets_a_copy_of_the_previous_one_is_still_there() ->
 
 
 def test_fix17_the_message_itself_once_then_copies(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(slidge_speed, "_SENDABLE", [])
+    monkeypatch.setattr(speed_messages, "_SENDABLE", [])
     _register_message_plugins()
     message, other = _echo(), _echo()
-    slidge_speed._SENDABLE.append(message)
-    assert slidge_speed._copy_unless_sendable(other) is not other  # not the one being sent
-    first = slidge_speed._copy_unless_sendable(message)
+    speed_messages._SENDABLE.append(message)
+    assert speed_messages._copy_unless_sendable(other) is not other  # not the one being sent
+    first = speed_messages._copy_unless_sendable(message)
     assert first is message
-    second = slidge_speed._copy_unless_sendable(first)
+    second = speed_messages._copy_unless_sendable(first)
     assert second is not message and str(second) == str(message)
-    assert slidge_speed._SENDABLE == []
+    assert speed_messages._SENDABLE == []
 
 
 async def test_fix17_sends_what_slidge_sends(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -827,8 +841,8 @@ async def test_fix17_sends_what_slidge_sends(monkeypatch: pytest.MonkeyPatch) ->
     from slixmpp import JID
 
     _register_message_plugins()
-    slidge_speed.send_messages_uncopied()
-    original = slidge_speed._SLIDGE_PARTICIPANT_SEND
+    speed_messages.send_messages_uncopied()
+    original = speed_messages._SLIDGE_PARTICIPANT_SEND
     assert original is not None
 
     def run(fixed: bool, resources: list[str]) -> tuple[list[tuple[str, str]], Any, Any]:
@@ -849,12 +863,12 @@ async def test_fix17_sends_what_slidge_sends(monkeypatch: pytest.MonkeyPatch) ->
 
         monkeypatch.setattr(type(message), "send", send)
         if fixed:
-            result = slidge_speed._participant_send(fake, message)
+            result = speed_messages._participant_send(fake, message)
         else:
             monkeypatch.setattr(participant, "copy", copy.copy)
             result = original(fake, message)
-            monkeypatch.setattr(participant, "copy", slidge_speed._copy_unless_sendable)
-        assert slidge_speed._SENDABLE == []
+            monkeypatch.setattr(participant, "copy", speed_messages._copy_unless_sendable)
+        assert speed_messages._SENDABLE == []
         return sent, (objects[0] is message if objects else None), result is message
 
     for resources in (["romeo@example.org/a"], ["romeo@example.org/a", "romeo@example.org/b"], []):
@@ -880,7 +894,7 @@ def _tostring_module() -> Any:
 
 def test_bug18_escape_looks_up_every_character_is_still_there() -> None:
     escape = _tostring_module().escape
-    source = inspect.getsource(slidge_speed._SLIXMPP_ESCAPE or escape)
+    source = inspect.getsource(speed_stanzas._SLIXMPP_ESCAPE or escape)
     assert '"".join(escapes.get(c, c) for c in text)' in source
 
 
@@ -888,9 +902,9 @@ def test_bug18_escape_looks_up_every_character_is_still_there() -> None:
 def slixmpp_escape() -> Iterator[Callable[[str, bool], str]]:
     """slixmpp's own ``escape``, with fix 18 installed for the test."""
     module = _tostring_module()
-    original = slidge_speed._SLIXMPP_ESCAPE or module.escape
+    original = speed_stanzas._SLIXMPP_ESCAPE or module.escape
     before = module.escape
-    slidge_speed.fast_escape()
+    speed_stanzas.fast_escape()
     try:
         yield original
     finally:
@@ -905,15 +919,15 @@ def slixmpp_escape() -> Iterator[Callable[[str, bool], str]]:
 def test_fix18_escapes_as_slixmpp_does(
     slixmpp_escape: Callable[[str, bool], str], text: str, use_cdata: bool
 ) -> None:
-    assert _tostring_module().escape is slidge_speed._escape
-    assert slidge_speed._escape(text, use_cdata) == slixmpp_escape(text, use_cdata)
+    assert _tostring_module().escape is speed_stanzas._escape
+    assert speed_stanzas._escape(text, use_cdata) == slixmpp_escape(text, use_cdata)
 
 
 @given(st.text(alphabet=st.sampled_from("ab&<>'\"; é😀\n]") | st.characters()))
 def test_fix18_escapes_any_text_as_slixmpp_does(text: str) -> None:
     module = _tostring_module()
-    original = slidge_speed._SLIXMPP_ESCAPE or module.escape
-    assert slidge_speed._escape(text) == original(text, False)
+    original = speed_stanzas._SLIXMPP_ESCAPE or module.escape
+    assert speed_stanzas._escape(text) == original(text, False)
 
 
 def test_fix18_stanzas_serialize_as_before(slixmpp_escape: Callable[[str, bool], str]) -> None:
@@ -927,7 +941,7 @@ def test_fix18_stanzas_serialize_as_before(slixmpp_escape: Callable[[str, bool],
         try:
             assert tostring(stanza.xml, top_level=True) == fast
         finally:
-            module.escape = slidge_speed._escape
+            module.escape = speed_stanzas._escape
 
 
 # --- fix 30: the echo of what the user sends to a room ----------------------------------
@@ -936,7 +950,7 @@ def test_fix18_stanzas_serialize_as_before(slixmpp_escape: Callable[[str, bool],
 def test_bug30_the_echo_goes_through_plugins_and_copies_is_still_there() -> None:
     from slidge.group.room import LegacyMUC
 
-    source = inspect.getsource(slidge_speed._SLIDGE_ECHO or LegacyMUC.echo)
+    source = inspect.getsource(speed_messages._SLIDGE_ECHO or LegacyMUC.echo)
     assert 'msg["stanza_id"]["id"] = str(uuid.uuid4())' in source
     assert 'msg["occupant-id"]["id"] = user_part.stored.occupant_id' in source
     loop = source.index("for user_full_jid in self.user_full_jids():")
@@ -964,8 +978,8 @@ async def _echoed(
     from slixmpp import JID
 
     _register_message_plugins()
-    slidge_speed.echo_directly()
-    echo = slidge_speed._muc_echo if fixed else slidge_speed._SLIDGE_ECHO
+    speed_messages.echo_directly()
+    echo = speed_messages._muc_echo if fixed else speed_messages._SLIDGE_ECHO
     assert echo is not None
     archived: list[str] = []
     sent: list[tuple[Any, str]] = []
@@ -993,7 +1007,7 @@ async def _echoed(
         stanza_id = await echo(room, message, legacy_id)
     finally:
         Message.send = original_send  # type: ignore[method-assign]
-    assert LegacyMUC.echo is slidge_speed._muc_echo
+    assert LegacyMUC.echo is speed_messages._muc_echo
     return archived, [s for _, s in sent], stanza_id, [str(m) for m, _ in sent]
 
 
@@ -1030,7 +1044,7 @@ async def test_fix30_a_new_stanza_id_when_there_is_no_legacy_id() -> None:
 def test_bug31_messages_are_built_through_plugins_is_still_there() -> None:
     from slidge.core.mixins.message_maker import MessageMaker
 
-    make = inspect.getsource(slidge_speed._SLIDGE_MAKE_MESSAGE or MessageMaker._make_message)
+    make = inspect.getsource(speed_messages._SLIDGE_MAKE_MESSAGE or MessageMaker._make_message)
     # What fix 31 does by hand: if slidge's way changes, so must _participant_message.
     for line in (
         'msg["body"] = strip_illegal_chars(body, "\ufffd")',
@@ -1128,13 +1142,13 @@ def test_fix31_builds_what_slidge_builds(
     from slidge.group.participant import LegacyParticipant
 
     _register_message_plugins()
-    slidge_speed.participant_messages_from_xml()
-    assert LegacyParticipant._make_message is slidge_speed._participant_message
+    speed_messages.participant_messages_from_xml()
+    assert LegacyParticipant._make_message is speed_messages._participant_message
     slidge = MessageMaker.__dict__["_make_message"]
     fixed_id = uuid.UUID("12345678-1234-5678-1234-567812345678")
     monkeypatch.setattr(uuid, "uuid4", lambda: fixed_id)
     built_as_xml = 0
-    original = slidge_speed._SLIDGE_MAKE_MESSAGE
+    original = speed_messages._SLIDGE_MAKE_MESSAGE
     for call in _message_calls():
         occupant = _occupant(default_lang)
         slow = slidge(occupant, **call)
@@ -1144,9 +1158,9 @@ def test_fix31_builds_what_slidge_builds(
             _seen.append(True)
             return slidge(*args, **kwargs)
 
-        monkeypatch.setattr(slidge_speed, "_SLIDGE_MAKE_MESSAGE", spy)
-        fast = slidge_speed._participant_message(occupant, **call)
-        monkeypatch.setattr(slidge_speed, "_SLIDGE_MAKE_MESSAGE", original)
+        monkeypatch.setattr(speed_messages, "_SLIDGE_MAKE_MESSAGE", spy)
+        fast = speed_messages._participant_message(occupant, **call)
+        monkeypatch.setattr(speed_messages, "_SLIDGE_MAKE_MESSAGE", original)
         built_as_xml += not went_slidges_way
         assert str(fast) == str(slow), call
         assert fast.plugins.keys() == slow.plugins.keys(), call
