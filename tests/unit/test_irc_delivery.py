@@ -98,7 +98,7 @@ _TEXT = st.sampled_from(["a", "b", "c"])
 def test_every_message_settles_at_most_once(
     steps: list[tuple[str, str, list[str], int]],
 ) -> None:
-    d = deliveries()
+    d: Deliveries[int] = Deliveries(casefold)
     settled: list[int] = []
     expected = 0
     for n, (op, target, lines, now) in enumerate(steps):

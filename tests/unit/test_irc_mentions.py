@@ -89,7 +89,7 @@ def test_apply_references(text: str, mentions: list[Mention], expected: str) -> 
 
 
 def message(body: str, *refs: dict[str, str], sender: str = "u@localhost/r") -> Message:
-    msg = Message()
+    msg = Message()  # type: ignore[no-untyped-call]  # slixmpp: unannotated __init__
     msg["from"], msg["to"], msg["type"], msg["body"] = sender, ROOM, "groupchat", body
     for attrs in refs:
         ET.SubElement(msg.xml, "{urn:xmpp:reference:0}reference", attrs)

@@ -30,7 +30,7 @@ def msg(n: int, replaces: str | None = None, prefix: str = "$m") -> Message:
         BOB,
         n * 1000,
         "text",
-        StyledText(f"message {n}"),
+        StyledText.plain(f"message {n}"),
         replaces=EventId(replaces) if replaces else None,
     )
 

@@ -165,7 +165,7 @@ def test_other_events(raw: dict[str, Any], expected: object) -> None:
     assert parse_event(ROOM, raw) == expected
 
 
-MALFORMED = [
+MALFORMED: list[object] = [
     None,
     "not an event",
     [],
