@@ -26,7 +26,7 @@ import vodozemac
 
 from legacy_plugins.matrix import backup, crosssign, crypto
 from legacy_plugins.matrix.backup import BackedUpSession, BackupInfo
-from legacy_plugins.matrix.client import load_nio
+from legacy_plugins.matrix.client import load_nio, nio
 from legacy_plugins.matrix.secrets import (
     SecretStorageError,
     WrongKey,
@@ -68,7 +68,7 @@ RUST_PASSPHRASE_INFO = {
 JS_RECOVERY_KEY = "EsTc LW2K PGiF wKEA 3As5 g5c4 BXwk qeeJ ZJV8 Q9fu gUMN UE4d"
 JS_BACKUP_KEY = "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo="
 JS_BACKUP_PUBLIC = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo"
-JS_BACKED_UP = {
+JS_BACKED_UP: dict[str, Any] = {
     "first_message_index": 1,
     "forwarded_count": 0,
     "is_verified": False,
@@ -215,7 +215,7 @@ def test_a_whole_backup_answer_is_read_and_bad_entries_are_counted() -> None:
     spoiled = {
         **JS_BACKED_UP,
         "session_data": {**JS_BACKED_UP["session_data"], "mac": "AAAAAAAAAAA"},
-    }  # type: ignore[dict-item]
+    }
     answer = {
         "rooms": {
             "!room:id": {"sessions": {JS_SESSION_ID: JS_BACKED_UP, "bad": spoiled}},
@@ -278,10 +278,10 @@ async def test_restored_sessions_go_into_nios_store_keeping_the_earlier_copy(
     olm, store = crypto._open_store("@alice:localhost", "DEVICE", tmp_path, "pickle key")
     try:
         # a copy held from a later message: the backup's (from message 0) replaces it
-        full = crypto.nio.crypto.InboundGroupSession.import_session(
+        full = nio.crypto.InboundGroupSession.import_session(
             session.session_key, JS_SIGNING_KEY, JS_SENDER_KEY, "!room:id"
         )
-        later = crypto.nio.crypto.InboundGroupSession.import_session(
+        later = nio.crypto.InboundGroupSession.import_session(
             full.export_session(1), JS_SIGNING_KEY, JS_SENDER_KEY, "!room:id"
         )
         assert olm.inbound_group_store.add(later)

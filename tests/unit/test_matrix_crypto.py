@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from legacy_plugins.matrix import crypto
-from legacy_plugins.matrix.client import load_nio
+from legacy_plugins.matrix.client import load_nio, nio
 from legacy_plugins.matrix.crypto import decrypt_file, encrypt_file, fingerprint
 from legacy_plugins.matrix.errors import Undecryptable
 
@@ -77,7 +77,6 @@ async def test_of_two_copies_of_a_megolm_session_the_earlier_is_kept_and_stored(
     tmp_path: Path, held_from: int, offered_from: int, kept_from: int
 ) -> None:
     await load_nio()
-    nio = crypto.nio
     olm, _store = crypto._open_store("@alice:localhost", "DEVICE", tmp_path, "pickle key")
     origin = nio.crypto.InboundGroupSession(
         nio.crypto.OutboundGroupSession().session_key, "ed25519", "curve25519", "!r:x"
