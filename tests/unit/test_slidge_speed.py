@@ -15,13 +15,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from slixmpp import Message
 from slixmpp.xmlstream import ET, register_stanza_plugin
-from slixmpp.xmlstream.stanzabase import ElementBase
+from slixmpp.xmlstream.stanzabase import ElementBase, StanzaBase
 
 from gateway import slidge_speed
 from gateway import slidge_speed_messages as speed_messages
 from gateway import slidge_speed_stanzas as speed_stanzas
 from gateway import slidge_speed_store as speed_store
 from tests.unit.slidge_db import slidge_store
+
+
+def _message(xml: ET.Element | None = None, stream: Any = None) -> Message:
+    """slixmpp's Message, whose __init__ has no annotations."""
+    return Message(xml=xml, stream=stream)  # type: ignore[no-untyped-call]
 
 
 def test_what_other_code_imports_from_slidge_speed_is_the_fixes_own() -> None:
@@ -77,7 +82,7 @@ def _register_message_plugins() -> None:
 
 def _echo() -> Message:
     """What slidge echoes of a groupchat message the user sent, archived too."""
-    msg = Message()
+    msg = _message()
     msg["type"] = "groupchat"
     msg["from"] = "#chan%irc@irc.example.org/romeo"
     msg["to"] = "romeo@example.org/gajim"
@@ -108,11 +113,11 @@ def _stanzas() -> list[Message]:
     french = _echo()
     french["lang"] = "fr"
     french["body|en"] = "hi"
-    reaction = Message()
+    reaction = _message()
     reaction["reactions"]["id"] = "abc"
-    retraction = Message()
+    retraction = _message()
     retraction["retract"]["id"] = "abc"
-    state = Message()
+    state = _message()
     state["chat_state"] = "active"
     hinted = _echo()
     hinted.enable("store")
@@ -120,7 +125,7 @@ def _stanzas() -> list[Message]:
     answer = _echo()
     answer["reply"]["id"] = "abc"
     answer["fallback"]["for"] = "urn:xmpp:reply:0"
-    parsed = Message(
+    parsed = _message(
         xml=ET.fromstring(
             "<message xmlns='jabber:client' type='groupchat' xml:lang='de'>"
             "<body>x</body><body xml:lang='fr'>y</body>"
@@ -130,7 +135,7 @@ def _stanzas() -> list[Message]:
         )
     )
     return [
-        Message(),
+        _message(),
         _echo(),
         mention,
         delayed,
@@ -373,12 +378,15 @@ def test_fix12_is_installed_once(batched: None) -> None:
 
 
 def test_bug13_empty_commit_and_unindexed_legacy_ids_are_still_there() -> None:
+    import sqlalchemy as sa
     from slidge.core.dispatcher.message.message import MessageContentMixin
     from slidge.db.models import ArchivedMessage
 
     handler = inspect.getsource(MessageContentMixin.on_legacy_message)
     assert "with self.xmpp.store.session() as orm:" in handler and "orm.commit()" in handler
-    indexed = [[c.name for c in index.columns] for index in ArchivedMessage.__table__.indexes]
+    table = ArchivedMessage.__table__
+    assert isinstance(table, sa.Table)
+    indexed = [[c.name for c in index.columns] for index in table.indexes]
     assert not any("legacy_id" in columns for columns in indexed)
 
 
@@ -485,14 +493,14 @@ PATHS = [
 
 def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> None:
     from slixmpp import Iq, Presence
-    from slixmpp.plugins.xep_0030 import stanza as disco
+    from slixmpp.plugins.xep_0030 import DiscoInfo
     from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
     from slixmpp.xmlstream.stanzabase import fix_ns
 
-    register_stanza_plugin(Iq, disco.DiscoInfo)
+    register_stanza_plugin(Iq, DiscoInfo)
     monkeypatch.setattr(speed_stanzas, "_ELEMENT_MATCH", ElementBase.match)  # as match_once
     slixmpp_match = StanzaPath.__dict__["match"]
-    iq = Iq()
+    iq = Iq()  # type: ignore[no-untyped-call]  # slixmpp: unannotated __init__
     iq["type"] = "get"
     iq.enable("disco_info")
     presence = Presence()
@@ -514,7 +522,7 @@ def test_fix14_one_try_answers_as_two_do(monkeypatch: pytest.MonkeyPatch) -> Non
             matched += once
     assert matched >= 5  # the table has matches, not only misses
     # and the second-step refusal is used: a path it refuses that slixmpp refuses too
-    plain = Message()
+    plain = _message()
     plain["body"] = "hi"
     assert not speed_stanzas._match(StanzaPath("message/replace"), plain)
     assert speed_stanzas._match(StanzaPath("message/body"), plain)
@@ -618,7 +626,8 @@ async def _sent_by(fixed: bool, unknown_async: bool = False) -> list[str]:
         stream = XMLStream()
         stream._always_send_everything = True
         written: list[str] = []
-        stream.send_raw = written.append  # type: ignore[method-assign]
+        # (send_raw takes str or bytes; XMLStream.send passes str)
+        stream.send_raw = written.append  # type: ignore[method-assign,assignment]
         stream.add_filter("out", _presence_only)
         stream.add_filter("out", _mark)
         stream.add_filter("out", _drop_some)
@@ -627,7 +636,8 @@ async def _sent_by(fixed: bool, unknown_async: bool = False) -> list[str]:
         sender = asyncio.create_task(stream.run_filters())
         try:
             for i, kind in enumerate(["m", "p", "i", "m", "m", "m", "p"]):
-                stanza = {"m": Message, "p": Presence, "i": Iq}[kind](stream=stream)
+                kinds: dict[str, Callable[..., StanzaBase]] = {"m": Message, "p": Presence, "i": Iq}
+                stanza = kinds[kind](stream=stream)
                 stanza["id"] = {4: "drop", 5: "boom"}.get(i, "") + str(i)
                 if kind == "m":
                     stanza["body"] = f"line {i}"
@@ -732,13 +742,13 @@ def _archive_corpus() -> list[Message]:
     stream = _component_stream()
     for stanza in list(stanzas):
         text = str(stanza).replace('xmlns="jabber:client"', 'xmlns="jabber:component:accept"', 1)
-        stanzas.append(Message(xml=ET.fromstring(text), stream=stream))
+        stanzas.append(_message(xml=ET.fromstring(text), stream=stream))
     empty = _echo()
     empty["body"] = ""
-    bare = Message(stream=stream)
+    bare = _message(stream=stream)
     bare["type"] = "groupchat"
     bare["body"] = "no id"
-    chat = Message(stream=stream)
+    chat = _message(stream=stream)
     chat["body"] = "x"
     chat["chat_state"] = "active"
     # What the gateway archives: an IRC line (chat state, markable) and the echo of the
@@ -760,7 +770,7 @@ def _archive_corpus() -> list[Message]:
     states.append(ET.Element("{http://jabber.org/protocol/chatstates}paused"))
     other = copy.deepcopy(echo)
     other[0].set("{http://www.w3.org/XML/1998/namespace}lang", "fr")
-    irc = [Message(xml=x, stream=stream) for x in (line, echo, states, other)]
+    irc = [_message(xml=x, stream=stream) for x in (line, echo, states, other)]
     return [*stanzas, empty, bare, chat, *irc]
 
 
@@ -1000,7 +1010,7 @@ async def _echoed(
         user_full_jids=lambda: [JID(r) for r in resources],
         log=SimpleNamespace(debug=lambda *a: None),
     )
-    message = Message(xml=ET.fromstring(_SENT_BY_USER.format(extra=extra)))
+    message = _message(xml=ET.fromstring(_SENT_BY_USER.format(extra=extra)))
     original_send = Message.send
     Message.send = lambda self: sent.append((self, str(self)))  # type: ignore[method-assign]
     try:
