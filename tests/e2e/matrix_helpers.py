@@ -24,12 +24,13 @@ import aiohttp
 import nio  # type: ignore[import-untyped]
 import pytest
 from PIL import Image
+from slixmpp import JID
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
 from gateway.localservers.synapse import MatrixAccount, Synapse
 from tests.e2e.conftest import MATRIX_JID, MATRIX_SECRET, PasserelleProcess
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, child, send_iq
 
 WAIT = 20.0
 PASSWORD = "matrix password for tests"
@@ -139,16 +140,16 @@ async def xmpp_upload(client: Client, upload_jid: str, data: bytes, name: str, c
         "{urn:xmpp:http:upload:0}request",
         {"filename": name, "size": str(len(data)), "content-type": ctype},
     )
-    slot = await iq.send(timeout=WAIT)
+    slot = await send_iq(iq, WAIT)
     ns = "{urn:xmpp:http:upload:0}"
-    put = slot.xml.find(f"{ns}slot/{ns}put")
-    get = slot.xml.find(f"{ns}slot/{ns}get").get("url")
+    put = child(slot, f"{ns}slot/{ns}put")
+    get = child(slot, f"{ns}slot/{ns}get").get("url")
     headers = {"Content-Type": ctype}
     for header in put.findall(f"{ns}header"):
-        headers[header.get("name")] = header.text or ""
+        headers[header.get("name", "")] = header.text or ""
     async with (
         aiohttp.ClientSession() as http,
-        http.put(put.get("url"), data=data, headers=headers) as resp,
+        http.put(put.get("url", ""), data=data, headers=headers) as resp,
     ):
         assert resp.status in (200, 201), await resp.text()
     return str(get)
@@ -518,7 +519,7 @@ class EncryptedPeer:
         """The ed25519 key the homeserver publishes for ``user_id``'s ``device_id``."""
         url = f"{self.client.homeserver}/_matrix/client/v3/keys/query"
         headers = {"Authorization": f"Bearer {self.client.access_token}"}
-        body = {"device_keys": {user_id: []}}
+        body: dict[str, dict[str, list[str]]] = {"device_keys": {user_id: []}}
         async with (
             aiohttp.ClientSession() as http,
             http.post(url, json=body, headers=headers) as resp,
@@ -546,7 +547,7 @@ async def wait_for_avatar(
             while True:
                 try:
                     iq = await client.plugin["xep_0054"].get_vcard(
-                        jid=jid, local=False, cached=False, timeout=WAIT
+                        jid=JID(jid), local=False, cached=False, timeout=WAIT
                     )
                 except IqError as e:  # the gateway is (re)starting the user's session
                     seen = e.iq["error"]["condition"]

@@ -28,7 +28,7 @@ from tests.e2e.irc_helpers import (  # noqa: F401  (fixtures: ngircd, irc_people
     start_with_irc,
     user,
 )
-from tests.e2e.xmpp_client import Client, muc_status
+from tests.e2e.xmpp_client import Client, muc_status, start_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 async def self_ping(client: Client, occupant: str) -> str:
     """XEP-0410: "ok", or the error condition of the ping to our own occupant JID."""
     try:
-        await client.plugin["xep_0199"].send_ping(occupant, timeout=20)
+        await client.plugin["xep_0199"].send_ping(JID(occupant), timeout=20)
     except IqError as e:
         return str(e.iq["error"]["condition"])
     return "ok"
@@ -119,7 +119,7 @@ async def test_a_server_she_names_takes_her_port_and_tls(
         extra='allowed_servers = ["localhost"]\nallow_private_addresses = true',
     )
     alice, nick = await registered(new_client, "alice")
-    form = await alice.plugin["xep_0050"].send_command(server_jid("localhost"), "configure")
+    form = await start_command(alice, server_jid("localhost"), "configure")
     fields = form["command"]["form"].get_fields()
     assert (fields["port"]["value"], fields["tls"]["value"]) == ("6697", True)
     result = await alice.run_command(
@@ -303,7 +303,7 @@ async def test_what_irc_cannot_carry_is_not_offered(
     # IRC cannot take a message back nor react to one: neither the room nor a nick offer
     # reactions, retractions or moderation (a moderator's retraction, XEP-0425).
     for jid in (room69, f"{user('bob69')}/slidge"):
-        info = await alice.plugin["xep_0030"].get_info(jid=jid, timeout=20)
+        info = await alice.plugin["xep_0030"].get_info(jid=JID(jid), timeout=20)
         features = set(info["disco_info"]["features"])
         assert "urn:xmpp:reactions:0" not in features, jid
         assert not {f for f in features if "retract" in f or "moderate" in f}, features

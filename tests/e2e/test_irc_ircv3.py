@@ -103,7 +103,7 @@ def hats(pres: Presence) -> list[str]:
 
 async def shows_hats(client: Client, room_jid: str, nick: str, titles: list[str]) -> None:
     """Wait for a presence of occupant `nick` with these hats."""
-    seen = []
+    seen: list[list[str]] = []
     while (seen := [*seen, hats(await client.next_occupant(room_jid, nick))])[-1] != titles:
         assert len(seen) < 5, seen
 

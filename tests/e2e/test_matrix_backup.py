@@ -81,7 +81,7 @@ async def element_trust(alice: Client, inbox: Inbox, me: str, device_id: str) ->
     """How the gateway trusts ``device_id`` of ``me``, as the ``device`` command says."""
     alice.send_chat(MATRIX_JID, f"device {me}")
     listed = await inbox.take(lambda m: f"Devices of {me}" in (m["body"] or ""))
-    (line,) = [x for x in listed["body"].splitlines() if x.startswith(device_id)]
+    (line,) = [x for x in str(listed["body"]).splitlines() if x.startswith(device_id)]
     return line.split(", ")[1].split(":")[0]
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import nio  # type: ignore[import-untyped]
 import pytest
@@ -146,9 +147,11 @@ async def test_an_encrypted_dm_both_ways_with_the_device_shown_and_across_a_rest
         msg = alice.make_message(mto=bob_jid, mbody=url, mtype="chat")
         msg["oob"]["url"] = url
         msg.send()
-        file = await bob.wait_for(
-            lambda r, e, kind=kind, name=name: r == room and isinstance(e, kind) and e.body == name
-        )
+
+        def is_file(r: str, e: Any, kind: Any = kind, name: str = name) -> bool:
+            return r == room and isinstance(e, kind) and e.body == name
+
+        file = await bob.wait_for(is_file)
         assert file.decrypted and await bob.fetch_file(file) == data
 
     # alice compares her gateway device's key with what the homeserver publishes.

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import vodozemac
-from nio import ToDeviceMessage, ToDeviceResponse
+from nio import ToDeviceMessage, ToDeviceResponse  # type: ignore[import-untyped]
 
 from gateway.localservers.synapse import Synapse
 from legacy_plugins.matrix.ids import id_to_localpart

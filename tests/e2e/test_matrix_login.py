@@ -28,7 +28,7 @@ from tests.e2e.matrix_helpers import (
     start_matrix_gateway,
 )
 from tests.e2e.test_irc_tls_sasl import Pki, _issue
-from tests.e2e.xmpp_client import Client
+from tests.e2e.xmpp_client import Client, registration_form
 from tests.unit.loopback_http import serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -121,5 +121,5 @@ async def test_a_well_known_server_whose_certificate_is_not_trusted_is_refused(
             )
     assert err.value.condition == "remote-server-not-found"
     assert name in err.value.text and "certificate" in err.value.text
-    form = await alice.plugin["xep_0077"].get_registration(jid=MATRIX_JID, timeout=20)
+    form = await registration_form(alice, MATRIX_JID)
     assert "remove" not in form["register"]["form"]["fields"]

@@ -31,7 +31,7 @@ from tests.e2e.matrix_helpers import (
     shared_synapse,
     start_matrix_gateway,
 )
-from tests.e2e.xmpp_client import Client, muc_status
+from tests.e2e.xmpp_client import Client, muc_status, send_iq
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 NewClient = Callable[..., "asyncio.Future[Client]"]
@@ -130,7 +130,7 @@ async def test_join_by_alias_with_history_and_by_id_then_leave(
     await bob.wait_for_member(garden, alice_mx.user_id)
     leave = alice.make_iq_set(ito=garden_jid)
     leave["register"]["remove"] = True
-    await leave.send(timeout=30)
+    await send_iq(leave, timeout=30)
     await bob.wait_for_member(garden, alice_mx.user_id, "leave")
 
 
@@ -445,7 +445,7 @@ async def test_moderators_retract_others_messages_both_ways(
     moderate = ET.SubElement(iq.xml, f"{{{MODERATE_NS}}}moderate", {"id": seen2["stanza_id"]["id"]})
     ET.SubElement(moderate, f"{{{RETRACT_NS}}}retract")
     ET.SubElement(moderate, f"{{{MODERATE_NS}}}reason").text = "spam again"
-    answer = await iq.send(timeout=60)
+    answer = await send_iq(iq, timeout=60)
     assert answer["type"] == "result"
     redaction = await bob.wait_for(
         lambda e: e.get("type") == "m.room.redaction" and e.get("sender") == alice_mx.user_id
