@@ -11,7 +11,7 @@ run=("${uv[@]}" run --frozen)
 
 echo "== ruff check";  "${run[@]}" ruff check .
 echo "== ruff format"; "${run[@]}" ruff format --check .
-echo "== mypy --strict"; "${run[@]}" mypy gateway legacy_plugins examples bench
+echo "== mypy --strict"; "${run[@]}" mypy gateway legacy_plugins examples bench tests
 echo "== pytest"
 # Every end-to-end test must run: a skipped one fails the run (see tests/conftest.py).
 PASSERELLE_REQUIRE_E2E=1 "${run[@]}" pytest -p no:cacheprovider "$@"
