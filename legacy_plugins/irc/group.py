@@ -41,10 +41,7 @@ from .client import IrcClientError
 from .config import Config
 from .events import Channel
 from .mentions import with_irc_nicks
-from .occupants import (
-    _MAV_DATA,  # noqa: F401  (tests/unit/test_irc_joins.py reads it here)
-    Occupants,
-)
+from .occupants import Occupants
 from .participant import Participant
 from .translate import AddressError, AddressMapping, ChannelAddress
 
