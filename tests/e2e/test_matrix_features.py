@@ -90,6 +90,20 @@ def relation(event: Event) -> dict[str, object]:
     return dict(event.get("content", {}).get("m.relates_to", {}))
 
 
+async def test_emotes_both_ways_and_notices(chat: Chat) -> None:
+    # bob's m.emote is alice's "/me" line; her "/me" line is his m.emote, without the
+    # prefix; his bot's m.notice reaches her as its text.
+    await chat.bob.send(chat.room, "m.room.message", {"msgtype": "m.emote", "body": "waves"})
+    assert (await chat.alice.next_message(chat.bob_jid))["body"] == "/me waves"
+    chat.alice.send_chat(chat.bob_jid, "/me waves back")
+    emote = await chat.bob.wait_for_message(chat.room, "waves back")
+    assert emote["content"]["msgtype"] == "m.emote", emote
+    await chat.bob.send(
+        chat.room, "m.room.message", {"msgtype": "m.notice", "body": "build 42 passed"}
+    )
+    assert (await chat.alice.next_message(chat.bob_jid))["body"] == "build 42 passed"
+
+
 async def test_edits_both_ways(chat: Chat) -> None:
     original, first = await chat.from_bob("helo")
     await chat.bob.send(
