@@ -84,6 +84,10 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     what the user sends to a room, its two ids added to the XML and the message itself
     sent to the first resource; 31, a plain message of an occupant built as XML, its
     plugins loaded as parsing it would.
+53. slidge orders and pages the room archive by time stamp alone, and legacy stamps are
+    coarse (milliseconds, an email's seconds): messages with equal stamps came back in
+    either order, and a page boundary between them skipped one. Fix 8's writer gives
+    every new row a stamp of its own in its room (:mod:`gateway.archive_order`).
 """
 
 from __future__ import annotations
@@ -423,6 +427,8 @@ class ArchiveBatcher(slidge_speed.TickBatcher[_ArchiveRow]):
         import sqlalchemy as sa
         from slidge.db.models import ArchivedMessage, ArchivedMessageSource, Room
 
+        from .archive_order import untie_new_rows
+
         mam = rows[0].archive._MessageArchive__store
         with mam.session(expire_on_commit=False) as orm:
             for row in rows:
@@ -479,6 +485,7 @@ class ArchiveBatcher(slidge_speed.TickBatcher[_ArchiveRow]):
                         setattr(existing, key, value)
                 if row.legacy_msg_id is not None:
                     by_legacy[(room_id, row.legacy_msg_id)] = existing
+            untie_new_rows(orm, new)  # fix 53: a stamp of its own in its room
             if new:  # Core's executemany (column defaults included): the ORM's bulk
                 # INSERT costs ~30 % more CPU and adds nothing for plain rows
                 orm.execute(sa.insert(ArchivedMessage.__table__), new)  # type: ignore[arg-type]

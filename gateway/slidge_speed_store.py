@@ -19,7 +19,8 @@ which installs them and says what they have in common.
     transaction was begun and nothing is pending, which is all that commit did. And the
     room archive (``mam``) has no index on its legacy ids, which slidge and fix 8 look
     up for every message that has one: every tick read the whole room's archive.
-    :func:`store_speedups` adds the index ``ix_passerelle_mam_room_legacy_id``.
+    :func:`store_speedups` adds the index ``ix_passerelle_mam_room_legacy_id`` (and fix
+    53's on stamps, ``gateway.archive_order``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from .archive_order import MAM_TIME_INDEX
 
 T = TypeVar("T")
 
@@ -263,6 +266,9 @@ def store_speedups(store: Any) -> None:
             sa.text(
                 f"CREATE INDEX IF NOT EXISTS {MAM_LEGACY_INDEX} ON {table} (room_id, legacy_id)"
             )
+        )
+        conn.execute(  # fix 53 (gateway.archive_order)
+            sa.text(f"CREATE INDEX IF NOT EXISTS {MAM_TIME_INDEX} ON {table} (room_id, timestamp)")
         )
 
 
