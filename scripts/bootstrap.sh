@@ -10,6 +10,7 @@ mode=${1:-demo}
 packages=(ca-certificates python3 python3-venv libmagic1 prosody prosody-modules lua-unbound ngircd)
 if [ "$mode" = test ]; then
     packages+=(inspircd atheme-services postgresql postfix dovecot-imapd dovecot-lmtpd)
+    packages+=(gpgv debian-archive-keyring)  # for fetch_deb.py below
 fi
 
 missing=()
@@ -45,4 +46,10 @@ else
     uv=(.tools/bin/uv)
 fi
 "${uv[@]}" sync --frozen --quiet
+
+if [ "$mode" = test ]; then
+    # Ergo, the IRC server with IRCv3 chathistory, is packaged from trixie on: unpacked
+    # (not installed) from Debian's signed archive into .tools/debian/ergochat.
+    python3 scripts/fetch_deb.py trixie ergochat .tools/debian/ergochat
+fi
 echo "bootstrap: ready (${uv[*]} run passerelle --help)"

@@ -1,12 +1,13 @@
 """Real servers on loopback, started and stopped by the end-to-end tests and `passerelle demo`.
 
-Each wrapper (`Prosody`, `NgIrcd`, `InspIRCd`, `PostgreSQL`) writes its own config under a work
-directory, picks free ports on 127.0.0.1, runs the server in the foreground as a child
+Each wrapper (`Prosody`, `NgIrcd`, `InspIRCd`, `Ergo`, `PostgreSQL`...) writes its own config
+under a work directory, picks free ports on 127.0.0.1, runs the server in the foreground as a child
 process and stops exactly that process. A server that dies or never listens raises
 `ServerStartError` with the end of its log.
 """
 
 from gateway.localservers.biboumi import Biboumi
+from gateway.localservers.ergo import Ergo
 from gateway.localservers.errors import LocalServerError, ServerCommandError, ServerStartError
 from gateway.localservers.inspircd import InspIRCd, ServicesLink
 from gateway.localservers.ircservices import Atheme
@@ -21,6 +22,7 @@ __all__ = [
     "Atheme",
     "Biboumi",
     "ComponentSpec",
+    "Ergo",
     "InspIRCd",
     "LocalServerError",
     "MailServer",

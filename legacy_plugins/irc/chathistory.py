@@ -11,15 +11,20 @@ count allows, the newest messages are the ones worth having. The server answers 
 `chathistory` batch; its messages carry their server-time and msgid (the connection
 marks them `history`), and `Backfill.is_new` keeps out what the archive already holds
 (same msgid; without a msgid, anything not newer than the archive's last message), so
-nothing is shown twice — also for InspIRCd's `chanhistory` replays on rejoin.
+nothing is shown twice — also for InspIRCd's `chanhistory` replays on rejoin. Ergo tells
+clients that did not ask for `draft/event-playback` (we don't: its JOINs and PARTs would
+read as live ones) of the joins, parts and such in the history as PRIVMSGs from its
+`HistServ` ("bob joined the channel"): summaries of events, not anybody's messages, so
+they are not shown either.
 
 `Backfill` is sans-IO: fed the connection's events with lookups into the archive passed
 in, it returns the lines to send. The slidge glue below it (`observe`, `is_new`) reads
 the archive of the user's room.
 
 No server in Debian bookworm offers chathistory (ngIRCd 26, InspIRCd 3.15, ircd-hybrid,
-ircu, irc2), nor does any IRC server on PyPI or npm we found: this is unit-tested as
-IRC lines in and out (`tests/unit/test_irc_chathistory.py`), not against a real server.
+ircu, irc2); Ergo, packaged from trixie on, does: `tests/e2e/test_irc_ergo.py` runs
+it (see `gateway.localservers.ergo`), `tests/unit/test_irc_chathistory.py` has the
+cases as IRC lines in and out.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ if TYPE_CHECKING:
     from .group import MUC
     from .session import Session
 
-__all__ = ["CAPS", "Anchor", "Backfill", "is_new", "observe", "request"]
+__all__ = ["CAPS", "Anchor", "Backfill", "is_new", "observe", "request", "summary"]
 
 log = logging.getLogger(__name__)
 
 CAPS = frozenset({"chathistory", "draft/chathistory"})
+SUMMARY_SENDERS = frozenset({"histserv"})
+"""Who sends a server's summaries of history events as PRIVMSGs (Ergo's `HistServ`)."""
 CLOCK_MARGIN = timedelta(seconds=30)
 """The archive stamps live messages with our clock, the server with its own: ask from a
 little earlier and let the msgids weed out what the archive has."""
@@ -133,13 +140,27 @@ class Backfill:
         self, event: ev.MessageReceived, isupport: ISupport, archived: Callable[[str], bool]
     ) -> bool:
         """Whether a message belongs in the archive: live ones always; history when the
-        archive lacks its msgid (without one: when newer than the archive's last)."""
+        archive lacks its msgid (without one: when newer than the archive's last), and
+        it is not the server's summary of an event (`summary`)."""
         if not event.history or event.channel is None:
             return True
+        if summary(event):
+            return False
         if event.msgid:
             return not archived(event.msgid)
         anchor = self._anchors.get(isupport.casefold(event.channel))
         return anchor is None or event.time is None or event.time > anchor.time
+
+
+def summary(event: ev.MessageReceived) -> bool:
+    """Whether a history line is a server's summary of an event (Ergo's HistServ: "bob
+    joined the channel") rather than somebody's message."""
+    sender = event.sender
+    return (
+        event.history
+        and sender.nick.casefold() in SUMMARY_SENDERS
+        and (sender.user or "").casefold() in SUMMARY_SENDERS
+    )
 
 
 # --- slidge glue -----------------------------------------------------------------------

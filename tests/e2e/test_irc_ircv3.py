@@ -4,7 +4,7 @@ InspIRCd's `chanhistory` plays a channel's last lines to whoever joins, in a
 `chathistory` batch with their msgids — also to the gateway when it rejoins after a
 reconnection, while the XMPP user is still in the room: what the archive holds already
 must not reach her twice. (IRCv3 `CHATHISTORY` requests, the back-fill proper, are
-offered by no server available here: see `tests/unit/test_irc_chathistory.py`.) The
+proven against Ergo: `test_irc_ergo.py`.) The
 server's contact shows the connection's state as its presence, with the reason. Who is
 logged in to a services account (WHOX on join, extended-join, account-tag,
 account-notify) shows as a hat on the occupant.

@@ -1,8 +1,7 @@
 """IRCv3 chathistory back-fill as IRC lines in and out: the connection state machine
 negotiates the capability and marks batch messages as history; `Backfill` asks once per
-JOIN of ours and keeps out what the archive has. No real server offers chathistory here
-(see `legacy_plugins/irc/chathistory.py`), so this is the proof there is, and it is not
-one against a server."""
+JOIN of ours and keeps out what the archive has. Against a real server (Ergo):
+`tests/e2e/test_irc_ergo.py`."""
 
 from __future__ import annotations
 
@@ -131,6 +130,31 @@ def test_the_batch_fills_the_archive_once() -> None:
         ("new, no msgid", True, None, datetime(2024, 1, 2, 3, 7, tzinfo=UTC)),
         ("live", False, "m3", datetime(2024, 1, 2, 3, 8, tzinfo=UTC)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        # Ergo's summaries of history events, as it sends them (no draft/event-playback)
+        ("@batch=1;msgid=_v6p;time=2026-11-22T02:31:52.989Z "
+         ":HistServ!HistServ@localhost PRIVMSG #chan :bob joined the channel", False),
+        ("@batch=1;msgid=_ef6;time=2026-11-22T02:31:53.485Z "
+         ":histserv!histserv@localhost PRIVMSG #chan :al left the channel", False),
+        # somebody's messages, also from a user who calls herself HistServ
+        ("@batch=1;msgid=wwy;time=2026-11-22T02:31:52.989Z :bob!~bob@h PRIVMSG #chan :one",
+         True),
+        ("@batch=1;msgid=x1;time=2026-11-22T02:31:52.989Z :HistServ!~u@h PRIVMSG #chan :hi",
+         True),
+        # live, not history: a user may have that nick and user name
+        ("@msgid=x2;time=2026-11-22T02:31:52.989Z :HistServ!HistServ@h PRIVMSG #chan :live",
+         True),
+    ],
+)  # fmt: skip
+def test_a_servers_summaries_of_events_are_not_messages(line: str, kept: bool) -> None:
+    rig = Rig("batch server-time message-tags draft/chathistory")
+    rig.feed(*JOIN)
+    rig.feed(":srv BATCH +1 chathistory #chan", line, ":srv BATCH -1")
+    assert [e.text for e in rig.kept] == ([line.rsplit(" :", 1)[1]] if kept else [])
 
 
 def test_every_reconnection_asks_again() -> None:
