@@ -37,7 +37,6 @@ import ctypes
 import json
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterable
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from . import lazy_imports, malloc_tuning, slidge_fixes
 from .errors import ConfigError
 from .networks import NetworkUnavailable, slidge_module
+from .redact import RedactSecrets
 from .runtime import from_plain, set_network_config, settings_class
 
 if TYPE_CHECKING:
@@ -73,76 +73,6 @@ _PERMANENT_DB_ERRORS = (
 )
 
 _PR_SET_PDEATHSIG = 1
-
-
-class RedactSecrets(logging.Filter):
-    """Hide credentials in logs, whichever logger writes them.
-
-    Registration forms carry legacy passwords; component handshakes carry a hash of the
-    secret; slidge logs each of its settings at DEBUG, the component secret included.
-    Anything in a ``password`` element, a ``handshake`` element, the value of a data-form
-    field whose name suggests a secret, and every occurrence of a known secret value is
-    replaced by ``[redacted]``. :meth:`install` applies it to every record created in the
-    process, so no logger (nor slidge's ``basicConfig(force=True)``) can bypass it.
-    """
-
-    _PATTERNS = (
-        re.compile(r"(<password[^>]*>)(.*?)(</password>)", re.S),
-        re.compile(r"(<handshake[^>]*>)(.*?)(</handshake>)", re.S),
-        re.compile(
-            r"(<field[^>]*var=['\"][^'\"]*(?:pass|secret|token|key)[^'\"]*['\"][^>]*>.*?<value>)"
-            r"(.*?)(</value>)",
-            re.S | re.I,
-        ),
-    )
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(self._scrub(a) for a in args)
-        if isinstance(record.msg, str):
-            record.msg = self.redact(record.msg, self.secrets)
-        return True
-
-    def _scrub(self, value: object) -> object:
-        if isinstance(value, str | bytes):
-            return self.redact(value, self.secrets)
-        if value is None or isinstance(value, int | float):
-            return value
-        # Anything else is turned into text only when the record is written: a stanza
-        # object (slidge logs registration forms as such) would show its passwords then.
-        # Its text is checked now and replaced by the redacted text if that differs.
-        try:
-            text = repr(value) if isinstance(value, tuple | list | dict) else str(value)
-        except Exception:  # a broken __str__ is left to the logging module
-            return value
-        redacted = self.redact(text, self.secrets)
-        return value if redacted == text else redacted
-
-    @classmethod
-    def redact(cls, text: str | bytes, secrets: Iterable[str] = ()) -> str:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        for secret in secrets:
-            text = text.replace(secret, "[redacted]")
-        for pattern in cls._PATTERNS:
-            text = pattern.sub(r"\1[redacted]\3", text)
-        return text
-
-    def install(self) -> None:
-        """Apply this filter to every log record created from now on in this process."""
-        make_record = logging.getLogRecordFactory()
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = make_record(*args, **kwargs)
-            self.filter(record)
-            return record
-
-        logging.setLogRecordFactory(factory)
 
 
 def _load_prctl() -> Any:

@@ -66,6 +66,11 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
     plugin raised to say what went wrong (``not-authorized`` for a wrong password,
     ``resource-constraint`` when rate-limited...); XEP-0077's form keeps it.
     :func:`registration_errors_keep_their_condition` re-raises the plugin's own error.
+52. slidge's chat commands ask a form's fields one by one in the chat, a password as any
+    other field (``Password? (or 'abort')``), and slixmpp logs the answer at DEBUG as
+    every stanza it receives (``RECV: <message …><body>the password</body>``).
+    :func:`private_answers_redacted` tells :mod:`gateway.redact` whose next message
+    answers a ``text-private`` field, so that the log filter hides its body.
 11-19. Per-message work made cheaper with the same results, in :mod:`gateway.slidge_speed`
     (its docstring lists them): 11, ``"name" in stanza`` without building the stanza's
     whole ``values``; 12, the message id map written once per tick; 13, no empty commit
@@ -93,13 +98,14 @@ upstream fixes it, that test fails and tells us to delete the workaround. Verifi
 from __future__ import annotations
 
 import atexit
+import contextvars
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import slidge_joins, slidge_speed
+from . import redact, slidge_joins, slidge_speed
 
 if TYPE_CHECKING:
     from slidge.contact import LegacyContact
@@ -169,6 +175,62 @@ def registration_errors_keep_their_condition() -> None:
 
     if not getattr(Register.register, "passerelle_fix", False):
         Register.register = _errors_keep_their_condition(Register.register)  # type: ignore[method-assign]
+
+
+_PRIVATE_PROMPTS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "private_prompts", default=frozenset()
+)
+"""Fix 52: the questions for private fields of the chat-command form being asked."""
+
+
+def _private_prompts_known(handle_form: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix 52: slidge's ``ChatCommandProvider.__handle_form``, its private fields'
+    questions (slidge's own wording) known to :func:`_private_answers_hidden`."""
+
+    @functools.wraps(handle_form)
+    async def handle_form_knowing_prompts(self: Any, result: Any, *args: Any, **kwargs: Any) -> Any:
+        prompts = frozenset(
+            f"{f.label or f.var}? (or 'abort')" for f in result.fields if f.type == "text-private"
+        )
+        token = _PRIVATE_PROMPTS.set(prompts)
+        try:
+            return await handle_form(self, result, *args, **kwargs)
+        finally:
+            _PRIVATE_PROMPTS.reset(token)
+
+    return handle_form_knowing_prompts
+
+
+def _private_answers_hidden(chat_input: Callable[..., Any]) -> Callable[..., Any]:
+    """Fix 52: slidge's ``ChatCommandProvider.input``; while it waits for the answer to a
+    private field's question, the log filter hides the bodies of the user's messages."""
+    from slixmpp import JID
+
+    @functools.wraps(chat_input)
+    async def input_hiding_private_answers(
+        self: Any, jid: Any, text: str | None = None, **kwargs: Any
+    ) -> Any:
+        if text is None or text not in _PRIVATE_PROMPTS.get() or not kwargs.get("blocking", True):
+            return await chat_input(self, jid, text, **kwargs)
+        with redact.private_answer_from(JID(jid).bare):
+            return await chat_input(self, jid, text, **kwargs)
+
+    return input_hiding_private_answers
+
+
+def private_answers_redacted() -> None:
+    """Fix 52: install :func:`_private_prompts_known` and :func:`_private_answers_hidden`
+    (idempotent)."""
+    from slidge.command.chat_command import ChatCommandProvider
+
+    provider: Any = ChatCommandProvider
+    if getattr(provider.input, "passerelle_fix", False):
+        return
+    provider._ChatCommandProvider__handle_form = _private_prompts_known(
+        provider._ChatCommandProvider__handle_form
+    )
+    provider.input = _private_answers_hidden(provider.input)
+    provider.input.passerelle_fix = True
 
 
 def _stop_loop_on_sigterm(_signum: int, _frame: object) -> None:
@@ -357,6 +419,7 @@ def apply() -> None:
     slidge_joins.apply()  # fixes 20-29
     store_default_preferences()
     registration_errors_keep_their_condition()
+    private_answers_redacted()
 
 
 def _sqlite_wal(dbapi_connection: Any, _record: object) -> None:

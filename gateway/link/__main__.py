@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 from gateway import config as config_mod
-from gateway.child import EXIT_CONFIG, RedactSecrets, _config_secrets, _die_with_parent
+from gateway.child import EXIT_CONFIG, _config_secrets, _die_with_parent
 from gateway.errors import ConfigError
+from gateway.redact import RedactSecrets
 
 log = logging.getLogger("gateway.link")
 

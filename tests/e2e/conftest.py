@@ -8,6 +8,7 @@ state. Fixtures stop only the processes they started, even when a test fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -111,6 +112,17 @@ class PasserelleProcess:
 
     async def wait_for(self, pattern: str, *, after: int = 0, timeout: float = 60.0) -> int:
         return await asyncio.to_thread(self.wait_for_line, pattern, after=after, timeout=timeout)
+
+    def files_holding(self, text: str) -> list[Path]:
+        """The files under this gateway's directory (its config, data, databases and
+        logs) in which ``text`` is written in clear."""
+        needle = text.encode()
+        found: list[Path] = []
+        for path in self.config.parent.rglob("*"):
+            with contextlib.suppress(OSError):  # a file gone meanwhile (a journal)
+                if path.is_file() and needle in path.read_bytes():
+                    found.append(path)
+        return found
 
     def child_pid(self, network: str) -> int:
         pidfile = self.config.parent / "data" / "run" / f"{network}.pid"

@@ -112,11 +112,16 @@ class User(NamedTuple):
 
 
 async def new_user(
-    start_passerelle: StartPasserelle, new_client: NewClient, mail: MailServer, name: str
+    start_passerelle: StartPasserelle,
+    new_client: NewClient,
+    mail: MailServer,
+    name: str,
+    extra: str = "",
 ) -> User:
-    """Passerelle with the email network, a new XMPP user and a new mailbox
-    ``<name><n>@mail.test``, not registered with each other yet."""
-    passerelle = start_email_gateway(start_passerelle)
+    """Passerelle with the email network (``extra``: more keys for its section), a new
+    XMPP user and a new mailbox ``<name><n>@mail.test``, not registered with each other
+    yet."""
+    passerelle = start_email_gateway(start_passerelle, extra)
     xmpp = await new_client(name)
     address, password = new_mailbox(mail, name)
     return User(passerelle, xmpp, address, password)

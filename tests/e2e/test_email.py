@@ -20,10 +20,10 @@ from tests.e2e.conftest import EMAIL_JID, PasserelleProcess
 from tests.e2e.email_helpers import (
     PlainPeer,
     contact_jid,
+    logged_in,
     mail_server_fixture,  # noqa: F401  (the mail_server fixture)
     new_user,
     next_message_containing,
-    register,
     registration_fields,
     signed_up_user,
     text_of,
@@ -48,7 +48,7 @@ async def test_wrong_password_is_refused_and_nothing_is_stored(
     start_passerelle: StartPasserelle, new_client: NewClient, mail_server: MailServer
 ) -> None:
     passerelle, xmpp, address, password = await new_user(
-        start_passerelle, new_client, mail_server, "wrongpw"
+        start_passerelle, new_client, mail_server, "wrongpw", 'log_level = "DEBUG"'
     )
     fields = registration_fields(mail_server, address, "not-" + password)
     with pytest.raises(IqError) as err:
@@ -57,9 +57,34 @@ async def test_wrong_password_is_refused_and_nothing_is_stored(
     assert "authentication failed" in err.value.text.lower(), err.value.text
     accounts = passerelle.config.parent / "data" / "email" / "accounts"
     assert not accounts.exists() or not any(accounts.iterdir())
-    # With the right password, the same user gets in.
-    await register(xmpp, mail_server, address, password)
+    # With the right password, typed in a chat with the gateway (`register` asks the
+    # form's fields one by one there), the same user gets in.
+    answers = {
+        "Email address": address,
+        "Password": password,
+        "Your name": "Wanda",
+        "IMAP server": "127.0.0.1",
+        "IMAP port": str(mail_server.imap_port),
+        "IMAP security": "plain",
+        "SMTP server": "127.0.0.1",
+        "SMTP port": str(mail_server.smtp_port),
+        "SMTP security": "plain",
+    }
+    said, asked = await xmpp.answer_chat_command(
+        EMAIL_JID, "register", answers, until="^Welcome to email", timeout=90
+    )
+    assert asked[: len(answers)] == list(answers), said
+    await logged_in(xmpp)
     assert passerelle.proc.poll() is None
+    # At DEBUG both are logged (the form, and her answer in the chat) with the password
+    # redacted, and neither password is in any line. On disk it is only in her Delta
+    # Chat account, as the README says; slidge's database has only her address.
+    assert any("RECV: <iq" in line and "[redacted]" in line for line in passerelle.lines)
+    assert any(
+        "RECV: <message" in line and "<body>[redacted]</body>" in line for line in passerelle.lines
+    )
+    assert not [line for line in passerelle.lines if password in line]
+    assert all(accounts in path.parents for path in passerelle.files_holding(password))
 
 
 async def test_plaintext_to_a_remote_server_is_refused(

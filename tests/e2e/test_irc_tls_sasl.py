@@ -392,3 +392,31 @@ async def test_a_server_password_is_needed_and_then_used(
         await bob.close()
     assert "PASS [redacted]" in irc_log(gateway)
     assert SERVER_PASSWORD not in irc_log(gateway) and "not it" not in irc_log(gateway)
+
+
+async def test_passwords_typed_in_a_chat_are_used_and_stay_out_of_the_log(
+    gateway: PasserelleProcess, inspircd: InspIRCd, new_client: NewClient
+) -> None:
+    alice, nick = await registered(new_client, "alice")
+    # In a chat with the gateway, `contact locked configure` asks the form's fields one
+    # by one there; she types both passwords.
+    answers = {
+        "Nick on this server": nick,
+        "Account password": "typed-account-pw-57",
+        "Server password": SERVER_PASSWORD,
+        "IRC commands": " ",  # none (slidge reads a space as an empty list)
+    }
+    said, asked = await alice.answer_chat_command(
+        IRC_JID, "contact locked configure", answers, until="^Saved"
+    )
+    assert asked == list(answers), said
+    # The server password she typed lets her in.
+    pres = await alice.join_muc(room("#story57", "locked"), nick)
+    assert pres["type"] != "error", pres
+    # At DEBUG, where slixmpp logs each stanza it receives, her two answers are there
+    # with their bodies redacted (slidge fix 52), and neither password is anywhere.
+    answered = [
+        line for line in gateway.lines if "RECV: <message" in line and alice.boundjid.bare in line
+    ]
+    assert sum("<body>[redacted]</body>" in line for line in answered) == 2, answered
+    assert not [line for line in gateway.lines if SERVER_PASSWORD in line or "account-pw" in line]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -182,6 +183,38 @@ class Client(slixmpp.ClientXMPP):
             iq["command"].append(submit)
             result = await send_iq(iq)
         raise AssertionError(f"command {node} did not complete in 5 steps")
+
+    async def answer_chat_command(
+        self,
+        jid: str,
+        command: str,
+        answers: Mapping[str, str],
+        until: str,
+        *,
+        default: str = "yes",
+        timeout: float = 60.0,
+    ) -> tuple[list[str], list[str]]:
+        """Send chat command ``command`` to ``jid`` and answer its questions (slidge's
+        ``…? (or 'abort')``) as a person would: a question that starts with a key of
+        ``answers`` gets its value, any other ``default``; until ``jid`` says something
+        that matches ``until``. Returns all ``jid`` said, and the questions asked (their
+        key, or the whole question when no key matched)."""
+        self.send_chat(jid, command)
+        said: list[str] = []
+        asked: list[str] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    body = str((await self.next_message(jid, timeout=timeout))["body"])
+                    said.append(body)
+                    if re.search(until, body):
+                        return said, asked
+                    if body.endswith("(or 'abort')"):
+                        key = next((q for q in answers if body.startswith(q)), None)
+                        asked.append(key or body)
+                        self.send_chat(jid, answers[key] if key is not None else default)
+        except TimeoutError:
+            raise AssertionError(f"nothing matching {until!r} in: {said}") from None
 
     def send_chat(self, to: str, body: str, **extra: Any) -> Message:
         msg = self.make_message(mto=to, mbody=body, mtype="chat")

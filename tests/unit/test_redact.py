@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from gateway.child import RedactSecrets
+from gateway.redact import RedactSecrets, private_answer_from
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,9 @@ from gateway.child import RedactSecrets
             '<field var="nickname"><value>x</value></field><field var="secret"><value>s</value></field>',
             "<value>s</value>",
         ),
+        # Named as anything, but private: the type says so.
+        ('<field type="text-private" var="code"><value>428913</value></field>', "428913"),
+        ("<field var='pin' type='text-private' label='PIN'><value>4242</value></field>", "4242"),
     ],
 )
 def test_wire_secrets_are_redacted(wire: str, secret: str) -> None:
@@ -29,6 +32,40 @@ def test_wire_secrets_are_redacted(wire: str, secret: str) -> None:
 def test_other_fields_are_kept() -> None:
     wire = '<field var="nickname"><value>alice</value></field>'
     assert RedactSecrets.redact(wire) == wire
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        # An empty private field leaves the next field's value alone.
+        '<field var="password" type="text-private"/><field var="nick"><value>alice</value></field>',
+        '<field var="token"></field><field var="nick"><value>alice</value></field>',
+    ],
+)
+def test_an_empty_secret_field_keeps_the_next_fields_value(wire: str) -> None:
+    assert RedactSecrets.redact(wire) == wire
+
+
+ANSWER = '<message to="gw.example.org" type="chat" from="{}"><body>{}</body></message>'
+
+
+def test_an_awaited_private_answer_is_redacted_only_from_whom_it_is_awaited() -> None:
+    mine = ANSWER.format("Alice@Example.org/phone", "hunter2")
+    other = ANSWER.format("bob@example.org/pc", "hello")
+    assert RedactSecrets.redact(mine) == mine  # nothing awaited
+    with private_answer_from("alice@example.org"):
+        assert RedactSecrets.redact(f"RECV: {mine}") == "RECV: " + ANSWER.format(
+            "Alice@Example.org/phone", "[redacted]"
+        )
+        assert RedactSecrets.redact(other) == other
+        # Cut short by a %.300s, or with a body per language: still hidden.
+        assert "hunter" not in RedactSecrets.redact(mine[:-18])
+        two = mine.replace("</body>", "</body><body xml:lang='fr'>hunter2</body>")
+        assert "hunter2" not in RedactSecrets.redact(two)
+        with private_answer_from("alice@example.org"):  # a second question, nested
+            pass
+        assert "hunter2" not in RedactSecrets.redact(mine)
+    assert RedactSecrets.redact(mine) == mine  # answered: the next message is logged
 
 
 def test_filter_rewrites_debug_record_arguments() -> None:

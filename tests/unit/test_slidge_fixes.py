@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import slidge.main
+from slidge.command.chat_command import ChatCommandProvider
 from slidge.command.register import Register
 from slidge.contact.roster import LegacyRoster
 from slidge.core.dispatcher.registration import RegistrationMixin
@@ -18,6 +19,7 @@ from slixmpp import JID
 from slixmpp.exceptions import XMPPError
 
 from gateway import slidge_fixes, slidge_speed
+from gateway.redact import RedactSecrets
 from tests.unit.slidge_db import slidge_store
 
 
@@ -96,6 +98,7 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original_modify = RegistrationMixin._user_modify
     original_register = Register.__dict__["register"]
+    original_input = ChatCommandProvider.__dict__["input"]
     original_handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
     original_sigterm = slidge.main.handle_sigterm
     main_module: Any = slidge.main
@@ -112,8 +115,12 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
         assert speed == [True]
         assert BaseGateway.__dict__["_BaseGateway__exception_handler"].passerelle_fix
         assert Register.__dict__["register"].passerelle_fix
+        assert ChatCommandProvider.__dict__["input"].passerelle_fix
         slidge_fixes.apply()  # idempotent: nothing wrapped twice
         assert Register.__dict__["register"].__wrapped__ is original_register
+        assert ChatCommandProvider.__dict__["input"].__wrapped__ is original_input
+        handle_form = ChatCommandProvider.__dict__["_ChatCommandProvider__handle_form"]
+        assert handle_form.__wrapped__ is HANDLE_FORM
         wrapped = MAMStore.get_messages.__wrapped__  # type: ignore[attr-defined]  # functools.wraps
         assert not hasattr(wrapped, "passerelle_fix")
         handler = BaseGateway.__dict__["_BaseGateway__exception_handler"]
@@ -122,6 +129,8 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
         setattr(BaseGateway, "_BaseGateway__exception_handler", original_handler)  # noqa: B010
         RegistrationMixin._user_modify = original_modify  # type: ignore[method-assign]
         Register.register = original_register  # type: ignore[method-assign]
+        ChatCommandProvider.input = original_input  # type: ignore[method-assign]
+        setattr(ChatCommandProvider, "_ChatCommandProvider__handle_form", HANDLE_FORM)  # noqa: B010
         slidge.main.handle_sigterm = original_sigterm
         main_module.get_engine = original_engine
         MessageArchive.add = original_add  # type: ignore[method-assign]
@@ -169,6 +178,60 @@ async def test_fix51_the_plugins_error_reaches_the_user_as_it_is(
         assert error is failure
     else:
         assert error.text == text
+
+
+HANDLE_FORM = ChatCommandProvider.__dict__["_ChatCommandProvider__handle_form"]
+ALICE = JID("alice@example.org/phone")
+
+
+async def _questions(handle_form: Any, chat_input: Any) -> list[tuple[str, str]]:
+    """Run slidge's chat form (``handle_form``) for a nick and a password with a stand-in
+    provider whose ``input`` is ``chat_input``; returns each question asked with the log
+    line of its answer (``RECV: <message from=alice…><body>x</body></message>``)."""
+    from slidge.command.base import Form, FormField
+
+    asked: list[tuple[str, str]] = []
+
+    async def answer(_self: object, jid: JID, text: str, **_kwargs: object) -> str:
+        wire = f'RECV: <message from="{jid}" to="gw.example.org"><body>x</body></message>'
+        asked.append((text, RedactSecrets.redact(wire)))
+        return "x"
+
+    async def handler(*_args: object) -> str:
+        return "done"
+
+    async def handle_result(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    answering = chat_input(answer)
+    provider: Any = object.__new__(ChatCommandProvider)
+    provider.xmpp = SimpleNamespace(input=lambda *a, **k: answering(provider, *a, **k))
+    provider._handle_result = handle_result
+    msg = SimpleNamespace(get_from=lambda: ALICE, reply=lambda _text: SimpleNamespace(send=list))
+    fields = [FormField("nick", "Nick"), FormField("password", "Password", private=True)]
+    await handle_form(provider, Form("Log in", "", fields, handler), msg, None)
+    return asked
+
+
+async def test_bug52_chat_forms_ask_a_password_as_any_other_field_is_still_there() -> None:
+    asked = await _questions(HANDLE_FORM, lambda answer: answer)
+    kept = f'RECV: <message from="{ALICE}" to="gw.example.org"><body>x</body></message>'
+    # The wording fix 52 recognises, and an answer the log shows: fixed upstream? remove it.
+    assert asked == [("Nick? (or 'abort')", kept), ("Password? (or 'abort')", kept)]
+
+
+async def test_fix52_the_answer_to_a_private_question_is_redacted_in_the_log() -> None:
+    asked = await _questions(
+        slidge_fixes._private_prompts_known(HANDLE_FORM), slidge_fixes._private_answers_hidden
+    )
+    assert [(q, "<body>x</body>" in line) for q, line in asked] == [
+        ("Nick? (or 'abort')", True),
+        ("Password? (or 'abort')", False),
+    ]
+    assert "<body>[redacted]</body>" in asked[1][1]
+    # Once answered, her messages are logged as they are again.
+    wire = f'<message from="{ALICE}"><body>hello</body></message>'
+    assert RedactSecrets.redact(wire) == wire
 
 
 def test_fix7_slidge_opens_sqlite_without_wal_is_still_true() -> None:
