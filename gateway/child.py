@@ -6,7 +6,8 @@ once per network. This module translates the network's section into slidge's opt
 applies :mod:`gateway.slidge_fixes`, and hands over to ``slidge.main.main``. Before slidge
 is imported, :mod:`gateway.lazy_imports` keeps the modules slidge rarely uses out of the
 process until first use, and :mod:`gateway.malloc_tuning` caps malloc arenas and gives
-freed memory back after start-up (a child idled at ~83 MiB instead of ~102 with them).
+freed memory back after start-up (a child idled at ~83 MiB instead of ~102 with them);
+:mod:`gateway.gc_tuning` then keeps the start-up heap out of the garbage collector's walks.
 
 The configuration is read and validated in a short-lived fork (:func:`validated`): the
 same pydantic models and fix-it messages as ``passerelle check``, the file re-read at
@@ -43,7 +44,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import lazy_imports, malloc_tuning, slidge_fixes
+from . import gc_tuning, lazy_imports, malloc_tuning, slidge_fixes
 from .errors import ConfigError
 from .networks import NetworkUnavailable, slidge_module
 from .redact import RedactSecrets
@@ -322,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # the loop slixmpp's get_event_loop() then returns
     malloc_tuning.install(loop)
+    gc_tuning.install(loop)
 
     slidge.main.main(slidge_module(args.network))
 

@@ -58,6 +58,15 @@ _MINE = (StoredContact.user_account_id == sa.bindparam("user")) & StoredContact.
 )
 _ANY_OF = sa.select(StoredContact.id).where(_MINE).limit(1)
 """Whether the user has one of the contacts `ids` (`Roster.prefetch`)."""
+_THAT_ONE = (
+    sa.select(StoredContact.id)
+    .where(
+        StoredContact.user_account_id == sa.bindparam("user"),
+        StoredContact.legacy_id == sa.bindparam("id"),
+    )
+    .limit(1)
+)
+"""Whether the user has the contact `id` (a JOIN's nick: `rows.fetch` runs it)."""
 _ALL_OF = sa.select(StoredContact).where(_MINE)
 
 
@@ -180,7 +189,11 @@ class Roster(LegacyRoster["Contact"]):
         """The user's stored contacts among `legacy_ids`, by legacy id: one small query
         when there is none."""
         query = {"user": self.session.user_pk, "ids": legacy_ids}
-        if orm.connection().execute(_ANY_OF, query).first() is None:
+        if len(legacy_ids) == 1:
+            one = {"user": query["user"], "id": legacy_ids[0]}
+            if not rows.fetch(orm, _THAT_ONE, one):
+                return {}
+        elif orm.connection().execute(_ANY_OF, query).first() is None:
             return {}
         return {row.legacy_id: row for row in orm.scalars(_ALL_OF, query).all()}
 

@@ -20,12 +20,14 @@ from slidge.db.models import Contact, GatewayUser, Participant, Room
 from slidge.group.room import LegacyMUC
 from slidge.util.types import Hat
 from slixmpp import JID
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from legacy_plugins.irc import events as ev
 from legacy_plugins.irc import rows
 from legacy_plugins.irc.channels import ChannelTracker
 from legacy_plugins.irc.connection import WHOX_TOKEN, IrcConnectionState, who_query
+from legacy_plugins.irc.contact import _ANY_OF, _THAT_ONE
 from legacy_plugins.irc.events import Channel, ISupport, Member, Nick, Prefix
 from legacy_plugins.irc.occupants import _MAV_DATA
 from legacy_plugins.irc.protocol import parse_line
@@ -163,6 +165,70 @@ def test_joined_occupant_of_a_contact_not_stored_yet_is_nobodys(orm: Session) ->
     assert rows.joined_occupant(orm, room.id, "al", None, "alice") == (False, None, True)
     assert rows.joined_occupant(orm, room.id, "erin", None, "erin") == (False, None, False)
     assert rows.joined_occupant(orm, room.id, "dave", None, "dave") == (True, None, False)
+
+
+def _driver_row(orm: Session, table: str, pk: int) -> dict[str, Any]:
+    """Row `pk` of `table` as SQLite stores it (no SQLAlchemy type on the way back)."""
+    found = orm.connection().exec_driver_sql(f"SELECT * FROM {table} WHERE id = ?", (pk,))
+    return dict(found.mappings().one())
+
+
+def test_on_sqlite_a_joins_statements_run_on_the_driver_as_sqlalchemy_types_them(
+    orm: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = _room(orm)
+    alice = _contact(orm, room, "alice%irc")
+    executed: list[str] = []
+    sa.event.listen(orm.get_bind(), "before_cursor_execute", lambda *a: executed.append(a[2]))
+
+    def occupant(nick: str) -> Participant:
+        row = Participant(nickname=nick, occupant_id=f"{nick}@x", room_id=room.id)
+        row.resource, row.nickname_no_illegal, row.is_user = nick, nick, True
+        row.role, row.hats = "moderator", [Hat("acct", "Account: é", 0.5)]
+        return row
+
+    by_driver = occupant("a")
+    rows.insert(orm, by_driver, {})
+    bob = Contact(user_account_id=room.user_account_id, legacy_id="bob", jid_localpart="bob")
+    rows.insert(orm, bob, {"avatar": None})
+    assert rows.joined_occupant(orm, room.id, "a", alice.id, "al") == (True, None, False)
+    assert rows.occupant_exists(orm, room.id, "a")
+    assert rows.occupant_by_contact(orm, room.id, alice.id, "a") == (None, True)
+    assert rows.fetch(orm, _THAT_ONE, {"user": room.user_account_id, "id": "bob"}) == [(bob.id,)]
+    assert executed == []  # none through SQLAlchemy's execution
+    orm.commit()
+
+    # the same values through SQLAlchemy (no driver path): stored alike
+    monkeypatch.setattr(rows, "_raw", lambda *_: None)
+    by_sqlalchemy = occupant("b")
+    rows.insert(orm, by_sqlalchemy, {})
+    carol = Contact(user_account_id=room.user_account_id, legacy_id="carol", jid_localpart="c")
+    rows.insert(orm, carol, {"avatar": None})
+    orm.commit()
+    assert len(executed) == 2
+    ours, theirs = (_driver_row(orm, "participant", r.id) for r in (by_driver, by_sqlalchemy))
+    differ = {"id", "occupant_id", "resource", "nickname", "nickname_no_illegal"}
+    assert {k: v for k, v in ours.items() if k not in differ} == {
+        k: v for k, v in theirs.items() if k not in differ
+    }
+    assert ours["hats"] == theirs["hats"] and ours["is_user"] == 1
+    ours, theirs = (_driver_row(orm, "contact", c.id) for c in (bob, carol))
+    assert {k: v for k, v in ours.items() if k not in {"id", "legacy_id", "jid_localpart"}} == {
+        k: v for k, v in theirs.items() if k not in {"id", "legacy_id", "jid_localpart"}
+    }
+
+
+def test_the_driver_path_is_for_sqlite_and_typed_parameters_only() -> None:
+    table: Any = Participant.__table__
+    keys = tuple(c.key for c in table.columns if not c.primary_key)
+    postgres: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    lite: sa.Dialect = sqlite.dialect()
+    assert rows._raw(rows._JOINED, postgres) is None
+    assert rows._raw(rows._insert_statement(table), postgres, keys) is None
+    assert rows._raw(_ANY_OF, lite) is None  # a list parameter (IN)
+    raw = rows._raw(rows._OCCUPANT, lite)
+    assert raw is not None and raw.names[:3] == ("room", "nick", "nick")
+    assert dict(raw.constants) == {"param_1": 1, "param_2": 0}  # its LIMIT
 
 
 def test_store_occupant_list_writes_what_slidges_merge_and_flush_wrote(orm: Session) -> None:
