@@ -243,14 +243,19 @@ def _update_statement(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
 
 
 def _changes(row: Any) -> dict[str, Any]:
-    """The columns of loaded `row` set to a new value since it was loaded or stored."""
+    """The columns of loaded `row` set to a new value since it was loaded or stored.
+    Only an attribute set since has history (its value then, in `committed_state`):
+    the others are not asked (a row of the fill has 13 columns and none or one set)."""
     state: Any = sa.inspect(row)
+    if not state.committed_state:
+        return {}
     columns = row.__table__.columns
-    return {
-        attr.key: attr.history.added[0]
-        for attr in state.attrs
-        if attr.key in columns and not columns[attr.key].primary_key and attr.history.added
-    }
+    changes: dict[str, Any] = {}
+    for key in list(state.committed_state):
+        if key in columns and not columns[key].primary_key:
+            if added := state.attrs[key].history.added:
+                changes[key] = added[0]
+    return changes
 
 
 def store_occupant_list(orm: Session, room: Room, occupants: list[Participant]) -> bool:

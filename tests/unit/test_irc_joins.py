@@ -22,6 +22,7 @@ from slidge.util.types import Hat
 from slixmpp import JID
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.state import AttributeState
 
 from legacy_plugins.irc import events as ev
 from legacy_plugins.irc import rows
@@ -256,6 +257,25 @@ def test_store_occupant_list_writes_what_slidges_merge_and_flush_wrote(orm: Sess
     assert (stored["bob"].room_id, stored["bob"].contact_id) == (room.id, bob.id)
     filled = orm.scalar(sa.select(Room.participants_filled).where(Room.id == room.id))
     assert filled is True
+
+
+def test_changes_asks_the_history_of_the_columns_set_only(
+    orm: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = _room(orm)
+    row = _occupant(orm, room, _contact(orm, room, "alice%irc"), "alice")
+    asked: list[str] = []
+    history = AttributeState.history
+
+    def counted(attr: AttributeState) -> Any:
+        asked.append(attr.key)
+        return history.fget(attr)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(AttributeState, "history", property(counted))
+    assert rows._changes(row) == {} and asked == []  # 13 columns, none set: none asked
+    row.role, row.affiliation = "moderator", "member"  # the latter as stored: no change
+    assert rows._changes(row) == {"role": "moderator"}
+    assert sorted(asked) == ["affiliation", "role"]
 
 
 def test_store_occupant_list_leaves_a_row_it_cannot_store_to_slidge(orm: Session) -> None:
