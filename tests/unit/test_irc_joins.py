@@ -28,10 +28,11 @@ from legacy_plugins.irc import events as ev
 from legacy_plugins.irc import rows
 from legacy_plugins.irc.channels import ChannelTracker
 from legacy_plugins.irc.connection import WHOX_TOKEN, IrcConnectionState, who_query
-from legacy_plugins.irc.contact import _ANY_OF, _THAT_ONE
+from legacy_plugins.irc.contact import _ANY_OF, _THAT_ONE, _contact_legacy_id
 from legacy_plugins.irc.events import Channel, ISupport, Member, Nick, Prefix
 from legacy_plugins.irc.occupants import _MAV_DATA
 from legacy_plugins.irc.protocol import parse_line
+from legacy_plugins.irc.translate import AddressMapping
 
 
 @pytest.fixture
@@ -288,6 +289,26 @@ def test_store_occupant_list_leaves_a_row_it_cannot_store_to_slidge(orm: Session
     orm.commit()
     assert orm.scalar(sa.select(sa.func.count()).select_from(Participant)) == 0
     assert not orm.scalar(sa.select(Room.participants_filled))
+
+
+@pytest.mark.parametrize(
+    ("username", "expected"),
+    [
+        ("Alice%irc.example.org", ("alice%irc.example.org", "")),
+        ("irc.example.org", ("irc.example.org", "")),  # the server's contact
+        ("#chan%irc.example.org", (None, "#chan is a channel: join it as a group chat")),
+        ("a b%irc", (None, "invalid IRC nick 'a b'")),
+    ],
+)
+def test_a_jid_username_is_a_contacts_legacy_id_or_why_not_parsed_once(
+    username: str, expected: tuple[str | None, str]
+) -> None:
+    # slidge asks for the sender of every presence it sends, an occupant's room JID too
+    mapping = AddressMapping()
+    _contact_legacy_id.cache_clear()
+    assert _contact_legacy_id(mapping, username) == expected
+    assert _contact_legacy_id(AddressMapping(), username) == expected
+    assert _contact_legacy_id.cache_info().hits == 1
 
 
 def _mav_version(data: Sequence[tuple[str, str]]) -> str:
