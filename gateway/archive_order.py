@@ -7,8 +7,8 @@ an email's Date header seconds, so two lines said in the same millisecond — a
 back-fill from IRCv3 ``chathistory`` has them — came back from the archive in either
 order (seen against Ergo), and a page boundary between them would skip one.
 
-Fix 8 writes the archive rows (:class:`gateway.slidge_fixes.ArchiveBatcher`); before
-its INSERT, :func:`untie_new_rows` moves a new row whose stamp is taken in its room
+Fix 8 writes the archive rows (:class:`gateway.slidge_fixes_archive.ArchiveBatcher`);
+before its INSERT, :func:`untie_new_rows` moves a new row whose stamp is taken in its room
 (by a row written earlier, or one before it in the same batch) on by a microsecond
 until it is free: the order of arrival among equal stamps is kept, and no stamp moves
 by more than a microsecond per message sharing it (a millisecond holds a thousand).

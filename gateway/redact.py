@@ -7,8 +7,9 @@ as it is made, whichever logger makes it. Secrets in a form or an IQ are found b
 place (a ``password`` element, a field named like a password or of type ``text-private``);
 a password typed in a chat, answering slidge's chat command (``register``,
 ``contact … configure``), is found by the question it answers: while such an answer is
-awaited (:func:`private_answer_from`, which :mod:`gateway.slidge_fixes`' fix 52 calls),
-the bodies of the messages from that JID are redacted.
+awaited (:func:`private_answer_from`, which fix 52 calls, in
+:mod:`gateway.slidge_fixes_registration`), the bodies of the messages from that JID are
+redacted.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ from slixmpp import JID
 from slixmpp.exceptions import XMPPError
 
 from gateway import slidge_fixes, slidge_speed
+from gateway import slidge_fixes_archive as fixes_archive
+from gateway import slidge_fixes_loop as fixes_loop
+from gateway import slidge_fixes_registration as fixes_registration
 from gateway.redact import RedactSecrets
 from tests.unit.slidge_db import slidge_store
 
@@ -30,7 +33,7 @@ def test_bug1_roster_fill_never_pushes_is_still_there() -> None:
 
 def test_bug2_user_modify_without_filter_is_still_there() -> None:
     original = RegistrationMixin.__dict__["_user_modify"]
-    assert original is not slidge_fixes._user_modify
+    assert original is not fixes_registration._user_modify
     assert "orm.query(GatewayUser).one_or_none()" in inspect.getsource(original)
 
 
@@ -67,7 +70,7 @@ def test_fix9_an_error_for_nobody_is_logged_and_the_gateway_goes_on(
     from slixmpp.exceptions import XMPPError
 
     original = BaseGateway.__dict__["_BaseGateway__exception_handler"]
-    handler = slidge_fixes._answerless_errors_are_logged(getattr(original, "__wrapped__", original))
+    handler = fixes_loop._answerless_errors_are_logged(getattr(original, "__wrapped__", original))
     loop = asyncio.new_event_loop()
     stops: list[bool] = []
     loop.stop = lambda: stops.append(True)  # type: ignore[method-assign]
@@ -107,10 +110,10 @@ def test_fixes_are_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     original_reads = {name: MAMStore.__dict__[name] for name in slidge_fixes.MAM_READS}
     try:
         slidge_fixes.apply()
-        assert RegistrationMixin._user_modify is slidge_fixes._user_modify
-        assert slidge.main.handle_sigterm is slidge_fixes._stop_loop_on_sigterm
+        assert RegistrationMixin._user_modify is fixes_registration._user_modify
+        assert slidge.main.handle_sigterm is fixes_loop._stop_loop_on_sigterm
         assert main_module.get_engine.__name__ == "wal_get_engine"
-        assert MessageArchive.add is slidge_fixes._archive_add
+        assert MessageArchive.add is fixes_archive._archive_add
         assert all(getattr(MAMStore, name).passerelle_fix for name in slidge_fixes.MAM_READS)
         assert speed == [True]
         assert BaseGateway.__dict__["_BaseGateway__exception_handler"].passerelle_fix
@@ -171,7 +174,7 @@ async def test_bug51_register_command_hides_the_plugins_error_is_still_there() -
 async def test_fix51_the_plugins_error_reaches_the_user_as_it_is(
     failure: Exception, condition: str, text: str | None
 ) -> None:
-    fixed = slidge_fixes._errors_keep_their_condition(Register.__dict__["register"])
+    fixed = fixes_registration._errors_keep_their_condition(Register.__dict__["register"])
     error = await _error_of(fixed, failure)
     assert error.condition == condition
     if isinstance(failure, XMPPError):
@@ -222,7 +225,8 @@ async def test_bug52_chat_forms_ask_a_password_as_any_other_field_is_still_there
 
 async def test_fix52_the_answer_to_a_private_question_is_redacted_in_the_log() -> None:
     asked = await _questions(
-        slidge_fixes._private_prompts_known(HANDLE_FORM), slidge_fixes._private_answers_hidden
+        fixes_registration._private_prompts_known(HANDLE_FORM),
+        fixes_registration._private_answers_hidden,
     )
     assert [(q, "<body>x</body>" in line) for q, line in asked] == [
         ("Nick? (or 'abort')", True),
@@ -266,7 +270,7 @@ def test_fix7_sqlite_connections_use_wal(tmp_path: Path) -> None:
 def test_bug8_archive_commits_every_message_is_still_there() -> None:
     from slidge.group.archive import MessageArchive
 
-    assert MessageArchive.add is not slidge_fixes._archive_add
+    assert MessageArchive.add is not fixes_archive._archive_add
     source = inspect.getsource(MessageArchive.add)
     assert "orm.commit()" in source
     assert "add_message" in source

@@ -776,7 +776,7 @@ def _archive_corpus() -> list[Message]:
 
 @pytest.mark.parametrize("kind", ["none", "anonymous", "contact", "user", "system"])
 def test_fix16_archive_copy_is_slidges(kind: str) -> None:
-    from gateway import slidge_fixes
+    from gateway import slidge_fixes_archive
 
     participant = None if kind == "none" else _participant(kind)
     fast_ones = 0
@@ -794,7 +794,7 @@ def test_fix16_archive_copy_is_slidges(kind: str) -> None:
             item = (participant.role or "participant", participant.affiliation or "member", jid)
         fast = speed_messages.archive_copy(msg, item)
         slow = speed_messages.ArchiveCopy.of(
-            slidge_fixes._history_message(None, copy.copy(msg), participant)
+            slidge_fixes_archive._history_message(None, copy.copy(msg), participant)
         )
         assert str(msg) == before  # the message sent live is not touched
         if fast is None:
