@@ -1,7 +1,7 @@
-"""The same stories against InspIRCd, the IRCv3 server (CAP 302, server-time, msgid,
-multi-prefix, extended-join...): what works on ngIRCd must work here too, and what
-IRCv3 adds: delivery confirmed by echo-message, history on join with its time,
-away-notify."""
+"""The same stories against the IRCv3 servers, InspIRCd and Ergo (CAP 302, server-time,
+msgid, multi-prefix, extended-join...): what works on ngIRCd must work there too, and
+what IRCv3 adds: delivery confirmed by echo-message (both servers), history on join with
+its time, away-notify (InspIRCd)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from slixmpp.stanza import Message
 
-from gateway.localservers import InspIRCd
+from gateway.localservers import Ergo, InspIRCd
 from gateway.localservers.inspircd import IRCV3_MODULES
 from tests.e2e.conftest import PasserelleProcess
 from tests.e2e.irc_helpers import IrcPerson, NewClient, registered, room, start_with_irc
@@ -22,20 +22,24 @@ from tests.e2e.xmpp_client import muc_status
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-@pytest.fixture
-def inspircd(tmp_path: Path) -> Iterator[InspIRCd]:
-    with InspIRCd(tmp_path / "inspircd") as server:
+@pytest.fixture(params=["inspircd", "ergo"])
+def ircv3(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InspIRCd | Ergo]:
+    """Each IRCv3 server: InspIRCd 3 (Debian bookworm) and Ergo (Debian trixie's)."""
+    server = (
+        InspIRCd(tmp_path / "inspircd") if request.param == "inspircd" else Ergo(tmp_path / "ergo")
+    )
+    with server:
         yield server
 
 
 async def test_talk_topic_and_modes_on_an_ircv3_server(
-    inspircd: InspIRCd,
+    ircv3: InspIRCd | Ergo,
     start_passerelle: Callable[..., PasserelleProcess],
     new_client: NewClient,
 ) -> None:
-    gateway = await start_with_irc(start_passerelle, inspircd.port)
+    gateway = await start_with_irc(start_passerelle, ircv3.port)
     alice, nick = await registered(new_client, "alice")
-    bob = await IrcPerson.connect(inspircd.port, "bob31")
+    bob = await IrcPerson.connect(ircv3.port, "bob31")
     try:
         await bob.join("#story31")
         bob.send("TOPIC #story31 :ircv3 topic")
@@ -69,13 +73,13 @@ def stanza_id(msg: Message) -> str | None:
 
 
 async def test_echo_message_confirms_delivery_with_the_servers_msgid(
-    inspircd: InspIRCd,
+    ircv3: InspIRCd | Ergo,
     start_passerelle: Callable[..., PasserelleProcess],
     new_client: NewClient,
 ) -> None:
-    await start_with_irc(start_passerelle, inspircd.port)
+    await start_with_irc(start_passerelle, ircv3.port)
     alice, nick = await registered(new_client, "alice")
-    bob = await IrcPerson.connect(inspircd.port, "bob32", caps=("message-tags",))
+    bob = await IrcPerson.connect(ircv3.port, "bob32", caps=("message-tags",))
     try:
         await bob.join("#story32")
         room32 = room("#story32")
