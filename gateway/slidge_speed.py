@@ -7,7 +7,7 @@ stanzas. ``tests/unit/test_slidge_speed.py`` has, for each, a *detector* test th
 when upstream changes the code under it, and tests that compare the fix with the code it
 replaces. ``bench/irc.py`` measured each (``bench/README.md``).
 
-They live by role in three modules, all installed by :func:`apply` (slidge's
+They live by role in four modules, all installed by :func:`apply` (slidge's
 classes are patched only then, so importing these modules imports neither slidge nor
 slixmpp); the names other code uses are importable from here too:
 
@@ -17,7 +17,9 @@ slixmpp); the names other code uses are importable from here too:
   tick batcher fix 8 uses too), 13 (no empty commits, the archive's legacy id index);
 - :mod:`gateway.slidge_speed_messages`: 16 (a room message's archive copy from its
   XML), 17 (a room message sent as itself to the first resource), 30 (the echo of
-  what the user sends to a room), 31 (an occupant's plain message built as XML).
+  what the user sends to a room), 31 (an occupant's plain message built as XML);
+- :mod:`gateway.slidge_speed_presences`: 32 (an occupant's presence with its MUC
+  ``<x>`` built as XML).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .slidge_speed_messages import (
     participant_messages_from_xml,
     send_messages_uncopied,
 )
+from .slidge_speed_presences import participant_presences_from_xml
 from .slidge_speed_stanzas import (
     PRESENCE_ONLY_FILTERS,
     fast_contains,
@@ -69,6 +72,7 @@ __all__ = [
     "flushing_first",
     "match_once",
     "participant_messages_from_xml",
+    "participant_presences_from_xml",
     "send_messages_uncopied",
     "send_without_tasks",
     "speed_up_store",
@@ -87,3 +91,4 @@ def apply() -> None:
     fast_escape()
     echo_directly()
     participant_messages_from_xml()
+    participant_presences_from_xml()

@@ -19,6 +19,7 @@ from slixmpp.xmlstream.stanzabase import ElementBase, StanzaBase
 
 from gateway import slidge_speed
 from gateway import slidge_speed_messages as speed_messages
+from gateway import slidge_speed_presences as speed_presences
 from gateway import slidge_speed_stanzas as speed_stanzas
 from gateway import slidge_speed_store as speed_store
 from tests.unit.slidge_db import slidge_store
@@ -30,9 +31,9 @@ def _message(xml: ET.Element | None = None, stream: Any = None) -> Message:
 
 
 def test_what_other_code_imports_from_slidge_speed_is_the_fixes_own() -> None:
-    """The fixes live by role in three modules; `gateway.slidge_speed` installs them and
+    """The fixes live by role in four modules; `gateway.slidge_speed` installs them and
     offers the names other code uses (`gateway.slidge_fixes`), each the module's own."""
-    modules = (speed_messages, speed_stanzas, speed_store)
+    modules = (speed_messages, speed_presences, speed_stanzas, speed_store)
     for name in slidge_speed.__all__:
         if name != "apply":
             owners = [m for m in modules if getattr(m, name, None) is getattr(slidge_speed, name)]
