@@ -11,6 +11,7 @@ are not shown as somebody's messages.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -38,6 +39,16 @@ def sent_lines(gateway: PasserelleProcess, command: str) -> list[str]:
         for line in gateway.lines
         if ".irc.client." in line and f" >> {command}" in line
     ]
+
+
+async def archive_until(client: Client, room_jid: str, body: str) -> list[tuple[str, str]]:
+    """(nick, body) of the room archive, once it holds `body` (read again for up to 30 s)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        bodies = [(m["from"].resource, m["body"]) for m in await client.archive(room_jid)]
+        if any(text == body for _, text in bodies) or asyncio.get_running_loop().time() > deadline:
+            return bodies
+        await asyncio.sleep(0.2)
 
 
 async def test_a_first_join_brings_what_was_said_before_once_with_its_time(
@@ -124,7 +135,9 @@ async def test_after_a_gateway_restart_only_what_was_missed_is_added(
             assert (await phone.join_muc(room62, nick))["type"] != "error"
             bob.say("#story62", "to her phone")
             assert (await phone.next_groupchat_text(room62))["body"] == "to her phone"
-            bodies = [(m["from"].resource, m["body"]) for m in await phone.archive(room62)]
+            # The back-fill is asked once the gateway has the member list, and may reach
+            # Ergo after bob's last lines: wait (bounded) until the archive has it.
+            bodies = await archive_until(phone, room62, "while away 2")
         finally:
             await phone.stop()
         assert bodies == [
